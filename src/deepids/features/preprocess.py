@@ -1,0 +1,196 @@
+"""Fitted feature pipeline for flow records.
+
+`FlowPreprocessor.fit` learns everything from training data only; `transform` applies it to
+any later data. Its state is plain lists and numbers, saved as JSON with the model.
+
+Steps, in order:
+1. numeric columns: `+inf`/`-inf` -> the largest/smallest finite training value of that column,
+   NaN -> the training median (CICFlowMeter writes `Infinity`/`NaN` rates for zero-length flows);
+2. signed log1p, `sign(x) * log1p(|x|)`: byte counts, rates and inter-arrival times span up to
+   twelve orders of magnitude, and negative IAT / window values stay ordered;
+3. standard scaling with the training mean and standard deviation, then clipping to `±clip`
+   so one wild value cannot dominate a reconstruction error;
+4. frequency encoding of identifier-like values (destination port, initial TCP windows):
+   how common the value was in the training data, so a port scan's rare ports stand out
+   although the port number itself is no quantity;
+5. categorical columns (NSL-KDD's protocol/service/flag): one-hot with a vocabulary fitted on
+   training data, plus an "unseen" slot.
+Columns constant on the training data carry no information and are dropped (recorded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from deepids.errors import SchemaError
+from deepids.io.schema import LABEL, METADATA_COLUMNS
+
+UNSEEN = "<unseen>"
+FREQUENCY_COLUMNS = ("dst_port", "Init_Win_bytes_forward", "Init_Win_bytes_backward")
+MAX_FREQUENCY_VALUES = 5000
+
+
+def feature_columns(df: pl.DataFrame) -> list[str]:
+    """The columns of a canonical table that are model inputs: everything but metadata and label."""
+    skip = set(METADATA_COLUMNS) | {LABEL}
+    return [c for c in df.columns if c not in skip]
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass
+class FlowPreprocessor:
+    clip: float = 10.0
+    frequency: tuple[str, ...] | list[str] = FREQUENCY_COLUMNS
+    numeric_: list[str] = field(default_factory=list)
+    categorical_: list[str] = field(default_factory=list)
+    dropped_constant_: list[str] = field(default_factory=list)
+    fill_nan_: list[float] = field(default_factory=list)
+    fill_posinf_: list[float] = field(default_factory=list)
+    fill_neginf_: list[float] = field(default_factory=list)
+    mean_: list[float] = field(default_factory=list)
+    std_: list[float] = field(default_factory=list)
+    vocabularies_: dict[str, list[str]] = field(default_factory=dict)
+    frequencies_: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, df: pl.DataFrame, columns: list[str] | None = None) -> "FlowPreprocessor":
+        columns = feature_columns(df) if columns is None else list(columns)
+        if not columns:
+            raise SchemaError("the data has no feature columns")
+        if df.height == 0:
+            raise SchemaError("cannot fit features on zero records")
+        numeric = [c for c in columns if df.schema[c].is_numeric()]
+        categorical = [c for c in columns if c not in numeric]
+        self.frequencies_ = {}
+        for c in self.frequency:
+            if c in df.columns:
+                counts = (df.get_column(c).cast(pl.Utf8).fill_null("").value_counts(sort=True)
+                          .head(MAX_FREQUENCY_VALUES))
+                keys, values = counts.get_column(c).to_list(), counts.get_column("count").to_list()
+                self.frequencies_[c] = {k: v / df.height for k, v in zip(keys, values)}
+        numeric += [_freq_name(c) for c in self.frequencies_]
+
+        raw = self._raw_matrix(df, numeric)
+        finite = np.where(np.isfinite(raw), raw, np.nan)
+        with np.errstate(all="ignore"):
+            col_max = np.nanmax(finite, axis=0) if raw.size else np.zeros(0)
+            col_min = np.nanmin(finite, axis=0) if raw.size else np.zeros(0)
+            median = np.nanmedian(finite, axis=0) if raw.size else np.zeros(0)
+        col_max, col_min, median = (np.nan_to_num(a, nan=0.0) for a in (col_max, col_min, median))
+        filled = _fill(raw, median, col_max, col_min)
+        logged = signed_log1p(filled)
+        std = logged.std(axis=0)
+        keep = std > 1e-12
+        self.dropped_constant_ = [c for c, k in zip(numeric, keep) if not k]
+        self.numeric_ = [c for c, k in zip(numeric, keep) if k]
+        self.fill_nan_ = median[keep].tolist()
+        self.fill_posinf_ = col_max[keep].tolist()
+        self.fill_neginf_ = col_min[keep].tolist()
+        self.mean_ = logged[:, keep].mean(axis=0).tolist()
+        self.std_ = std[keep].tolist()
+
+        self.categorical_ = []
+        self.vocabularies_ = {}
+        for c in categorical:
+            values = df.get_column(c).cast(pl.Utf8).fill_null(UNSEEN).unique().sort().to_list()
+            if len(values) <= 1:
+                self.dropped_constant_.append(c)
+                continue
+            self.categorical_.append(c)
+            self.vocabularies_[c] = [v for v in values if v != UNSEEN]
+        return self
+
+    # ---------------------------------------------------------- transform
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns the data must have to be transformed."""
+        sources = {_freq_name(c): c for c in self.frequencies_}
+        return list(dict.fromkeys(sources.get(c, c) for c in self.numeric_ + self.categorical_))
+
+    def _raw_matrix(self, df: pl.DataFrame, columns: list[str]) -> np.ndarray:
+        sources = {_freq_name(c): c for c in self.frequencies_}
+        exprs = []
+        for c in columns:
+            if c in sources:
+                src = sources[c]
+                exprs.append(pl.col(src).cast(pl.Utf8).fill_null("")
+                             .replace_strict(self.frequencies_[src], default=0.0, return_dtype=pl.Float64).alias(c))
+            else:
+                exprs.append(pl.col(c).cast(pl.Float64))
+        if not exprs:
+            return np.zeros((df.height, 0), dtype=np.float64)
+        return df.select(exprs).to_numpy().astype(np.float64, copy=False)
+
+    @property
+    def output_names(self) -> list[str]:
+        """One name per model input dimension (numeric features, then one-hot slots)."""
+        names = list(self.numeric_)
+        for c in self.categorical_:
+            names += [f"{c}={v}" for v in self.vocabularies_[c]] + [f"{c}={UNSEEN}"]
+        return names
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.output_names)
+
+    def check_columns(self, df: pl.DataFrame) -> None:
+        missing = [c for c in self.input_columns if c not in df.columns]
+        if missing:
+            shown = ", ".join(repr(c) for c in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise SchemaError(f"the data lacks {len(missing)} column(s) the model needs: {shown}{more}")
+
+    def transform(self, df: pl.DataFrame) -> np.ndarray:
+        """Model inputs, float32, shape (n_records, n_outputs)."""
+        self.check_columns(df)
+        raw = self._raw_matrix(df, self.numeric_)
+        filled = _fill(raw, np.asarray(self.fill_nan_), np.asarray(self.fill_posinf_),
+                       np.asarray(self.fill_neginf_))
+        z = (signed_log1p(filled) - np.asarray(self.mean_)) / np.asarray(self.std_)
+        np.clip(z, -self.clip, self.clip, out=z)
+        parts = [z.astype(np.float32, copy=False)]
+        for c in self.categorical_:
+            vocab = self.vocabularies_[c]
+            lookup = {v: i for i, v in enumerate(vocab)}
+            codes = (df.get_column(c).cast(pl.Utf8)
+                     .replace_strict(lookup, default=len(vocab), return_dtype=pl.Int64).to_numpy())
+            onehot = np.zeros((df.height, len(vocab) + 1), dtype=np.float32)
+            onehot[np.arange(df.height), codes] = 1.0
+            parts.append(onehot)
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    # -------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "clip", "frequency", "numeric_", "categorical_", "dropped_constant_", "fill_nan_", "fill_posinf_",
+            "fill_neginf_", "mean_", "std_", "vocabularies_", "frequencies_")}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "FlowPreprocessor":
+        state = dict(state)
+        state["frequency"] = tuple(state.get("frequency", ()))
+        return cls(**state)
+
+
+def _freq_name(column: str) -> str:
+    return f"{column} frequency"
+
+
+def _fill(raw: np.ndarray, nan: np.ndarray, posinf: np.ndarray, neginf: np.ndarray) -> np.ndarray:
+    out = np.array(raw, dtype=np.float64, copy=True)
+    nan_mask = np.isnan(out)
+    if nan_mask.any():
+        out[nan_mask] = np.broadcast_to(nan, out.shape)[nan_mask]
+    pos = np.isposinf(out)
+    if pos.any():
+        out[pos] = np.broadcast_to(posinf, out.shape)[pos]
+    neg = np.isneginf(out)
+    if neg.any():
+        out[neg] = np.broadcast_to(neginf, out.shape)[neg]
+    return out
