@@ -45,6 +45,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -102,7 +103,7 @@ _SPECIFIC_2017 = frozenset(IDS2018_TO_CANONICAL.values())   # names only CICIDS2
 _SPECIFIC_2018 = frozenset(IDS2018_TO_CANONICAL)            # names only CSE-CIC-IDS2018 uses
 _DUPLICATE_FWD_HEADER = "Fwd Header Length.1"
 _NSL_PROTOCOLS = frozenset({"tcp", "udp", "icmp"})
-_CSV_BLOCK_SIZE = 8 << 20       # fixed, so that type inference never depends on batch_size
+_CSV_BLOCK_SIZE = 2 << 20       # fixed, so that type inference never depends on batch_size
 _MAX_HEADER_BYTES = 1 << 20
 _WS = re.compile(r"\s+")
 
@@ -482,6 +483,8 @@ def _plan_cic(header: _Header, layout: str, label_column: str | None, srcs: list
     for i, n in enumerate(names):
         if i == label_idx or n == _DUPLICATE_FWD_HEADER:
             continue
+        if rename and n in _SPECIFIC_2017:
+            continue                        # CSE-CIC-IDS2018 files spell these differently
         canon = rename.get(n, n)
         if canon in FLOW_FEATURES:
             if canon not in features:       # a second `Fwd Header Length` is dropped
@@ -679,18 +682,47 @@ def _decode_binary(arr: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, pa.string())
 
 
-def _arrow_to_polars(table: pa.Table) -> pl.DataFrame:
-    cols = {}
-    for name, col in zip(table.column_names, table.columns):
+def _prepare_column(col: pa.ChunkedArray, numeric: bool) -> pa.ChunkedArray:
+    """Decode raw bytes to text; for a numeric column try Arrow's own float parser, which
+    accepts ``inf``/``Infinity``/``NaN`` and fails (leaving the text for the careful polars
+    path) on empty cells, padding or words."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
         t = col.type
-        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            col = _decode_binary(col)
-        elif pa.types.is_dictionary(t):
-            col = col.cast(t.value_type)
-            if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-                col = _decode_binary(col)
-        cols[name] = col
-    return pl.from_arrow(pa.table(cols)) if cols else pl.DataFrame()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        col = _decode_binary(col)
+        t = col.type
+    if numeric and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        try:
+            return col.cast(pa.float64())
+        except pa.ArrowInvalid:
+            return col
+    return col
+
+
+def _arrow_to_polars(table: pa.Table, numeric: frozenset[str] = frozenset()) -> pl.DataFrame:
+    if not table.num_columns:
+        return pl.DataFrame()
+    names = table.column_names
+    jobs = [(col, name in numeric) for name, col in zip(names, table.columns)]
+    if table.num_rows >= 20_000 and len(jobs) > 1 and _POOL_WORKERS > 1:
+        cols = list(_pool().map(lambda job: _prepare_column(*job), jobs))
+    else:
+        cols = [_prepare_column(*job) for job in jobs]
+    return pl.from_arrow(pa.table(dict(zip(names, cols))))
+
+
+_POOL_WORKERS = max(1, min(8, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for per-column Arrow work (Arrow releases the GIL while casting)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_POOL_WORKERS, thread_name_prefix="deepids-io")
+    return _POOL
 
 
 def _parse_float(s: pl.Series) -> tuple[pl.Series, pl.Series | None]:
@@ -717,8 +749,11 @@ def _convert(plan: _Plan, raw: pl.DataFrame) -> tuple[pl.DataFrame, ReadReport]:
     out: dict[str, pl.Series] = {}
     unparsed = pl.Series([], dtype=pl.Boolean)
 
-    if plan.header.fmt == "csv" and n:
-        utf8 = [c for c, t in raw.schema.items() if t == pl.Utf8]
+    # Arrow parses a numeric column straight to Float64 only when none of its cells is
+    # empty or text, so an empty row or a repeated header can only exist if every column
+    # (for the header: the first ones) is still text.
+    utf8 = [c for c, t in raw.schema.items() if t == pl.Utf8]
+    if plan.header.fmt == "csv" and n and len(utf8) == raw.width:
         cheap = (raw[utf8[0]] == "") & (raw[utf8[-1]] == "")
         if cheap.fill_null(False).any():
             empty = raw.select(pl.all_horizontal(
@@ -726,7 +761,7 @@ def _convert(plan: _Plan, raw: pl.DataFrame) -> tuple[pl.DataFrame, ReadReport]:
             empty = empty.to_series().fill_null(False)
             if empty.any():
                 masks.append((R_EMPTY_ROW, empty))
-    if plan.header_check and n:
+    if plan.header_check and n and all(s in utf8 for s, _ in plan.header_check):
         (s0, h0), *more = plan.header_check
         is_header = raw[s0] == h0
         for s1, h1 in more:
@@ -907,9 +942,10 @@ def _iter_file(plan: _Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, Rea
             _infer_kinds(plan, _arrow_to_polars(first))
             raw_tables = _chain([first], raw_tables)
 
+    numeric = frozenset(c.src for c in plan.cols if c.kind in ("float", "int"))
     yielded = False
     for table in _rechunk(raw_tables, batch_size):
-        frame, report = _convert(plan, _arrow_to_polars(table))
+        frame, report = _convert(plan, _arrow_to_polars(table, numeric))
         if pending[0]:
             report.rejected[R_FIELDS] = report.rejected.get(R_FIELDS, 0) + pending[0]
             pending[0] = 0
