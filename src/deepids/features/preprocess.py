@@ -8,9 +8,10 @@ Steps, in order:
    NaN -> the training median (CICFlowMeter writes `Infinity`/`NaN` rates for zero-length flows);
 2. signed log1p, `sign(x) * log1p(|x|)`: byte counts, rates and inter-arrival times span up to
    twelve orders of magnitude, and negative IAT / window values stay ordered;
-3. standard scaling with the training mean and standard deviation, then clipping to `±clip`
+3. standard scaling with the training mean and standard deviation, then clipping to `±clip` (3)
    so one wild value cannot dominate a reconstruction error;
-4. frequency encoding of identifier-like values (destination port, initial TCP windows):
+4. the destination port, log-scaled like the rest (it separates well-known, registered and
+   ephemeral ports), and frequency encoding of identifier-like values (destination port, initial TCP windows):
    how common the value was in the training data, so a port scan's rare ports stand out
    although the port number itself is no quantity;
 5. categorical columns (NSL-KDD's protocol/service/flag): one-hot with a vocabulary fitted on
@@ -45,8 +46,9 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FlowPreprocessor:
-    clip: float = 10.0
+    clip: float = 3.0
     frequency: tuple[str, ...] | list[str] = FREQUENCY_COLUMNS
+    port_feature: bool = True
     numeric_: list[str] = field(default_factory=list)
     categorical_: list[str] = field(default_factory=list)
     dropped_constant_: list[str] = field(default_factory=list)
@@ -75,6 +77,8 @@ class FlowPreprocessor:
                 keys, values = counts.get_column(c).to_list(), counts.get_column("count").to_list()
                 self.frequencies_[c] = {k: v / df.height for k, v in zip(keys, values)}
         numeric += [_freq_name(c) for c in self.frequencies_]
+        if self.port_feature and "dst_port" in df.columns and "dst_port" not in numeric:
+            numeric.append("dst_port")   # log-scaled: well-known, registered and ephemeral ranges
 
         raw = self._raw_matrix(df, numeric)
         finite = np.where(np.isfinite(raw), raw, np.nan)
@@ -168,7 +172,7 @@ class FlowPreprocessor:
     # -------------------------------------------------------- persistence
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
-            "clip", "frequency", "numeric_", "categorical_", "dropped_constant_", "fill_nan_", "fill_posinf_",
+            "clip", "frequency", "port_feature", "numeric_", "categorical_", "dropped_constant_", "fill_nan_", "fill_posinf_",
             "fill_neginf_", "mean_", "std_", "vocabularies_", "frequencies_")}
 
     @classmethod

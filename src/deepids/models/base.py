@@ -99,6 +99,14 @@ class BaseDetector(ABC):
     def score_records(self, X: pl.DataFrame) -> Scores:
         """Scores (and per-feature contributions) for every record of X, in input order."""
 
+    def score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
+        """Score one chunk of a larger input; sequence models carry per-entity state in `history`."""
+        return self.score_records(X)
+
+    def new_history(self):
+        """Per-entity state for `score_chunk` (None for models that score records alone)."""
+        return None
+
     def predict(self, X: pl.DataFrame) -> np.ndarray:
         return (self.score_samples(X) > self._threshold_value()).astype(np.int64)
 

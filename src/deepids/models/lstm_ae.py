@@ -41,9 +41,19 @@ class LSTMAutoencoderNet(nn.Module):
         return self.output(decoded)                                # TimeDistributed(Dense(F))
 
 
-def reconstruction_loss(network: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    (x,) = batch
-    return torch.mean((network(x) - x) ** 2)
+def reconstruction_loss(noise: float = 0.0):
+    """MSE between the clean window and the network's reconstruction of it.
+
+    With `noise` > 0 the network sees the window with Gaussian noise added while training
+    (a denoising autoencoder), so it learns the shape of normal traffic rather than a copy.
+    """
+
+    def loss(network: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (x,) = batch
+        noisy = x + noise * torch.randn_like(x) if (noise > 0 and network.training) else x
+        return torch.mean((network(noisy) - x) ** 2)
+
+    return loss
 
 
 class LSTMAutoencoder(BaseDetector):
@@ -60,8 +70,8 @@ class LSTMAutoencoder(BaseDetector):
                  epochs: int = 20, batch_size: int = 64, learning_rate: float = 1e-3, patience: int = 3,
                  validation_fraction: float = 0.2, entity: str | None = "src_ip", score_mode: str = "last",
                  threshold_method: str = "percentile", threshold_percentile: float = 99.0,
-                 threshold_fpr: float = 0.01, threshold_value: float | None = None, clip: float = 10.0,
-                 normalise_errors: bool = True, seed: int = 0, device: str | None = None, verbose: bool = True):
+                 threshold_fpr: float = 0.01, threshold_value: float | None = None, clip: float = 3.0,
+                 normalise_errors: bool = True, noise: float = 0.5, seed: int = 0, device: str | None = None, verbose: bool = True):
         self.sequence_length = sequence_length
         self.encoder_units = encoder_units
         self.decoder_units = decoder_units
@@ -78,6 +88,7 @@ class LSTMAutoencoder(BaseDetector):
         self.threshold_value = threshold_value
         self.clip = clip
         self.normalise_errors = normalise_errors
+        self.noise = noise
         self.seed = seed
         self.device = device
         self.verbose = verbose
@@ -125,7 +136,7 @@ class LSTMAutoencoder(BaseDetector):
         config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                                 patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
         history = fit_network(
-            self.network_, reconstruction_loss,
+            self.network_, reconstruction_loss(self.noise),
             window_batches(features, idx[~is_val], self.batch_size, shuffle=True),
             window_batches(features, idx[is_val], 4096, shuffle=False),
             config, n_train=int((~is_val).sum()), description="lstm-ae",

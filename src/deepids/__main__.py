@@ -1,0 +1,3 @@
+from deepids.cli import main
+
+main()

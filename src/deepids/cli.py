@@ -1,0 +1,281 @@
+"""The `deepids` command: a thin shell over the library.
+
+Errors a user can cause print one line on stderr and exit with code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deepids.errors import DeepidsError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Deep-learning intrusion and anomaly detection for network flows.")
+out = Console()
+err = Console(stderr=True)
+
+
+class ThresholdMethod(str, Enum):
+    percentile = "percentile"
+    fpr = "fpr"
+    fixed = "fixed"
+    best_f1 = "best-f1"
+
+
+class ScoreMode(str, Enum):
+    last = "last"
+    window = "window"
+
+
+Layout = Annotated[Optional[str], typer.Option(
+    help="Force the input layout: cicids2017, cicids2017-labelled, cse-cic-ids2018, nsl-kdd or generic "
+         "(default: detected from the header).")]
+LabelColumn = Annotated[Optional[str], typer.Option(help="Label column of a generic CSV/Parquet file.")]
+DataFiles = Annotated[list[Path], typer.Option("--data", "-d", help="Flow file (CSV, CSV.gz or Parquet); repeat for more.")]
+
+
+def _info(message: str) -> None:
+    err.print(message, highlight=False)
+
+
+def _report_read(report, what: str = "read") -> None:
+    d = report.to_dict()
+    line = f"{what} {d['records']:,} records ({d['layout']})"
+    if d["rejected"]:
+        reasons = ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items())
+        line += f"; rejected {d['rejected']:,}: {reasons}"
+    _info(line)
+
+
+# --------------------------------------------------------------------------- train
+@app.command()
+def train(
+    data: DataFiles,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to save the model in.")],
+    model: Annotated[str, typer.Option(help="Model to train.")] = "lstm-ae",
+    sequence_length: Annotated[int, typer.Option(help="Records per window (per entity).")] = 10,
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Windows per training batch.")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    entity: Annotated[str, typer.Option(help="Column that groups records into windows ('none' for file order).")] = "src_ip",
+    score_mode: Annotated[ScoreMode, typer.Option(help="Score a record by its own step (last) or the whole window.")] = ScoreMode.last,
+    threshold: Annotated[ThresholdMethod, typer.Option(help="How to choose the alert threshold.")] = ThresholdMethod.percentile,
+    percentile: Annotated[float, typer.Option(help="Percentile of benign validation scores (threshold=percentile).")] = 99.0,
+    fpr: Annotated[float, typer.Option(help="Target false-positive rate (threshold=fpr).")] = 0.01,
+    threshold_value: Annotated[Optional[float], typer.Option(help="Threshold value (threshold=fixed).")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
+    layout: Layout = None,
+    label_column: LabelColumn = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a detector on flow files (attack rows, when labelled, are left out) and save it."""
+    from deepids.io import read_flows
+    from deepids.models import MODELS
+
+    if model not in MODELS:
+        raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    table, report = read_flows(data, layout=layout, label_column=label_column)
+    _report_read(report)
+    detector = MODELS[model](
+        sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
+        score_mode=score_mode.value, threshold_method=threshold.value, threshold_percentile=percentile,
+        threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet)
+    detector.fit(table)
+    summary = detector.training_summary_
+    if summary.get("attack_records_left_out"):
+        _info(f"left out {summary['attack_records_left_out']:,} attack records; trained on "
+              f"{summary['benign_records']:,} benign records")
+    summary["data"] = [str(p) for p in data]
+    summary["read"] = report.to_dict()
+    detector.save(out_dir)
+    h = summary["history"]
+    _info(f"trained {model}: {len(h['train_loss'])} epochs, best validation loss {h['best_val_loss']:.5f} "
+          f"(epoch {h['best_epoch']}), {h['seconds']:.1f}s")
+    t = detector.threshold_
+    _info(f"threshold {t.value:.6g}: {t.note}")
+    out.print(f"saved {out_dir}", highlight=False)
+
+
+# ------------------------------------------------------------------------ evaluate
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Saved model directory.")],
+    data: DataFiles,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here ('-' for stdout).")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Write ROC/PR curves and a score histogram here.")] = None,
+    layout: Layout = None,
+    label_column: LabelColumn = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Score labelled flow files and print detection metrics (per record)."""
+    from deepids.evaluation import detection_metrics, plot_detection
+    from deepids.models import load_model
+    from deepids.scoring import collect_scores
+
+    detector = load_model(model)
+    collected = collect_scores(detector, data, layout=layout, label_column=label_column, progress=not quiet)
+    _report_read(collected.read, "scored")
+    if collected.labels is None:
+        raise InputError(f"{', '.join(map(str, data))} has no label column; evaluate needs labelled data "
+                         "(name it with --label-column)")
+    metrics = detection_metrics(collected.labels, collected.score, detector.threshold_.value, collected.loss)
+    metrics["model"] = str(model)
+    metrics["data"] = [str(p) for p in data]
+    metrics["records_rejected"] = collected.read.n_rejected
+    metrics["threshold_method"] = detector.threshold_.method
+    print_metrics(metrics)
+    if plots:
+        for path in plot_detection(collected.labels, collected.score, detector.threshold_.value, plots,
+                                   title=f"{detector.model_name} on {Path(data[0]).name}"):
+            _info(f"wrote {path}")
+    if json_out:
+        _write_json(metrics, json_out)
+
+
+def print_metrics(metrics: dict, title: str = "detection metrics (per record)") -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("Accuracy", "Loss", "Recall", "Precision", "F-measure", "ROC-AUC", "PR-AUC"):
+        table.add_column(col, justify="right")
+    fmt = lambda v, pct=True: "n/a" if v is None else (f"{100 * v:.2f} %" if pct else f"{v:.4f}")  # noqa: E731
+    table.add_row(fmt(metrics["accuracy"]), fmt(metrics["loss"], False), fmt(metrics["recall"]),
+                  fmt(metrics["precision"]), fmt(metrics["f1"]), fmt(metrics["roc_auc"], False),
+                  fmt(metrics["pr_auc"], False))
+    out.print(table)
+    per = Table(title=f"per label (threshold {metrics['threshold']:.4g})", title_justify="left")
+    per.add_column("label")
+    per.add_column("records", justify="right")
+    per.add_column("flagged", justify="right")
+    per.add_column("rate", justify="right")
+    for name, entry in metrics["per_label"].items():
+        rate = entry.get("detection_rate", entry.get("false_positive_rate"))
+        kind = "detected" if "detection_rate" in entry else "false alarms"
+        per.add_row(name, f"{entry['records']:,}", f"{entry['flagged']:,}", f"{100 * rate:.1f} % {kind}")
+    out.print(per)
+
+
+# --------------------------------------------------------------------------- score
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Saved model directory.")],
+    data: DataFiles,
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl.")],
+    top_k: Annotated[int, typer.Option(help="Top contributing features to list per record.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Records per chunk (bounds memory).")] = 200_000,
+    layout: Layout = None,
+    label_column: LabelColumn = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Score every record of flow files, chunk by chunk, into CSV, Parquet or JSON Lines."""
+    from deepids.models import load_model
+    from deepids.scoring import output_format, score_files
+
+    output_format(out_file)          # a bad file name fails before any work
+    detector = load_model(model)
+    summary = score_files(detector, data, out_file, layout=layout, label_column=label_column,
+                          batch_size=batch_size, top_k=top_k, progress=not quiet)
+    d = summary.to_dict()
+    line = (f"scored {d['records_scored']:,} records, {d['alerts']:,} alerts "
+            f"(threshold {detector.threshold_.value:.4g}), rejected {d['records_rejected']:,}")
+    if d["rejected_reasons"]:
+        line += " (" + ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items()) + ")"
+    _info(line + f"; {d['records_per_second'] or 0:,.0f} records/s")
+    out.print(f"wrote {out_file}", highlight=False)
+
+
+# ------------------------------------------------------------------------- inspect
+@app.command()
+def inspect(
+    paths: Annotated[list[Path], typer.Argument(help="Flow files or directories.")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here ('-' for stdout).")] = None,
+    layout: Layout = None,
+    label_column: LabelColumn = None,
+) -> None:
+    """Show what deepids reads from flow files: layout, records, rejections, labels, time range, entities."""
+    from deepids.io import inspect_flows
+
+    report = inspect_flows(paths, layout=layout, label_column=label_column)
+    d = report.to_dict()
+    if json_out:
+        _write_json(d, json_out)
+        if str(json_out) == "-":
+            return
+    table = Table(show_header=False, title=", ".join(str(p) for p in paths), title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("layout", d["layout"])
+    table.add_row("records", f"{d['records']:,}")
+    table.add_row("rejected", f"{d['rejected']:,}" + "".join(f"\n  {n:,} {r}" for r, n in d["rejected_reasons"].items()))
+    table.add_row("exact duplicates", f"{d.get('duplicates', 0):,}")
+    if d.get("time_range"):
+        table.add_row("time range", " to ".join(d["time_range"]))
+    if d.get("entities"):
+        table.add_row("entities", ", ".join(f"{n:,} {k}" for k, n in d["entities"].items()))
+    labels = d.get("labels") or {}
+    table.add_row("labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
+                  or "none")
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to put the model, scores and plots.")] = Path("demo-output"),
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train the LSTM autoencoder on the bundled CICIDS2017 sample and evaluate it on held-out rows."""
+    from deepids.demo import run_demo
+
+    run_demo(out_dir, epochs=epochs, verbose=not quiet, print_metrics=print_metrics, info=_info)
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    text = json.dumps(obj, indent=2, default=_json_default)
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    _info(f"wrote {path}")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=True)
+    except DeepidsError as exc:
+        err.print(f"deepids: error: {exc}", highlight=False, markup=False)
+        sys.exit(2)
+    except OSError as exc:   # unreadable or unwritable paths the user named
+        name = getattr(exc, "filename", None)
+        err.print(f"deepids: error: {exc.strerror or exc}{f': {name}' if name else ''}", highlight=False, markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("deepids: interrupted", highlight=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

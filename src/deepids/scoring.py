@@ -1,0 +1,178 @@
+"""Scoring files in chunks: every record read is scored (or was rejected by the reader with a reason).
+
+Memory is bounded by the chunk size, not the file size: records are read, scored and written
+chunk by chunk, and sequence models carry each entity's recent records across chunks so a
+record gets the same window as if the whole file were scored at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from deepids.errors import ConfigError, InputError
+from deepids.io import ReadReport, iter_flow_batches
+from deepids.io.schema import LABEL, METADATA_COLUMNS
+from deepids.models.base import BaseDetector
+
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+@dataclass
+class ScoringSummary:
+    records: int = 0
+    alerts: int = 0
+    seconds: float = 0.0
+    read: ReadReport | None = None
+    output: str | None = None
+
+    def to_dict(self) -> dict:
+        read = self.read.to_dict() if self.read else {}
+        return {"records_scored": self.records, "records_rejected": read.get("rejected", 0),
+                "rejected_reasons": read.get("rejected_reasons", {}), "alerts": self.alerts,
+                "seconds": round(self.seconds, 3),
+                "records_per_second": round(self.records / self.seconds, 1) if self.seconds else None,
+                "output": self.output, "read": read}
+
+
+@dataclass
+class CollectedScores:
+    """Scores of every record of some files, for evaluation."""
+
+    score: np.ndarray
+    loss: np.ndarray | None
+    labels: np.ndarray | None
+    read: ReadReport
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def output_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ConfigError(f"cannot write {path}: use a .csv, .parquet, .jsonl or .ndjson file name")
+    return OUTPUT_FORMATS[suffix]
+
+
+class ScoreWriter:
+    """Appends scored chunks to a CSV, Parquet or JSON Lines file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._parquet = None
+        self._handle = None
+
+    def write(self, df: pl.DataFrame) -> None:
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            table = df.to_arrow()
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(str(self.path), table.schema)
+            self._parquet.write_table(table)
+            return
+        if self._handle is None:
+            self._handle = open(self.path, "wb")
+            first = True
+        else:
+            first = False
+        if self.format == "csv":
+            flat = df.with_columns(pl.col("top_features").list.join("; ")) if "top_features" in df.columns else df
+            flat.write_csv(self._handle, include_header=first)
+        else:
+            df.write_ndjson(self._handle)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._handle is not None:
+            self._handle.close()
+        if self._parquet is None and self._handle is None:   # no records: still leave a valid empty file
+            self.path.write_text("")
+
+
+def _progress(enabled: bool, what: str) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn(f"[bold]{what}"), TextColumn("{task.completed:,} records"),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                    console=Console(stderr=True), disable=not enabled, transient=True)
+
+
+def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | None = None,
+                label_column: str | None = None, batch_size: int = 200_000, top_k: int = 3,
+                progress: bool = True) -> ScoringSummary:
+    """Score every record of `paths` into `out` (CSV, Parquet or JSON Lines, by extension)."""
+    writer = ScoreWriter(out)
+    summary = ScoringSummary(output=str(out))
+    history = model.new_history()
+    threshold = model._threshold_value()
+    started = time.perf_counter()
+    offset = 0
+    try:
+        with _progress(progress, "scoring") as bar:
+            task = bar.add_task("scoring", total=None, rate="")
+            for chunk, report in iter_flow_batches(paths, layout=layout, label_column=label_column,
+                                                   batch_size=batch_size):
+                summary.read = report if summary.read is None else summary.read.merge(report)
+                if chunk.height == 0:
+                    continue
+                scores = model.score_chunk(chunk, history)
+                flagged = scores.score > threshold
+                keep = [c for c in (*METADATA_COLUMNS, LABEL) if c in chunk.columns]
+                out_df = chunk.select(keep).with_columns(
+                    pl.Series("record", np.arange(offset, offset + chunk.height, dtype=np.int64)),
+                    pl.Series("score", scores.score.astype(np.float64)),
+                    pl.Series("is_anomaly", flagged),
+                    pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)),
+                ).select(["record", *keep, "score", "is_anomaly", "top_features"])
+                writer.write(out_df)
+                offset += chunk.height
+                summary.records += chunk.height
+                summary.alerts += int(flagged.sum())
+                elapsed = time.perf_counter() - started
+                bar.update(task, advance=chunk.height, rate=f"{summary.records / max(elapsed, 1e-9):,.0f}/s")
+    finally:
+        writer.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
+                   batch_size: int = 200_000, progress: bool = True) -> CollectedScores:
+    """Scores, losses and labels of every record of `paths`, read in chunks."""
+    history = model.new_history()
+    scores, losses, labels = [], [], []
+    read = None
+    started = time.perf_counter()
+    with _progress(progress, "scoring") as bar:
+        task = bar.add_task("scoring", total=None, rate="")
+        for chunk, report in iter_flow_batches(paths, layout=layout, label_column=label_column,
+                                               batch_size=batch_size):
+            read = report if read is None else read.merge(report)
+            if chunk.height == 0:
+                continue
+            result = model.score_chunk(chunk, history)
+            scores.append(result.score)
+            if result.loss is not None:
+                losses.append(result.loss)
+            labels.append(chunk.get_column(LABEL).to_numpy() if LABEL in chunk.columns else None)
+            bar.update(task, advance=chunk.height)
+    if read is None or not scores:
+        raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}")
+    has_labels = all(lab is not None for lab in labels)
+    return CollectedScores(
+        score=np.concatenate(scores), loss=np.concatenate(losses) if losses else None,
+        labels=np.concatenate(labels).astype(object) if has_labels else None, read=read,
+        seconds=time.perf_counter() - started)
+
+
+def _as_list(paths) -> list:
+    return list(paths) if isinstance(paths, (list, tuple)) else [paths]
