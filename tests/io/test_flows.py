@@ -508,3 +508,46 @@ def test_shared_ddos_timestamps(shared_data: Path) -> None:
     df, report = read_flows(path)
     assert df["timestamp"].unique().to_list() == [datetime(2017, 7, 7, 15, 56)]
     assert report.labels == {"DDoS": 1000}
+
+
+@pytest.mark.parametrize("variant", ["timestamp", "identifiers"])
+def test_ids2018_day_file_variants(samples_dir: Path, tmp_path: Path, variant: str) -> None:
+    """The CSE-CIC-IDS2018 day files carry `Timestamp` after `Protocol` (80 columns), and one
+    of them also `Flow ID`, `Src IP`, `Src Port`, `Dst IP` (84 columns). The sample lacks
+    them, so they are added to its real rows in the day files' order and spelling."""
+    header, rows = raw_rows(samples_dir / IDS2018)
+    stamps = [f"{14 + k % 3:02d}/02/2018 {k % 24:02d}:{k % 60:02d}:01" for k in range(len(rows))]
+    if variant == "timestamp":
+        new_header = header[:2] + ["Timestamp"] + header[2:]
+        new_rows = [r[:2] + [t] + r[2:] for r, t in zip(rows, stamps)]
+    else:
+        new_header = ["Flow ID", "Src IP", "Src Port", "Dst IP", *header[:2], "Timestamp", *header[2:]]
+        new_rows = [[f"172.31.69.25-18.219.211.138-{r[0]}-{40000 + k}-6", "18.219.211.138",
+                     str(40000 + k), "172.31.69.25", *r[:2], t, *r[2:]]
+                    for k, (r, t) in enumerate(zip(rows, stamps))]
+    path = tmp_path / "Wednesday-14-02-2018_TrafficForML_CICFlowMeter.csv"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([new_header, *new_rows])
+    assert detect_layout(path) == "cse-cic-ids2018"
+    df, report = read_flows(path)
+    plain, _ = read_flows(samples_dir / IDS2018)
+    assert report.n_rejected == 0 and report.unparsed_timestamps == 0
+    assert df.select(plain.columns).equals(plain)
+    assert df["timestamp"][0] == datetime(2018, 2, 14, 0, 0, 1)        # day-first, no 12-hour shift
+    assert df["timestamp"][13] == datetime(2018, 2, 15, 13, 13, 1)
+    if variant == "identifiers":
+        assert df.columns[:7] == ["flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp"]
+        assert report.entities == {"src_ip": 1, "dst_ip": 1, "dst_port": plain["dst_port"].n_unique()}
+
+
+def test_nsl_kdd_without_difficulty(samples_dir: Path, tmp_path: Path) -> None:
+    """42 fields (KDD'99 style, labels ending in a dot) are read too."""
+    lines = gzip.open(samples_dir / KDD_TEST, "rt").read().splitlines()[:500]
+    trimmed = [",".join(line.split(",")[:41]) + "," + line.split(",")[41] + "." for line in lines]
+    path = tmp_path / "kdd42.txt"
+    path.write_text("\n".join(trimmed) + "\n")
+    assert detect_layout(path) == "nsl-kdd"
+    df, report = read_flows(path)
+    full, _ = read_flows(samples_dir / KDD_TEST)
+    assert report.records == 500 and report.n_rejected == 0
+    assert df.equals(full.head(500))
