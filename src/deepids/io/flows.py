@@ -39,8 +39,6 @@ Parsed formats (unparseable values become null and are counted as
 from __future__ import annotations
 
 import csv
-import io
-import math
 import os
 import re
 from collections import Counter
@@ -1003,8 +1001,10 @@ def iter_flow_batches(
 
     Files are read in the given order (a directory expands to its flow files, sorted by
     name), each with its own layout detected from its header unless ``layout`` forces one;
-    all must belong to one family (the three CIC layouts form one). Every header is
-    checked before the first batch is produced. Each report covers its batch only
+    all must belong to one family (the three CIC layouts form one). ``label_column`` names
+    the label column of a CIC or generic file (default: a column called ``Label``/``label``,
+    if any); NSL-KDD's label is always field 42. Every header is checked before the first
+    batch is produced. Each report covers its batch only
     (rejected rows of a file may be attributed to a neighbouring batch of that file); merge
     them with :meth:`ReadReport.merge` for totals, as :func:`inspect_flows` does. A file
     whose rows are all rejected yields one empty frame with its report.
