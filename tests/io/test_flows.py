@@ -551,3 +551,12 @@ def test_nsl_kdd_without_difficulty(samples_dir: Path, tmp_path: Path) -> None:
     full, _ = read_flows(samples_dir / KDD_TEST)
     assert report.records == 500 and report.n_rejected == 0
     assert df.equals(full.head(500))
+
+
+def test_file_with_only_malformed_rows(samples_dir: Path, tmp_path: Path) -> None:
+    lines = gzip.open(samples_dir / M1, "rb").read().split(b"\n")
+    path = tmp_path / "broken.csv"
+    path.write_bytes(b"\n".join([lines[0]] + [b",".join(line.split(b",")[:10]) for line in lines[1:4]]) + b"\n")
+    df, report = read_flows(path)
+    assert df.height == 0 and df.columns == ["dst_port", *FLOW_FEATURES, LABEL]
+    assert report.records == 0 and report.rejected == {"wrong number of fields": 3}

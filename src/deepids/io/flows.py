@@ -533,7 +533,11 @@ def _plan_generic(header: _Header, label_column: str | None, srcs: list[str],
         if m is not None and m not in meta:
             kind = _META_KIND[m]
             if kind == "int":
-                kind = "auto-int"       # Int64 if numeric, else kept as text under its own name
+                # Int64 if numeric, else kept as text under its own name
+                if types is not None and (pa.types.is_integer(types[i]) or pa.types.is_floating(types[i])):
+                    kind = "int"
+                else:
+                    kind = "auto-int"
             meta[m] = _Col(srcs[i], n, m, kind, i)
             continue
         out = IDS2018_TO_CANONICAL.get(n, n)
