@@ -25,3 +25,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared real-data folder {SHARED_DATA} is absent (only on development machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def flow_sample(samples_dir):
+    """The bundled CICIDS2017 stratified sample (8,002 real flows), as read_flows returns it."""
+    from deepids.io import read_flows
+
+    return read_flows(samples_dir / "cicids2017" / "cicids2017_sample.csv.gz")[0]
+
+
+@pytest.fixture(scope="session")
+def ids2018_sample(samples_dir):
+    """The bundled CSE-CIC-IDS2018 sample (502 real flows)."""
+    from deepids.io import read_flows
+
+    return read_flows(samples_dir / "cse-cic-ids2018" / "ids2018_sample.csv.gz")[0]

@@ -11,9 +11,9 @@ Steps, in order:
 3. standard scaling with the training mean and standard deviation, then clipping to `±clip` (3)
    so one wild value cannot dominate a reconstruction error;
 4. the destination port, log-scaled like the rest (it separates well-known, registered and
-   ephemeral ports), and frequency encoding of identifier-like values (destination port, initial TCP windows):
-   how common the value was in the training data, so a port scan's rare ports stand out
-   although the port number itself is no quantity;
+   ephemeral ports), and the rarity of identifier-like values (destination port, initial TCP
+   windows): `-log10(share of training records with that value + 1e-5)`, so a port scan's
+   rare ports stand out although a port number is no quantity;
 5. categorical columns (NSL-KDD's protocol/service/flag): one-hot with a vocabulary fitted on
    training data, plus an "unseen" slot.
 Columns constant on the training data carry no information and are dropped (recorded).
@@ -32,6 +32,7 @@ from deepids.io.schema import LABEL, METADATA_COLUMNS
 UNSEEN = "<unseen>"
 FREQUENCY_COLUMNS = ("dst_port", "Init_Win_bytes_forward", "Init_Win_bytes_backward")
 MAX_FREQUENCY_VALUES = 5000
+RARITY_FLOOR = 1e-5
 
 
 def feature_columns(df: pl.DataFrame) -> list[str]:
@@ -123,8 +124,9 @@ class FlowPreprocessor:
         for c in columns:
             if c in sources:
                 src = sources[c]
-                exprs.append(pl.col(src).cast(pl.Utf8).fill_null("")
-                             .replace_strict(self.frequencies_[src], default=0.0, return_dtype=pl.Float64).alias(c))
+                share = (pl.col(src).cast(pl.Utf8).fill_null("")
+                         .replace_strict(self.frequencies_[src], default=0.0, return_dtype=pl.Float64))
+                exprs.append((-(share + RARITY_FLOOR).log10()).alias(c))   # rarity: 0 common .. 5 unseen
             else:
                 exprs.append(pl.col(c).cast(pl.Float64))
         if not exprs:
@@ -183,7 +185,7 @@ class FlowPreprocessor:
 
 
 def _freq_name(column: str) -> str:
-    return f"{column} frequency"
+    return f"{column} rarity"
 
 
 def _fill(raw: np.ndarray, nan: np.ndarray, posinf: np.ndarray, neginf: np.ndarray) -> np.ndarray:
