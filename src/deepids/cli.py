@@ -21,7 +21,7 @@ from deepids.errors import DeepidsError, InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deep-learning intrusion and anomaly detection for network flows.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class ThresholdMethod(str, Enum):
@@ -125,11 +125,9 @@ def evaluate(
     from deepids.scoring import collect_scores
 
     detector = load_model(model)
-    collected = collect_scores(detector, data, layout=layout, label_column=label_column, progress=not quiet)
+    collected = collect_scores(detector, data, layout=layout, label_column=label_column, progress=not quiet,
+                               require_labels=True)
     _report_read(collected.read, "scored")
-    if collected.labels is None:
-        raise InputError(f"{', '.join(map(str, data))} has no label column; evaluate needs labelled data "
-                         "(name it with --label-column)")
     metrics = detection_metrics(collected.labels, collected.score, detector.threshold_.value, collected.loss)
     metrics["model"] = str(model)
     metrics["data"] = [str(p) for p in data]
@@ -261,17 +259,20 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _fail(message: str) -> None:
+    sys.stderr.write("deepids: error: " + " ".join(message.split()) + "\n")
+    sys.exit(2)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
         app(standalone_mode=True)
     except DeepidsError as exc:
-        err.print(f"deepids: error: {exc}", highlight=False, markup=False)
-        sys.exit(2)
+        _fail(str(exc))
     except OSError as exc:   # unreadable or unwritable paths the user named
         name = getattr(exc, "filename", None)
-        err.print(f"deepids: error: {exc.strerror or exc}{f': {name}' if name else ''}", highlight=False, markup=False)
-        sys.exit(2)
+        _fail(f"{exc.strerror or exc}{f': {name}' if name else ''}")
     except KeyboardInterrupt:
         err.print("deepids: interrupted", highlight=False)
         sys.exit(130)

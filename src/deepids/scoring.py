@@ -146,8 +146,11 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
 
 
 def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                   batch_size: int = 200_000, progress: bool = True) -> CollectedScores:
-    """Scores, losses and labels of every record of `paths`, read in chunks."""
+                   batch_size: int = 200_000, progress: bool = True, require_labels: bool = False) -> CollectedScores:
+    """Scores, losses and labels of every record of `paths`, read in chunks.
+
+    With `require_labels`, unlabelled input is an InputError before any scoring work.
+    """
     history = model.new_history()
     scores, losses, labels = [], [], []
     read = None
@@ -157,6 +160,9 @@ def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, lab
         for chunk, report in iter_flow_batches(paths, layout=layout, label_column=label_column,
                                                batch_size=batch_size):
             read = report if read is None else read.merge(report)
+            if require_labels and LABEL not in chunk.columns:
+                raise InputError(f"{', '.join(report.files)} has no label column; evaluating needs labelled data "
+                                 "(name the column with --label-column)")
             if chunk.height == 0:
                 continue
             result = model.score_chunk(chunk, history)
