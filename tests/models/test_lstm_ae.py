@@ -112,3 +112,10 @@ def test_damaged_and_newer_model_directories(fitted, tmp_path):
         load_model(path)
     with pytest.raises(ModelFormatError, match="no model"):
         load_model(tmp_path / "nowhere")
+
+
+def test_same_seed_same_model(split):
+    train, test = split
+    a = LSTMAutoencoder(sequence_length=1, epochs=1, verbose=False, seed=3).fit(train[:2000])
+    b = LSTMAutoencoder(sequence_length=1, epochs=1, verbose=False, seed=3).fit(train[:2000])
+    np.testing.assert_array_equal(a.score_samples(test), b.score_samples(test))

@@ -17,7 +17,7 @@ from deepids.errors import ConfigError, SchemaError
 from deepids.features.preprocess import FlowPreprocessor, feature_columns
 from deepids.features.windows import EntityHistory, window_order, windows_by_entity
 from deepids.models.base import BaseDetector, Scores, benign_mask, check_table
-from deepids.models.training import TrainingConfig, fit_network, resolve_device, window_batches
+from deepids.models.training import TrainingConfig, fit_network, resolve_device, seed_everything, window_batches
 
 SCORE_MODES = ("last", "window")
 
@@ -131,6 +131,7 @@ class LSTMAutoencoder(BaseDetector):
 
         features = torch.from_numpy(self.preprocessor_.transform(train_table))
         idx = self._window_index(train_table)
+        seed_everything(self.seed)            # the initial weights too: same seed, same model
         self.network_ = LSTMAutoencoderNet(len(self.feature_names_), self.sequence_length,
                                            self.encoder_units, self.decoder_units)
         config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,

@@ -1,0 +1,3 @@
+from bench.flows import main
+
+main()
