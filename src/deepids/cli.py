@@ -24,6 +24,20 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from deepids import __version__
+
+        out.print(f"deepids {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
+    """Deep-learning intrusion and anomaly detection for network flows."""
+
+
 class ThresholdMethod(str, Enum):
     percentile = "percentile"
     fpr = "fpr"

@@ -16,7 +16,7 @@ def plot_detection(labels: np.ndarray, scores: np.ndarray, threshold: float, out
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -27,11 +27,13 @@ def plot_detection(labels: np.ndarray, scores: np.ndarray, threshold: float, out
     if 0 < y.sum() < len(y):
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
         fpr, tpr, _ = roc_curve(y, scores)
-        ax1.plot(fpr, tpr, lw=2)
+        ax1.plot(fpr, tpr, lw=2, label=f"ROC-AUC {roc_auc_score(y, scores):.3f}")
+        ax1.legend(loc="lower right")
         ax1.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
         ax1.set(xlabel="false-positive rate", ylabel="detection rate", title="ROC")
         prec, rec, _ = precision_recall_curve(y, scores)
-        ax2.plot(rec, prec, lw=2)
+        ax2.plot(rec, prec, lw=2, label=f"PR-AUC {average_precision_score(y, scores):.3f}")
+        ax2.legend(loc="lower left")
         ax2.axhline(y.mean(), ls="--", c="grey", lw=1)
         ax2.set(xlabel="recall", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
         if title:

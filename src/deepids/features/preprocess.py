@@ -12,8 +12,8 @@ Steps, in order:
    so one wild value cannot dominate a reconstruction error;
 4. the destination port, log-scaled like the rest (it separates well-known, registered and
    ephemeral ports), and the rarity of identifier-like values (destination port, initial TCP
-   windows): `-log10(share of training records with that value + 1e-5)`, so a port scan's
-   rare ports stand out although a port number is no quantity;
+   windows and their pair): `-log10(share of training records with that value + 1e-5)`, so a
+   port scan's rare ports and TCP fingerprints stand out although they are no quantities;
 5. categorical columns (NSL-KDD's protocol/service/flag): one-hot with a vocabulary fitted on
    training data, plus an "unseen" slot.
 Columns constant on the training data carry no information and are dropped (recorded).
@@ -30,7 +30,11 @@ from deepids.errors import SchemaError
 from deepids.io.schema import LABEL, METADATA_COLUMNS
 
 UNSEEN = "<unseen>"
-FREQUENCY_COLUMNS = ("dst_port", "Init_Win_bytes_forward", "Init_Win_bytes_backward")
+RARITY_JOIN = "+"
+# single columns, or several joined by "+" for the rarity of their combination: the pair of
+# initial TCP windows is a fingerprint of the two TCP stacks
+FREQUENCY_COLUMNS = ("dst_port", "Init_Win_bytes_forward", "Init_Win_bytes_backward",
+                     "Init_Win_bytes_forward+Init_Win_bytes_backward")
 MAX_FREQUENCY_VALUES = 5000
 RARITY_FLOOR = 1e-5
 
@@ -50,6 +54,7 @@ class FlowPreprocessor:
     clip: float = 3.0
     frequency: tuple[str, ...] | list[str] = FREQUENCY_COLUMNS
     port_feature: bool = True
+    scaling: str = "standard"       # or "minmax" (to [0, 1] on training data, as the published code)
     numeric_: list[str] = field(default_factory=list)
     categorical_: list[str] = field(default_factory=list)
     dropped_constant_: list[str] = field(default_factory=list)
@@ -71,12 +76,13 @@ class FlowPreprocessor:
         numeric = [c for c in columns if df.schema[c].is_numeric()]
         categorical = [c for c in columns if c not in numeric]
         self.frequencies_ = {}
-        for c in self.frequency:
-            if c in df.columns:
-                counts = (df.get_column(c).cast(pl.Utf8).fill_null("").value_counts(sort=True)
-                          .head(MAX_FREQUENCY_VALUES))
-                keys, values = counts.get_column(c).to_list(), counts.get_column("count").to_list()
-                self.frequencies_[c] = {k: v / df.height for k, v in zip(keys, values)}
+        for key in self.frequency:
+            parts = key.split(RARITY_JOIN)
+            if all(p in df.columns for p in parts):
+                values = df.select(_rarity_key(parts)).to_series()
+                counts = values.value_counts(sort=True).head(MAX_FREQUENCY_VALUES)
+                self.frequencies_[key] = dict(zip(counts.get_column(values.name).to_list(),
+                                                  (counts.get_column("count") / df.height).to_list()))
         numeric += [_freq_name(c) for c in self.frequencies_]
         if self.port_feature and "dst_port" in df.columns and "dst_port" not in numeric:
             numeric.append("dst_port")   # log-scaled: well-known, registered and ephemeral ranges
@@ -97,8 +103,12 @@ class FlowPreprocessor:
         self.fill_nan_ = median[keep].tolist()
         self.fill_posinf_ = col_max[keep].tolist()
         self.fill_neginf_ = col_min[keep].tolist()
-        self.mean_ = logged[:, keep].mean(axis=0).tolist()
-        self.std_ = std[keep].tolist()
+        if self.scaling == "minmax":
+            lo, hi = logged[:, keep].min(axis=0), logged[:, keep].max(axis=0)
+            self.mean_, self.std_ = lo.tolist(), (hi - lo).tolist()
+        else:
+            self.mean_ = logged[:, keep].mean(axis=0).tolist()
+            self.std_ = std[keep].tolist()
 
         self.categorical_ = []
         self.vocabularies_ = {}
@@ -115,17 +125,17 @@ class FlowPreprocessor:
     @property
     def input_columns(self) -> list[str]:
         """Columns the data must have to be transformed."""
-        sources = {_freq_name(c): c for c in self.frequencies_}
-        return list(dict.fromkeys(sources.get(c, c) for c in self.numeric_ + self.categorical_))
+        sources = {_freq_name(k): k.split(RARITY_JOIN) for k in self.frequencies_}
+        return list(dict.fromkeys(c for name in self.numeric_ + self.categorical_ for c in sources.get(name, [name])))
 
     def _raw_matrix(self, df: pl.DataFrame, columns: list[str]) -> np.ndarray:
-        sources = {_freq_name(c): c for c in self.frequencies_}
+        sources = {_freq_name(k): k for k in self.frequencies_}
         exprs = []
         for c in columns:
             if c in sources:
-                src = sources[c]
-                share = (pl.col(src).cast(pl.Utf8).fill_null("")
-                         .replace_strict(self.frequencies_[src], default=0.0, return_dtype=pl.Float64))
+                key = sources[c]
+                share = _rarity_key(key.split(RARITY_JOIN)).replace_strict(
+                    self.frequencies_[key], default=0.0, return_dtype=pl.Float64)
                 exprs.append((-(share + RARITY_FLOOR).log10()).alias(c))   # rarity: 0 common .. 5 unseen
             else:
                 exprs.append(pl.col(c).cast(pl.Float64))
@@ -174,7 +184,7 @@ class FlowPreprocessor:
     # -------------------------------------------------------- persistence
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
-            "clip", "frequency", "port_feature", "numeric_", "categorical_", "dropped_constant_", "fill_nan_", "fill_posinf_",
+            "clip", "frequency", "port_feature", "scaling", "numeric_", "categorical_", "dropped_constant_", "fill_nan_", "fill_posinf_",
             "fill_neginf_", "mean_", "std_", "vocabularies_", "frequencies_")}
 
     @classmethod
@@ -182,6 +192,11 @@ class FlowPreprocessor:
         state = dict(state)
         state["frequency"] = tuple(state.get("frequency", ()))
         return cls(**state)
+
+
+def _rarity_key(columns: list[str]) -> pl.Expr:
+    exprs = [pl.col(c).cast(pl.Utf8).fill_null("") for c in columns]
+    return (exprs[0] if len(exprs) == 1 else pl.concat_str(exprs, separator="|")).alias("key")
 
 
 def _freq_name(column: str) -> str:
