@@ -62,7 +62,7 @@ def test_evaluate_prints_table_and_writes_json(model_dir, sample, tmp_path):
                 "n_attacks", "per_label", "confusion_matrix"):
         assert key in m
     assert m["n_records"] == 8002 and m["n_attacks"] == 1577
-    assert m["roc_auc"] > 0.8                     # trained on these benign rows: a sanity floor only
+    assert m["roc_auc"] > 0.7       # 3 epochs: a sanity floor; the quality floor is in tests/models
     assert (tmp_path / "plots" / "roc_pr.png").exists()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -19,7 +20,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from deepids.errors import ConfigError, InputError
 from deepids.io import ReadReport, iter_flow_batches
 from deepids.io.schema import LABEL, METADATA_COLUMNS
-from deepids.models.base import BaseDetector
+from deepids.models.base import BaseDetector, Scores
 
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
@@ -106,55 +107,18 @@ def _progress(enabled: bool, what: str) -> Progress:
                     console=Console(stderr=True), disable=not enabled, transient=True)
 
 
-def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | None = None,
-                label_column: str | None = None, batch_size: int = 200_000, top_k: int = 3,
-                progress: bool = True) -> ScoringSummary:
-    """Score every record of `paths` into `out` (CSV, Parquet or JSON Lines, by extension)."""
-    writer = ScoreWriter(out)
-    summary = ScoringSummary(output=str(out))
-    history = model.new_history()
-    threshold = model._threshold_value()
-    started = time.perf_counter()
-    offset = 0
-    try:
-        with _progress(progress, "scoring") as bar:
-            task = bar.add_task("scoring", total=None, rate="")
-            for chunk, report in iter_flow_batches(paths, layout=layout, label_column=label_column,
-                                                   batch_size=batch_size):
-                summary.read = report if summary.read is None else summary.read.merge(report)
-                if chunk.height == 0:
-                    continue
-                scores = model.score_chunk(chunk, history)
-                flagged = scores.score > threshold
-                keep = [c for c in (*METADATA_COLUMNS, LABEL) if c in chunk.columns]
-                out_df = chunk.select(keep).with_columns(
-                    pl.Series("record", np.arange(offset, offset + chunk.height, dtype=np.int64)),
-                    pl.Series("score", scores.score.astype(np.float64)),
-                    pl.Series("is_anomaly", flagged),
-                    pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)),
-                ).select(["record", *keep, "score", "is_anomaly", "top_features"])
-                writer.write(out_df)
-                offset += chunk.height
-                summary.records += chunk.height
-                summary.alerts += int(flagged.sum())
-                elapsed = time.perf_counter() - started
-                bar.update(task, advance=chunk.height, rate=f"{summary.records / max(elapsed, 1e-9):,.0f}/s")
-    finally:
-        writer.close()
-    summary.seconds = time.perf_counter() - started
-    return summary
+def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
+                  batch_size: int = 200_000, progress: bool = True,
+                  require_labels: bool = False) -> Iterator[tuple[pl.DataFrame, Scores, ReadReport]]:
+    """Read `paths` in chunks and score each: yields (chunk, scores, the read report so far).
 
-
-def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                   batch_size: int = 200_000, progress: bool = True, require_labels: bool = False) -> CollectedScores:
-    """Scores, losses and labels of every record of `paths`, read in chunks.
-
-    With `require_labels`, unlabelled input is an InputError before any scoring work.
+    Sequence models carry each entity's recent records from chunk to chunk. With
+    `require_labels`, unlabelled input is an InputError before any scoring work.
     """
     history = model.new_history()
-    scores, losses, labels = [], [], []
     read = None
     started = time.perf_counter()
+    done = 0
     with _progress(progress, "scoring") as bar:
         task = bar.add_task("scoring", total=None, rate="")
         for chunk, report in iter_flow_batches(paths, layout=layout, label_column=label_column,
@@ -163,16 +127,64 @@ def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, lab
             if require_labels and LABEL not in chunk.columns:
                 raise InputError(f"{', '.join(report.files)} has no label column; evaluating needs labelled data "
                                  "(name the column with --label-column)")
-            if chunk.height == 0:
-                continue
-            result = model.score_chunk(chunk, history)
-            scores.append(result.score)
-            if result.loss is not None:
-                losses.append(result.loss)
-            labels.append(chunk.get_column(LABEL).to_numpy() if LABEL in chunk.columns else None)
-            bar.update(task, advance=chunk.height)
-    if read is None or not scores:
+            if chunk.height:
+                yield chunk, model.score_chunk(chunk, history), read
+                done += chunk.height
+                bar.update(task, advance=chunk.height,
+                           rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}/s")
+    if read is None:
         raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}")
+    if done == 0:      # every row rejected: still report why
+        yield pl.DataFrame(), None, read
+
+
+def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | None = None,
+                label_column: str | None = None, batch_size: int = 200_000, top_k: int = 3,
+                progress: bool = True) -> ScoringSummary:
+    """Score every record of `paths` into `out` (CSV, Parquet or JSON Lines, by extension)."""
+    writer = ScoreWriter(out)
+    summary = ScoringSummary(output=str(out))
+    threshold = model._threshold_value()
+    started = time.perf_counter()
+    try:
+        for chunk, scores, read in scored_chunks(model, paths, layout=layout, label_column=label_column,
+                                                 batch_size=batch_size, progress=progress):
+            summary.read = read
+            if scores is None:
+                continue
+            flagged = scores.score > threshold
+            keep = [c for c in (*METADATA_COLUMNS, LABEL) if c in chunk.columns]
+            writer.write(chunk.select(keep).with_columns(
+                pl.Series("record", np.arange(summary.records, summary.records + chunk.height, dtype=np.int64)),
+                pl.Series("score", scores.score.astype(np.float64)),
+                pl.Series("is_anomaly", flagged),
+                pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)),
+            ).select(["record", *keep, "score", "is_anomaly", "top_features"]))
+            summary.records += chunk.height
+            summary.alerts += int(flagged.sum())
+    finally:
+        writer.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
+                   batch_size: int = 200_000, progress: bool = True, require_labels: bool = False) -> CollectedScores:
+    """Scores, losses and labels of every record of `paths`, read in chunks."""
+    scores, losses, labels = [], [], []
+    read = None
+    started = time.perf_counter()
+    for chunk, result, read in scored_chunks(model, paths, layout=layout, label_column=label_column,
+                                             batch_size=batch_size, progress=progress, require_labels=require_labels):
+        if result is None:
+            continue
+        scores.append(result.score)
+        if result.loss is not None:
+            losses.append(result.loss)
+        labels.append(chunk.get_column(LABEL).to_numpy() if LABEL in chunk.columns else None)
+    if not scores:
+        raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}: "
+                         f"{read.n_rejected:,} rejected ({', '.join(read.to_dict()['rejected_reasons'])})")
     has_labels = all(lab is not None for lab in labels)
     return CollectedScores(
         score=np.concatenate(scores), loss=np.concatenate(losses) if losses else None,

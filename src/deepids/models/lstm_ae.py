@@ -67,7 +67,7 @@ class LSTMAutoencoder(BaseDetector):
     model_name = "lstm-ae"
 
     def __init__(self, sequence_length: int = 10, encoder_units: int = 64, decoder_units: int = 32,
-                 epochs: int = 20, batch_size: int = 64, learning_rate: float = 1e-3, patience: int = 3,
+                 epochs: int = 20, batch_size: int = 64, learning_rate: float = 3e-3, patience: int = 3,
                  validation_fraction: float = 0.2, entity: str | None = "src_ip", score_mode: str = "last",
                  threshold_method: str = "percentile", threshold_percentile: float = 99.0,
                  threshold_fpr: float = 0.01, threshold_value: float | None = None, clip: float = 3.0,
