@@ -119,3 +119,16 @@ def test_same_seed_same_model(split):
     a = LSTMAutoencoder(sequence_length=1, epochs=1, verbose=False, seed=3).fit(train[:2000])
     b = LSTMAutoencoder(sequence_length=1, epochs=1, verbose=False, seed=3).fit(train[:2000])
     np.testing.assert_array_equal(a.score_samples(test), b.score_samples(test))
+
+
+@pytest.mark.parametrize("method, check", [
+    ("best-f1", lambda t: t.method == "best-f1" and 0 < t.params["f1"] <= 1),
+    ("fpr", lambda t: t.method == "fpr" and t.params == {"fpr": 0.05}),
+    ("fixed", lambda t: t.method == "fixed" and t.value == 0.25),
+])
+def test_threshold_strategies_travel_with_the_model(split, method, check, tmp_path):
+    train, _ = split
+    model = LSTMAutoencoder(sequence_length=1, epochs=1, verbose=False, threshold_method=method,
+                            threshold_fpr=0.05, threshold_value=0.25).fit(train[:2500])
+    assert check(model.threshold_)
+    assert load_model(model.save(tmp_path / "m")).threshold_ == model.threshold_
