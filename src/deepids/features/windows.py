@@ -10,7 +10,10 @@ of shape (n_records, sequence_length) into the feature matrix, and batches are g
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -63,10 +66,67 @@ class EntityHistory:
 
     Lets chunked scoring (and streaming) give a record the same window it would get if the
     whole file were scored at once.
+
+    For long-running use (``deepids serve`` / ``deepids stream``) the state can be bounded:
+    ``max_entities`` keeps at most that many entities, evicting the least recently seen one
+    first, and ``idle_ttl`` (seconds, measured with ``clock``) forgets an entity not seen for
+    that long. An evicted entity that comes back starts a fresh window (padded with its first
+    new record), exactly like an entity seen for the first time. ``evicted_lru`` and
+    ``evicted_idle`` count evictions. Both bounds default to None: unbounded, as in batch scoring.
     """
 
     sequence_length: int
-    tails: dict[str, np.ndarray] = field(default_factory=dict)
+    tails: dict[str, np.ndarray] = field(default_factory=OrderedDict)
+    max_entities: int | None = None
+    idle_ttl: float | None = None
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    evicted_lru: int = 0
+    evicted_idle: int = 0
+    _seen: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tails, OrderedDict):
+            self.tails = OrderedDict(self.tails)
+        if self.max_entities is not None and self.max_entities < 1:
+            raise ValueError(f"max_entities must be at least 1, got {self.max_entities}")
+        if self.idle_ttl is not None and self.idle_ttl <= 0:
+            raise ValueError(f"idle_ttl must be positive, got {self.idle_ttl}")
+
+    def __len__(self) -> int:
+        return len(self.tails)
+
+    def expire(self, now: float | None = None) -> int:
+        """Forget entities idle for longer than ``idle_ttl``; returns how many were forgotten."""
+        if self.idle_ttl is None or not self.tails:
+            return 0
+        now = self.clock() if now is None else now
+        limit = now - self.idle_ttl
+        gone = 0
+        while self.tails:
+            ent = next(iter(self.tails))          # least recently seen first
+            if self._seen.get(ent, now) > limit:
+                break
+            del self.tails[ent]
+            self._seen.pop(ent, None)
+            gone += 1
+        self.evicted_idle += gone
+        return gone
+
+    def _touch(self, entities) -> None:
+        bounded = self.max_entities is not None or self.idle_ttl is not None
+        if not bounded:
+            return
+        now = self.clock()
+        for ent in entities:
+            if ent in self.tails:
+                self.tails.move_to_end(ent)
+                self._seen[ent] = now
+        self.expire(now)
+        if self.max_entities is not None:
+            while len(self.tails) > self.max_entities:
+                ent, _ = self.tails.popitem(last=False)
+                self._seen.pop(ent, None)
+                self.evicted_lru += 1
 
     def windows(self, X: np.ndarray, entities: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Extend with a chunk; return (matrix, idx) where idx (n_chunk, T) indexes `matrix`.
@@ -76,6 +136,7 @@ class EntityHistory:
         """
         T = self.sequence_length
         keep = T - 1
+        self.expire()
         uniq, codes = np.unique(entities, return_inverse=True)
         hist_rows, hist_codes = [], []
         for code, ent in enumerate(uniq):
@@ -96,4 +157,5 @@ class EntityHistory:
             for a, b in zip(bounds[:-1], bounds[1:]):
                 rows = grouped[max(a, b - keep):b]
                 self.tails[uniq[sorted_codes[a]]] = matrix[rows].copy()
+            self._touch(uniq.tolist())
         return matrix, idx
