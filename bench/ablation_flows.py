@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 import deepids.models.lstm_ae as lstm_ae
+import deepids.models.reconstruction as reconstruction
 from deepids.demo import SAMPLE, holdout_split, samples_dir
 from deepids.features.preprocess import FlowPreprocessor
 from deepids.io import read_flows
@@ -33,21 +34,21 @@ def main(out: Path = Path("bench/results/ablation_flows.json")) -> None:
     train, test = holdout_split(table)
     y = (test["label"] != "benign").to_numpy()
     rows = []
-    original = lstm_ae.FlowPreprocessor
+    original = reconstruction.FlowPreprocessor
     try:
         for name, model_kw, feature_kw in STEPS:
             class Preprocessor(FlowPreprocessor):
                 def __init__(self, **kw):
                     super().__init__(**{**kw, **feature_kw})
 
-            lstm_ae.FlowPreprocessor = Preprocessor
+            reconstruction.FlowPreprocessor = Preprocessor
             aucs = [roc_auc_score(y, lstm_ae.LSTMAutoencoder(sequence_length=1, seed=seed, verbose=False, **model_kw)
                                   .fit(train).score_samples(test)) for seed in (0, 1, 2)]
             rows.append({"step": name, "roc_auc_by_seed": [round(a, 4) for a in aucs],
                          "mean_roc_auc": round(float(np.mean(aucs)), 4)})
             print(json.dumps(rows[-1]), flush=True)
     finally:
-        lstm_ae.FlowPreprocessor = original
+        reconstruction.FlowPreprocessor = original
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"split": "demo holdout_split of the bundled CICIDS2017 sample, seed 42",
                                "sequence_length": 1, "steps": rows}, indent=2) + "\n")

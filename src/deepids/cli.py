@@ -45,6 +45,11 @@ class ThresholdMethod(str, Enum):
     best_f1 = "best-f1"
 
 
+class Target(str, Enum):
+    binary = "binary"
+    family = "family"
+
+
 class ScoreMode(str, Enum):
     last = "last"
     window = "window"
@@ -75,7 +80,7 @@ def _report_read(report, what: str = "read") -> None:
 def train(
     data: DataFiles,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to save the model in.")],
-    model: Annotated[str, typer.Option(help="Model to train.")] = "lstm-ae",
+    model: Annotated[str, typer.Option(help="Model to train: lstm-ae, dense-ae, dnn, cnn, ... (see the README).")] = "lstm-ae",
     sequence_length: Annotated[int, typer.Option(help="Records per window (per entity).")] = 10,
     epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Windows per training batch.")] = 64,
@@ -89,11 +94,16 @@ def train(
     fpr: Annotated[float, typer.Option(help="Target false-positive rate (threshold=fpr).")] = 0.01,
     threshold_value: Annotated[Optional[float], typer.Option(help="Threshold value (threshold=fixed).")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
+    target: Annotated[Target, typer.Option(help="Classifiers: learn benign/attack (binary) or attack families.")] = Target.binary,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train a detector on flow files (attack rows, when labelled, are left out) and save it."""
+    """Train a model on flow files and save it.
+
+    Detectors (lstm-ae, dense-ae, ...) learn from benign records: labelled attack rows are
+    left out and counted. Classifiers (dnn, cnn, ...) need labelled benign and attack records.
+    """
     from deepids.io import read_flows
     from deepids.models import MODELS
 
@@ -101,11 +111,14 @@ def train(
         raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
     table, report = read_flows(data, layout=layout, label_column=label_column)
     _report_read(report)
-    detector = MODELS[model](
+    cls = MODELS[model]
+    options = dict(
         sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
         score_mode=score_mode.value, threshold_method=threshold.value, threshold_percentile=percentile,
-        threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet)
+        threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet, target=target.value)
+    accepted = set(cls._param_names())
+    detector = cls(**{k: v for k, v in options.items() if k in accepted})
     detector.fit(table)
     summary = detector.training_summary_
     if summary.get("attack_records_left_out"):
@@ -114,9 +127,10 @@ def train(
     summary["data"] = [str(p) for p in data]
     summary["read"] = report.to_dict()
     detector.save(out_dir)
-    h = summary["history"]
-    _info(f"trained {model}: {len(h['train_loss'])} epochs, best validation loss {h['best_val_loss']:.5f} "
-          f"(epoch {h['best_epoch']}), {h['seconds']:.1f}s")
+    h = summary.get("history")
+    if h and h.get("best_val_loss") is not None:
+        _info(f"trained {model}: {len(h['train_loss'])} epochs, best validation loss {h['best_val_loss']:.5f} "
+              f"(epoch {h['best_epoch']}), {h['seconds']:.1f}s")
     t = detector.threshold_
     _info(f"threshold {t.value:.6g}: {t.note}")
     out.print(f"saved {out_dir}", highlight=False)
@@ -134,7 +148,7 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Score labelled flow files and print detection metrics (per record)."""
-    from deepids.evaluation import detection_metrics, plot_detection
+    from deepids.evaluation import detection_metrics, family_metrics, plot_detection
     from deepids.models import load_model
     from deepids.scoring import collect_scores
 
@@ -143,6 +157,8 @@ def evaluate(
                                require_labels=True)
     _report_read(collected.read, "scored")
     metrics = detection_metrics(collected.labels, collected.score, detector.threshold_.value, collected.loss)
+    if collected.predicted is not None:          # models that name attacks: how well they name them
+        metrics.update(family_metrics(collected.labels, collected.predicted))
     metrics["model"] = str(model)
     metrics["data"] = [str(p) for p in data]
     metrics["records_rejected"] = collected.read.n_rejected
@@ -175,6 +191,14 @@ def print_metrics(metrics: dict, title: str = "detection metrics (per record)") 
         kind = "detected" if "detection_rate" in entry else "false alarms"
         per.add_row(name, f"{entry['records']:,}", f"{entry['flagged']:,}", f"{100 * rate:.1f} % {kind}")
     out.print(per)
+    if metrics.get("per_family"):
+        fam = Table(title=f"attack families (macro-F1 {metrics['macro_f1']:.4f})", title_justify="left")
+        for col in ("family", "support", "precision", "recall", "F1"):
+            fam.add_column(col, justify="right" if col != "family" else "left")
+        for name, m in metrics["per_family"].items():
+            fam.add_row(name, f"{m['support']:,}", f"{100 * m['precision']:.1f} %", f"{100 * m['recall']:.1f} %",
+                        f"{m['f1']:.3f}")
+        out.print(fam)
 
 
 # --------------------------------------------------------------------------- score

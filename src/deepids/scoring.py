@@ -50,6 +50,7 @@ class CollectedScores:
     loss: np.ndarray | None
     labels: np.ndarray | None
     read: ReadReport
+    predicted: np.ndarray | None = None
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -171,7 +172,7 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
 def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
                    batch_size: int = 200_000, progress: bool = True, require_labels: bool = False) -> CollectedScores:
     """Scores, losses and labels of every record of `paths`, read in chunks."""
-    scores, losses, labels = [], [], []
+    scores, losses, labels, predicted = [], [], [], []
     read = None
     started = time.perf_counter()
     for chunk, result, read in scored_chunks(model, paths, layout=layout, label_column=label_column,
@@ -181,6 +182,8 @@ def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, lab
         scores.append(result.score)
         if result.loss is not None:
             losses.append(result.loss)
+        if result.predicted is not None:
+            predicted.append(result.predicted)
         labels.append(chunk.get_column(LABEL).to_numpy() if LABEL in chunk.columns else None)
     if not scores:
         raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}: "
@@ -189,7 +192,8 @@ def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, lab
     return CollectedScores(
         score=np.concatenate(scores), loss=np.concatenate(losses) if losses else None,
         labels=np.concatenate(labels).astype(object) if has_labels else None, read=read,
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started,
+        predicted=np.concatenate(predicted).astype(object) if predicted else None)
 
 
 def _as_list(paths) -> list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
+from deepids.features.families import attack_families
 from deepids.io.schema import BENIGN
 
 
@@ -51,3 +52,23 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
         "confusion_matrix": {"labels": ["benign", "attack"], "matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
                              "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
     }
+
+
+def family_metrics(labels: np.ndarray, predicted: np.ndarray, min_support: int = 1) -> dict:
+    """How well a model names what it sees: `macro_f1` over the attack families present in
+    `labels` (with at least `min_support` records), and `per_family` precision, recall, F1,
+    support (benign included, for reference). `predicted` holds class or family names."""
+    truth = attack_families(labels)
+    pred = attack_families(predicted)
+    per_family = {}
+    for fam in sorted(set(truth.tolist()), key=lambda f: (f != BENIGN, f)):
+        tp = int(((truth == fam) & (pred == fam)).sum())
+        support = int((truth == fam).sum())
+        flagged = int((pred == fam).sum())
+        precision = tp / flagged if flagged else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_family[fam] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    attacks = [f for f, m in per_family.items() if f != BENIGN and m["support"] >= min_support]
+    return {"macro_f1": float(np.mean([per_family[f]["f1"] for f in attacks])) if attacks else None,
+            "macro_f1_families": attacks, "per_family": per_family}

@@ -4,10 +4,15 @@ from pathlib import Path
 
 from deepids.errors import ModelFormatError
 from deepids.models.base import BaseDetector, Scores, read_model_document
+from deepids.models.dense_ae import DenseAutoencoder
 from deepids.models.lstm_ae import LSTMAutoencoder, LSTMAutoencoderNet
+from deepids.models.supervised import BaseClassifier, CNNClassifier, DNNClassifier
 
 MODELS: dict[str, type[BaseDetector]] = {
     LSTMAutoencoder.model_name: LSTMAutoencoder,
+    DenseAutoencoder.model_name: DenseAutoencoder,
+    DNNClassifier.model_name: DNNClassifier,
+    CNNClassifier.model_name: CNNClassifier,
 }
 
 
@@ -24,4 +29,5 @@ def load_model(path: str | Path) -> BaseDetector:
         raise ModelFormatError(f"{path} is damaged: {type(exc).__name__}: {exc}") from None
 
 
-__all__ = ["MODELS", "BaseDetector", "Scores", "LSTMAutoencoder", "LSTMAutoencoderNet", "load_model"]
+__all__ = ["MODELS", "BaseDetector", "BaseClassifier", "Scores", "LSTMAutoencoder", "LSTMAutoencoderNet", "DenseAutoencoder",
+           "DNNClassifier", "CNNClassifier", "load_model"]

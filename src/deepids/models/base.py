@@ -40,6 +40,7 @@ class Scores:
     score: np.ndarray                       # (n,) anomaly score, higher = more anomalous
     feature_error: np.ndarray | None = None  # (n, n_features) per-feature contribution to the score
     loss: np.ndarray | None = None           # (n,) the model's training loss for each record
+    predicted: np.ndarray | None = None      # (n,) class names, for models that name what they see
     feature_names: list[str] = field(default_factory=list)
 
     def top_features(self, k: int = 3) -> list[list[str]]:

@@ -161,3 +161,16 @@ def window_batches(X: torch.Tensor, idx: np.ndarray, batch_size: int, shuffle: b
             yield (X[idx_t[order[start:start + batch_size]]],)
 
     return source
+
+
+def record_batches(X: torch.Tensor, y: torch.Tensor | None, batch_size: int, shuffle: bool) -> BatchSource:
+    """A batch source over single records: (x,) or (x, y) per batch."""
+
+    def source(rng: np.random.Generator | None) -> Iterator[Batch]:
+        n = len(X)
+        order = torch.from_numpy(rng.permutation(n)) if (shuffle and rng is not None) else torch.arange(n)
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            yield (X[rows],) if y is None else (X[rows], y[rows])
+
+    return source

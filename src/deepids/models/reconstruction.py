@@ -1,0 +1,213 @@
+"""Reconstruction detectors: autoencoders trained on benign records, scored by reconstruction error.
+
+`ReconstructionDetector` holds everything but the network: features fitted on benign
+training rows, windows per entity, denoising training on the shared loop, the benign
+validation split, scoring (with per-feature errors for explanations), the threshold and
+persistence. `LSTMAutoencoder` and `DenseAutoencoder` supply only their networks.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from deepids.errors import ConfigError, SchemaError
+from deepids.features.preprocess import FlowPreprocessor, feature_columns
+from deepids.features.windows import EntityHistory, window_order, windows_by_entity
+from deepids.models.base import BaseDetector, Scores, benign_mask, check_table
+from deepids.models.training import TrainingConfig, fit_network, resolve_device, seed_everything, window_batches
+
+SCORE_MODES = ("last", "window")
+
+
+def reconstruction_loss(noise: float = 0.0):
+    """MSE between the clean window and the network's reconstruction of it.
+
+    With `noise` > 0 the network sees the window with Gaussian noise added while training
+    (a denoising autoencoder), so it learns the shape of normal traffic rather than a copy.
+    """
+
+    def loss(network: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (x,) = batch
+        noisy = x + noise * torch.randn_like(x) if (noise > 0 and network.training) else x
+        return torch.mean((network(noisy) - x) ** 2)
+
+    return loss
+
+
+class ReconstructionDetector(BaseDetector):
+    """Shared estimator logic of the autoencoders; subclasses set hyperparameters and the network.
+
+    Subclasses' `__init__` must set: sequence_length, epochs, batch_size, learning_rate, patience,
+    validation_fraction, entity, score_mode, threshold_method, threshold_percentile,
+    threshold_fpr, threshold_value, clip, normalise_errors, noise, seed, device, verbose.
+    """
+
+    _positive_params: tuple[str, ...] = ("epochs", "batch_size")
+
+    @abstractmethod
+    def _build_network(self, n_features: int) -> nn.Module:
+        """(batch, sequence_length, n_features) -> reconstruction of the same shape."""
+
+    # ------------------------------------------------------------------ fitting
+    def _validate_params(self) -> None:
+        if self.sequence_length < 1:
+            raise ConfigError(f"sequence_length must be at least 1, got {self.sequence_length}")
+        if self.score_mode not in SCORE_MODES:
+            raise ConfigError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        for name in self._positive_params:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def fit(self, X: pl.DataFrame, y=None) -> "ReconstructionDetector":
+        """Train on the benign records of X (attack rows, when labelled, are left out and counted)."""
+        X = check_table(X)
+        self._validate_params()
+        benign = benign_mask(X, y)
+        n_attacks = 0 if benign is None else int((~benign).sum())
+        train_table = X if benign is None else X.filter(pl.Series(benign))
+        if train_table.height < 2:
+            raise SchemaError(f"need at least 2 benign records to train, got {train_table.height}")
+
+        rng = np.random.default_rng(self.seed)
+        is_val = rng.random(train_table.height) < self.validation_fraction
+        if is_val.all() or not is_val.any():
+            is_val[:] = False
+            is_val[rng.integers(train_table.height)] = True
+        fit_rows = train_table.filter(pl.Series(~is_val))
+        self.preprocessor_ = FlowPreprocessor(clip=self.clip).fit(fit_rows, feature_columns(X))
+        self.feature_names_ = self.preprocessor_.output_names
+        self.input_columns_ = self.preprocessor_.input_columns
+        if not self.feature_names_:
+            raise SchemaError("no usable feature columns: every column is constant in the training data")
+
+        features = torch.from_numpy(self.preprocessor_.transform(train_table))
+        idx = self._window_index(train_table)
+        seed_everything(self.seed)            # the initial weights too: same seed, same model
+        self.network_ = self._build_network(len(self.feature_names_))
+        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
+        history = fit_network(
+            self.network_, reconstruction_loss(self.noise),
+            window_batches(features, idx[~is_val], self.batch_size, shuffle=True),
+            window_batches(features, idx[is_val], 4096, shuffle=False),
+            config, n_train=int((~is_val).sum()), description=self.model_name,
+        )
+        self.network_.to("cpu")
+
+        self.error_scale_ = np.ones(len(self.feature_names_), dtype=np.float32)
+        if self.normalise_errors:
+            # each feature's error in units of its typical benign error, so that features the
+            # network reconstructs loosely even on normal traffic do not drown the rest
+            val_err = self._score_windows(features.numpy(), idx[is_val]).feature_error
+            self.error_scale_ = np.maximum(val_err.mean(axis=0), 1e-3).astype(np.float32)
+        val_scores = self._score_windows(features.numpy(), idx[is_val]).score
+        if self.threshold_method == "best-f1":
+            if benign is None or n_attacks == 0:
+                raise ConfigError("best-f1 needs labelled training data with attack records in it")
+            attacks = X.filter(pl.Series(~benign))
+            attack_scores = self.score_records(attacks).score
+            scores = np.concatenate([val_scores, attack_scores])
+            labels = np.r_[np.zeros(len(val_scores)), np.ones(len(attack_scores))]
+            self.set_threshold("best-f1", scores=scores, y=labels)
+        else:
+            self.set_threshold(self.threshold_method, benign_scores=val_scores, percentile=self.threshold_percentile,
+                               fpr=self.threshold_fpr, value=self.threshold_value)
+        self.training_summary_ = {
+            "records": X.height, "benign_records": train_table.height, "attack_records_left_out": n_attacks,
+            "train_windows": int((~is_val).sum()), "validation_windows": int(is_val.sum()),
+            "labelled": benign is not None, "features": len(self.feature_names_),
+            "dropped_constant": self.preprocessor_.dropped_constant_, "entity": self._entity_column(X),
+            "history": history.to_dict(), "validation_score_quantiles": _quantiles(val_scores),
+        }
+        return self
+
+    # ---------------------------------------------------------------- scoring
+    def _entity_column(self, X: pl.DataFrame) -> str | None:
+        return self.entity if self.entity and self.entity in X.columns else None
+
+    def _window_index(self, X: pl.DataFrame) -> np.ndarray:
+        codes, order = window_order(X, self._entity_column(X))
+        return windows_by_entity(codes, order, self.sequence_length)
+
+    def score_records(self, X: pl.DataFrame) -> Scores:
+        X = check_table(X)
+        self._check_fitted()
+        features = self.preprocessor_.transform(X)
+        return self._score_windows(features, self._window_index(X))
+
+    def score_chunk(self, X: pl.DataFrame, history: EntityHistory) -> Scores:
+        """Score one chunk of a larger input, carrying each entity's recent records in `history`."""
+        self._check_fitted()
+        features = self.preprocessor_.transform(X)
+        entity = self._entity_column(X)
+        keys = (X.get_column(entity).cast(pl.Utf8).fill_null("").to_numpy() if entity
+                else np.zeros(X.height, dtype=object).astype(str))
+        _, order = window_order(X, entity)
+        matrix, idx = history.windows(features, keys, order)
+        return self._score_windows(matrix, idx)
+
+    def new_history(self) -> EntityHistory:
+        return EntityHistory(self.sequence_length)
+
+    @torch.inference_mode()
+    def _score_windows(self, features: np.ndarray, idx: np.ndarray, batch_size: int = 4096) -> Scores:
+        device = resolve_device(self.device)
+        net = self.network_.to(device).eval()
+        X = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        n = len(idx)
+        score = np.empty(n, dtype=np.float32)
+        loss = np.empty(n, dtype=np.float32)
+        ferr = np.empty((n, X.shape[1]), dtype=np.float32)
+        idx_t = torch.from_numpy(np.ascontiguousarray(idx))
+        scale = torch.from_numpy(getattr(self, "error_scale_", np.ones(X.shape[1], dtype=np.float32))).to(device)
+        for start in range(0, n, batch_size):
+            windows = X[idx_t[start:start + batch_size]].to(device)
+            diff = net(windows) - windows
+            err = diff.abs()
+            if self.score_mode == "last":
+                per_feature = err[:, -1, :]
+                sq = (diff[:, -1, :] ** 2).mean(dim=1)
+            else:
+                per_feature = err.mean(dim=1)
+                sq = (diff ** 2).mean(dim=(1, 2))
+            stop = start + len(windows)
+            per_feature = per_feature / scale
+            ferr[start:stop] = per_feature.cpu().numpy()
+            score[start:stop] = per_feature.mean(dim=1).cpu().numpy()
+            loss[start:stop] = sq.cpu().numpy()
+        return Scores(score=score, feature_error=ferr, loss=loss, feature_names=self.feature_names_)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise ConfigError("the model is not fitted yet")
+
+    # ------------------------------------------------------------ persistence
+    def _state(self) -> dict:
+        return {"feature_names": self.feature_names_, "input_columns": self.input_columns_,
+                "preprocessor": self.preprocessor_.to_dict(), "error_scale": self.error_scale_.tolist()}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.network_.state_dict())
+
+    def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
+        self.feature_names_ = list(state["feature_names"])
+        self.input_columns_ = list(state["input_columns"])
+        self.error_scale_ = np.asarray(state["error_scale"], dtype=np.float32)
+        self.network_ = self._build_network(len(self.feature_names_))
+        self.network_.load_state_dict(tensors)
+        self.network_.eval()
+
+
+def _quantiles(s: np.ndarray) -> dict:
+    if len(s) == 0:
+        return {}
+    q = np.percentile(s, [50, 90, 99, 100])
+    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": float(q[3])}

@@ -1,0 +1,224 @@
+"""Supervised flow classifiers: they learn from labelled benign and attack records.
+
+`BaseClassifier` is the contract every classifier keeps (torch or scikit-learn):
+- `target="binary"` learns benign vs attack; `target="family"` learns benign and each attack
+  family (see `deepids.features.families`), so one model both detects and names;
+- `score_samples` is P(attack) = 1 - P(benign), `predict` is 1 for an attack at `threshold_`
+  (0.5 unless chosen otherwise), `predict_proba` gives one column per `classes_`, and
+  `predict_label` the most probable class name;
+- class imbalance is handled by class weights: each class weighs n / (n_classes * n_class),
+  so rare attack families count as much as benign traffic in the loss.
+
+`DNNClassifier` and `CNNClassifier` write only their networks; `TorchClassifier` holds the
+rest on the shared training loop.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from deepids.errors import ConfigError, SchemaError
+from deepids.features.families import attack_families
+from deepids.features.preprocess import FlowPreprocessor, feature_columns
+from deepids.io.schema import BENIGN, LABEL
+from deepids.models.base import BaseDetector, Scores, check_table
+from deepids.models.training import (TrainingConfig, fit_network, record_batches, resolve_device,
+                                     seed_everything)
+from deepids.thresholds import threshold_fixed
+
+TARGETS = ("binary", "family")
+
+
+def training_targets(X: pl.DataFrame, y, target: str) -> np.ndarray:
+    """Class names per record from `y` or the table's label column; a clear error without labels."""
+    if target not in TARGETS:
+        raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
+    if y is None:
+        if LABEL not in X.columns:
+            raise SchemaError("supervised models need labels: the data has no label column "
+                              "(name it with --label-column, or train a detector such as lstm-ae)")
+        y = X.get_column(LABEL).to_numpy()
+    labels = np.asarray(y.to_numpy() if isinstance(y, pl.Series) else y, dtype=object)
+    if target == "binary":
+        return np.where(labels == BENIGN, BENIGN, "attack").astype(object)
+    return attack_families(labels)
+
+
+def class_weights(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
+    return np.where(counts > 0, len(codes) / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+class BaseClassifier(BaseDetector):
+    """Supervised contract: classes_, predict_proba, predict_label; score = P(attack)."""
+
+    classes_: list[str]
+
+    @abstractmethod
+    def predict_proba(self, X: pl.DataFrame) -> np.ndarray:
+        """(n, len(classes_)) class probabilities."""
+
+    def score_records(self, X: pl.DataFrame) -> Scores:
+        proba = self.predict_proba(check_table(X))
+        benign = self.classes_.index(BENIGN) if BENIGN in self.classes_ else None
+        attack = 1.0 - proba[:, benign] if benign is not None else np.ones(len(proba))
+        eps = 1e-7
+        rows = np.arange(len(proba))
+        return Scores(score=attack.astype(np.float32), loss=-np.log(np.clip(proba[rows, proba.argmax(axis=1)], eps, 1)),
+                      predicted=np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)],
+                      feature_names=list(getattr(self, "feature_names_", [])))
+
+    def predict_label(self, X: pl.DataFrame) -> np.ndarray:
+        proba = self.predict_proba(X)
+        return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
+
+    def _default_threshold(self) -> None:
+        self.threshold_ = threshold_fixed(0.5)
+        self.threshold_.note = "P(attack) > 0.5"
+
+
+class TorchClassifier(BaseClassifier):
+    """Everything but the network: features, class weights, the shared loop, persistence."""
+
+    def __init__(self, target: str = "binary", epochs: int = 20, batch_size: int = 256,
+                 learning_rate: float = 1e-3, patience: int = 3, validation_fraction: float = 0.1,
+                 class_weighting: bool = True, seed: int = 0, device: str | None = None, verbose: bool = True):
+        self.target = target
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.class_weighting = class_weighting
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+        self.threshold_ = None
+        self.training_summary_ = {}
+
+    @abstractmethod
+    def _build_network(self, n_features: int, n_classes: int) -> nn.Module:
+        """The network: (batch, n_features) -> (batch, n_classes) logits."""
+
+    def fit(self, X: pl.DataFrame, y=None) -> "TorchClassifier":
+        X = check_table(X)
+        names = training_targets(X, y, self.target)
+        self.classes_ = sorted(set(names.tolist()), key=lambda c: (c != BENIGN, c))
+        if len(self.classes_) < 2:
+            raise SchemaError(f"need at least two classes to learn from, got only {self.classes_}")
+        lookup = {c: i for i, c in enumerate(self.classes_)}
+        codes = np.asarray([lookup[c] for c in names], dtype=np.int64)
+        rng = np.random.default_rng(self.seed)
+        is_val = rng.random(X.height) < self.validation_fraction
+        self.preprocessor_ = FlowPreprocessor().fit(X.filter(pl.Series(~is_val)), feature_columns(X))
+        self.feature_names_ = self.preprocessor_.output_names
+        self.input_columns_ = self.preprocessor_.input_columns
+        features = torch.from_numpy(self.preprocessor_.transform(X))
+        target = torch.from_numpy(codes.astype(np.int64))
+        weights = class_weights(codes[~is_val], len(self.classes_)) if self.class_weighting \
+            else np.ones(len(self.classes_))
+        weight_t = torch.tensor(weights, dtype=torch.float32)
+
+        def loss_fn(network, batch):
+            x, t = batch
+            return nn.functional.cross_entropy(network(x), t, weight=weight_t.to(x.device))
+
+        seed_everything(self.seed)
+        self.network_ = self._build_network(len(self.feature_names_), len(self.classes_))
+        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
+        val = torch.from_numpy(is_val)
+        history = fit_network(self.network_, loss_fn,
+                              record_batches(features[~val], target[~val], self.batch_size, shuffle=True),
+                              record_batches(features[val], target[val], 8192, shuffle=False) if is_val.any() else None,
+                              config, n_train=int((~is_val).sum()), description=self.model_name)
+        self.network_.to("cpu")
+        self._default_threshold()
+        self.training_summary_ = {
+            "records": X.height, "classes": {c: int((names == c).sum()) for c in self.classes_},
+            "class_weights": dict(zip(self.classes_, np.round(weights, 4).tolist())),
+            "train_records": int((~is_val).sum()), "validation_records": int(is_val.sum()),
+            "features": len(self.feature_names_), "history": history.to_dict(),
+        }
+        return self
+
+    @torch.inference_mode()
+    def predict_proba(self, X: pl.DataFrame) -> np.ndarray:
+        if not hasattr(self, "network_"):
+            raise ConfigError("the model is not fitted yet")
+        device = resolve_device(self.device)
+        net = self.network_.to(device).eval()
+        features = torch.from_numpy(self.preprocessor_.transform(X))
+        out = [torch.softmax(net(features[i:i + 16384].to(device)), dim=1).cpu()
+               for i in range(0, len(features), 16384)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), dtype=np.float32)
+
+    def _state(self) -> dict:
+        return {"classes": self.classes_, "feature_names": self.feature_names_,
+                "input_columns": self.input_columns_, "preprocessor": self.preprocessor_.to_dict()}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.network_.state_dict())
+
+    def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.classes_ = list(state["classes"])
+        self.feature_names_ = list(state["feature_names"])
+        self.input_columns_ = list(state["input_columns"])
+        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
+        self.network_ = self._build_network(len(self.feature_names_), len(self.classes_))
+        self.network_.load_state_dict(tensors)
+        self.network_.eval()
+
+
+class DNNNet(nn.Module):
+    def __init__(self, n_features: int, n_classes: int, hidden: tuple[int, ...] = (256, 128, 64), dropout: float = 0.1):
+        super().__init__()
+        layers, width = [], n_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class CNNNet(nn.Module):
+    """1-D convolutions over the feature vector (features in canonical order)."""
+
+    def __init__(self, n_features: int, n_classes: int, channels: tuple[int, int] = (32, 64)):
+        super().__init__()
+        c1, c2 = channels
+        self.conv = nn.Sequential(
+            nn.Conv1d(1, c1, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv1d(c1, c2, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(c2, c2, kernel_size=3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool1d(4),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 4, 64), nn.ReLU(), nn.Linear(64, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x.unsqueeze(1)))
+
+
+class DNNClassifier(TorchClassifier):
+    """Feed-forward classifier (256-128-64, ReLU, dropout 0.1)."""
+
+    model_name = "dnn"
+
+    def _build_network(self, n_features: int, n_classes: int) -> nn.Module:
+        return DNNNet(n_features, n_classes)
+
+
+class CNNClassifier(TorchClassifier):
+    """1-D convolutional classifier over the feature vector of each record."""
+
+    model_name = "cnn"
+
+    def _build_network(self, n_features: int, n_classes: int) -> nn.Module:
+        return CNNNet(n_features, n_classes)
