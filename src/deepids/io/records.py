@@ -256,13 +256,15 @@ def records_to_table(
     required: Iterable[str],
     text_columns: Iterable[str] = (),
     metadata: Iterable[str] = METADATA_COLUMNS,
+    optional_text: Iterable[str] = (),
 ) -> CanonicalRecords:
     """Canonicalise records (dicts of field -> value) into a table, rejecting bad records.
 
     ``required`` are the canonical columns a record must have (a model's input columns);
     a required column is numeric (Float64, or Int64 for ports and protocol) unless it is in
     ``text_columns``. ``metadata`` columns are taken when present (null otherwise) and are
-    always in the table, so tables of different batches share one schema. A record is
+    always in the table, so tables of different batches share one schema; so are the
+    ``optional_text`` columns (an entity such as a host or user name, as text). A record is
     rejected for the first field at fault, in column order. Items that are
     :class:`Unparsable` are rejected with their own reason; items that are not dicts are
     rejected as ``not a JSON object``.
@@ -270,6 +272,7 @@ def records_to_table(
     required = list(dict.fromkeys(required))
     text = set(text_columns)
     meta = [m for m in metadata if m in _META_KIND and m not in required]
+    extra = [c for c in dict.fromkeys(optional_text) if c not in required and c not in meta]
     n = len(records)
     first_error: dict[int, tuple[str | None, str]] = {}
     canon: list[dict] = []
@@ -286,7 +289,7 @@ def records_to_table(
     missing = object()
     columns: dict[str, Any] = {}
     unparsed_mask = np.zeros(n, dtype=bool)
-    for c in (*meta, *required):
+    for c in (*meta, *extra, *required):
         values = [r.get(c, missing) for r in canon]
         absent = [i for i, v in enumerate(values) if v is missing]
         if absent:
@@ -294,7 +297,7 @@ def records_to_table(
                 values[i] = None
                 if c in required:
                     first_error.setdefault(i, (c, R_MISSING))
-        kind = _META_KIND.get(c) or ("str" if c in text else "float")
+        kind = _META_KIND.get(c) or ("str" if c in text or c in extra else "float")
         if kind == "float":
             col, bad = _float_column(values)
         elif kind == "int":
@@ -314,9 +317,10 @@ def records_to_table(
         keep[list(first_error)] = False
     dtypes = {"float": pl.Float64, "int": pl.Int64, "str": pl.Utf8, "ts": pl.Datetime("us")}
     series = []
-    ordered = [m for m in METADATA_COLUMNS if m in meta or m in required] + [c for c in required if c not in _META_KIND]
+    ordered = ([m for m in METADATA_COLUMNS if m in meta or m in required] + extra
+               + [c for c in required if c not in _META_KIND])
     for c in ordered:
-        kind = _META_KIND.get(c) or ("str" if c in text else "float")
+        kind = _META_KIND.get(c) or ("str" if c in text or c in extra else "float")
         col = columns[c]
         s = col if isinstance(col, pl.Series) else pl.Series(c, col, dtype=dtypes[kind])
         series.append(s.alias(c))

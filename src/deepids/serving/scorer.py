@@ -1,0 +1,264 @@
+"""The live scorer shared by `deepids serve` and `deepids stream`.
+
+`LiveScorer` wraps any trained detector: it canonicalises incoming records (rejecting bad ones
+with a reason), scores the good ones with the detector's `score_chunk` and one long-lived
+per-entity history, and counts everything in `ServingMetrics`. Scoring one record at a time,
+in micro-batches, or a whole file at once gives the same scores, because the history carries
+each entity's last records from batch to batch (bounded by `max_entities` with LRU eviction
+and by `idle_ttl`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from deepids.errors import ConfigError
+from deepids.io.records import CanonicalRecords, Rejection, records_to_table
+
+R_OVERLOADED = "overloaded"
+
+# request latency buckets (seconds)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def input_spec(detector) -> tuple[list[str], set[str], list[str]]:
+    """(required input columns, those that are text, optional entity columns) of a detector."""
+    pre = getattr(detector, "preprocessor_", None)
+    cols = getattr(detector, "input_columns_", None)
+    if cols is None and pre is not None:
+        cols = pre.input_columns
+    if not cols:
+        raise ConfigError(f"{type(detector).__name__} does not declare its input columns; is it fitted?")
+    text = set(getattr(pre, "categorical_", None) or []) | set(getattr(detector, "text_columns_", None) or [])
+    entity = getattr(detector, "entity", None)
+    optional = [entity] if isinstance(entity, str) and entity else []
+    return list(cols), text, optional
+
+
+class ServingMetrics:
+    """Counters, a latency histogram and gauges, rendered in Prometheus text format."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.records_received = 0
+        self.records_scored = 0
+        self.alerts = 0
+        self.rejected: dict[str, int] = {}
+        self.requests: dict[str, int] = {}
+        self.batches = 0
+        self.batch_records = 0
+        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
+        self._latency_count = 0
+        self.started = time.time()
+
+    def count_received(self, n: int) -> None:
+        with self._lock:
+            self.records_received += n
+
+    def count_rejected(self, rejected: Sequence[Rejection] | dict[str, int]) -> None:
+        with self._lock:
+            items = rejected.items() if isinstance(rejected, dict) else ((r.reason, 1) for r in rejected)
+            for reason, n in items:
+                self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+    def count_scored(self, n: int, alerts: int) -> None:
+        with self._lock:
+            self.records_scored += n
+            self.alerts += alerts
+            self.batches += 1
+            self.batch_records += n
+
+    def observe_request(self, status: int, seconds: float) -> None:
+        with self._lock:
+            key = str(status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            for i, edge in enumerate(LATENCY_BUCKETS):
+                if seconds <= edge:
+                    self._buckets[i] += 1
+                    break
+            else:
+                self._buckets[-1] += 1
+            self._latency_sum += seconds
+            self._latency_count += 1
+
+    @property
+    def records_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"records_received": self.records_received, "records_scored": self.records_scored,
+                    "records_rejected": sum(self.rejected.values()), "rejected_reasons": dict(self.rejected),
+                    "alerts": self.alerts, "requests": dict(self.requests), "batches": self.batches}
+
+    def render(self, gauges: dict[str, tuple[str, float]] | None = None,
+               labelled: dict[str, tuple[str, str, dict[str, float]]] | None = None) -> str:
+        """Prometheus text exposition format (version 0.0.4)."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            for suffix, value in samples:
+                lines.append(f"{name}{suffix} {_num(value)}")
+
+        with self._lock:
+            metric("deepids_records_received_total", "counter", "Records that arrived (scored + rejected).",
+                   [("", self.records_received)])
+            metric("deepids_records_scored_total", "counter", "Records scored.", [("", self.records_scored)])
+            metric("deepids_records_rejected_total", "counter", "Records refused, by reason.",
+                   [(f'{{reason="{_esc(r)}"}}', n) for r, n in sorted(self.rejected.items())] or [("", 0)])
+            metric("deepids_alerts_total", "counter", "Records scored above the threshold.", [("", self.alerts)])
+            metric("deepids_requests_total", "counter", "HTTP scoring requests answered, by status code.",
+                   [(f'{{code="{c}"}}', n) for c, n in sorted(self.requests.items())] or [("", 0)])
+            metric("deepids_batches_total", "counter", "Micro-batches scored.", [("", self.batches)])
+            metric("deepids_batch_records_total", "counter", "Records in all micro-batches scored.",
+                   [("", self.batch_records)])
+            cum, samples = 0, []
+            for edge, n in zip(LATENCY_BUCKETS, self._buckets):
+                cum += n
+                samples.append((f'_bucket{{le="{edge:g}"}}', cum))
+            samples.append(('_bucket{le="+Inf"}', self._latency_count))
+            samples += [("_sum", self._latency_sum), ("_count", self._latency_count)]
+            metric("deepids_request_duration_seconds", "histogram",
+                   "Time to answer a scoring request, from the first byte read to the answer.", samples)
+        for name, (help_, value) in (gauges or {}).items():
+            metric(name, "gauge", help_, [("", value)])
+        for name, (kind, help_, by_label) in (labelled or {}).items():
+            metric(name, kind, help_, [(f'{{{k}}}', v) for k, v in by_label.items()])
+        return "\n".join(lines) + "\n"
+
+
+def _esc(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+@dataclass
+class ScoredBatch:
+    """The outcome of scoring some records: who was scored (by input position) and who was refused."""
+
+    index: np.ndarray
+    score: np.ndarray
+    is_anomaly: np.ndarray
+    top_features: list[list[str]]
+    threshold: float
+    table: pl.DataFrame
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def results(self) -> list[dict]:
+        """One JSON-ready entry per scored record."""
+        thr = self.threshold
+        return [{"index": int(i), "score": _finite(s), "is_anomaly": bool(a), "threshold": thr, "top_features": t}
+                for i, s, a, t in zip(self.index.tolist(), self.score.tolist(), self.is_anomaly.tolist(),
+                                      self.top_features)]
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class LiveScorer:
+    """Scores records as they arrive with one detector and one bounded per-entity history.
+
+    Thread-safe: scoring calls are serialised, so the per-entity history sees records in the
+    order they were scored.
+    """
+
+    def __init__(self, detector, *, top_k: int = 3, max_entities: int | None = 100_000,
+                 idle_ttl: float | None = 3600.0, metrics: ServingMetrics | None = None,
+                 name: str | None = None):
+        self.detector = detector
+        self.threshold = float(detector._threshold_value())
+        self.required, self.text_columns, self.optional = input_spec(detector)
+        self.top_k = top_k
+        self.name = name or getattr(detector, "model_name", type(detector).__name__)
+        self.history = detector.new_history()
+        if self.history is not None and hasattr(self.history, "max_entities"):
+            if max_entities is not None and max_entities < 1:
+                raise ConfigError(f"max_entities must be at least 1, got {max_entities}")
+            if idle_ttl is not None and idle_ttl <= 0:
+                raise ConfigError(f"idle_ttl must be positive, got {idle_ttl}")
+            self.history.max_entities = max_entities
+            self.history.idle_ttl = idle_ttl
+        self.max_entities = max_entities
+        self.idle_ttl = idle_ttl
+        self.metrics = metrics or ServingMetrics()
+        self._lock = threading.Lock()
+
+    # --------------------------------------------------------------- steps
+    def canonicalise(self, items: Sequence[Any]) -> CanonicalRecords:
+        """Records -> canonical table; rejections are counted."""
+        canon = records_to_table(items, self.required, self.text_columns, optional_text=self.optional)
+        self.metrics.count_received(len(items))
+        if canon.rejected:
+            self.metrics.count_rejected(canon.rejected)
+        return canon
+
+    def score_table(self, table: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """(score, is_anomaly, top_features) for a canonical table, carrying per-entity state."""
+        if table.height == 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool), []
+        with self._lock:
+            scores = self.detector.score_chunk(table, self.history)
+        score = np.asarray(scores.score, dtype=np.float64)
+        flagged = score > self.threshold
+        top = scores.top_features(self.top_k) if hasattr(scores, "top_features") else [[] for _ in score]
+        self.metrics.count_scored(len(score), int(flagged.sum()))
+        return score, flagged, top
+
+    def score(self, items: Sequence[Any]) -> ScoredBatch:
+        """Canonicalise and score records in one go."""
+        canon = self.canonicalise(items)
+        score, flagged, top = self.score_table(canon.table)
+        return ScoredBatch(canon.index, score, flagged, top, self.threshold, canon.table, canon.rejected)
+
+    # -------------------------------------------------------------- state
+    def state(self) -> dict:
+        h = self.history
+        return {
+            "entities": len(getattr(h, "tails", ())) if h is not None else 0,
+            "max_entities": self.max_entities,
+            "idle_ttl_seconds": self.idle_ttl,
+            "evicted_lru": getattr(h, "evicted_lru", 0),
+            "evicted_idle": getattr(h, "evicted_idle", 0),
+        }
+
+    def model_info(self) -> dict:
+        """The model's metadata: class, version, features, threshold and provenance, training summary."""
+        from deepids import __version__
+        from deepids.models.base import FORMAT_VERSION, _jsonable
+
+        d = self.detector
+        thr = d.threshold_.to_dict() if getattr(d, "threshold_", None) is not None else None
+        return _jsonable({
+            "model": self.name,
+            "class": type(d).__name__,
+            "deepids_version": __version__,
+            "format_version": FORMAT_VERSION,
+            "hyperparameters": d.get_params() if hasattr(d, "get_params") else {},
+            "features": list(getattr(d, "feature_names_", []) or []),
+            "input_columns": self.required,
+            "text_columns": sorted(self.text_columns),
+            "entity": self.optional[0] if self.optional else None,
+            "threshold": thr,
+            "training": getattr(d, "training_summary_", {}) or {},
+            "state": {"max_entities": self.max_entities, "idle_ttl_seconds": self.idle_ttl},
+        })

@@ -1,0 +1,210 @@
+"""`deepids serve`: the HTTP service scores what it can, names what it refuses, and never dies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import warnings
+
+import httpx
+import numpy as np
+import pytest
+
+with warnings.catch_warnings():      # starlette's notice about its httpx-based test client
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from deepids.io import read_flows
+from deepids.io.records import CsvLineParser
+from deepids.serving import LiveScorer
+from deepids.serving.service import create_app
+
+
+def _records(lines):
+    return CsvLineParser(lines[0]).parse(lines[1:])
+
+
+@pytest.fixture()
+def client(seq_model):
+    with TestClient(create_app(LiveScorer(seq_model), max_body_bytes=2_000_000)) as c:
+        yield c
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_requests_in_pieces_score_like_the_whole_file(client, seq_model, friday_path, friday_lines):
+    records = _records(friday_lines)
+    got = []
+    for start in range(0, len(records), 50):     # JSON arrays and NDJSON, alternately
+        part = records[start:start + 50]
+        if (start // 50) % 2:
+            r = client.post("/v1/score", content="\n".join(json.dumps(x) for x in part),
+                            headers={"content-type": "application/x-ndjson"})
+        else:
+            r = client.post("/v1/score", json=part)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["rejected"] == [] and [x["index"] for x in body["results"]] == list(range(len(part)))
+        got += [x["score"] for x in body["results"]]
+    table, _ = read_flows(friday_path)
+    whole = seq_model.score_records(table)       # per-source windows over the whole file at once
+    np.testing.assert_allclose(got, whole.score, rtol=1e-5, atol=1e-6)
+    first = body["results"][0]
+    assert set(first) == {"index", "score", "is_anomaly", "threshold", "top_features"}
+    assert first["threshold"] == pytest.approx(seq_model.threshold_.value) and len(first["top_features"]) == 3
+
+
+def test_good_and_malformed_records_all_accounted_for(client, friday_lines):
+    records = _records(friday_lines)[:40]
+    records[3] = dict(records[3], **{" Flow Duration": "twelve"})
+    records[7] = {k: v for k, v in records[7].items() if k.strip() != "Total Fwd Packets"}
+    records[11] = "not a record"
+    records[12] = dict(records[12], **{" Destination Port": "80.5"})
+    records[13] = dict(records[13], **{" Flow IAT Max": 10 ** 400})
+    records[14] = dict(records[14], **{"Flow Bytes/s": [1, 2]})
+    records[15] = dict(records[15], **{"Flow Bytes/s": float("nan"), "Flow Packets/s": float("inf")})
+    body = "\n".join(json.dumps(x) for x in records) + "\n{broken json\n"
+    r = client.post("/v1/score", content=body, headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 200
+    out = r.json()
+    rejected = {x["index"]: (x["field"], x["reason"]) for x in out["rejected"]}
+    assert rejected == {
+        3: (" Flow Duration", "non-numeric value"),
+        7: ("Total Fwd Packets", "missing field"),
+        11: (None, "not a JSON object"),
+        12: (" Destination Port", "non-integer value"),
+        13: (" Flow IAT Max", "number out of range"),
+        14: ("Flow Bytes/s", "wrong type"),
+        40: (None, "invalid JSON"),
+    }
+    scored = [x["index"] for x in out["results"]]
+    assert 15 in scored and all(math.isfinite(x["score"]) for x in out["results"])
+    assert sorted(scored + list(rejected)) == list(range(41))
+    m = client.get("/metrics").text
+    assert _metric(m, "deepids_records_received_total") == 41
+    assert _metric(m, "deepids_records_scored_total") == 34
+    assert _metric(m, "deepids_records_rejected_total") == 7
+    assert 'deepids_records_rejected_total{reason="missing field"} 1' in m
+
+
+@pytest.mark.parametrize("body, ctype, status", [
+    (b"", "application/json", 400),
+    (b"   \n ", "application/json", 400),
+    (b"[]", "application/json", 400),
+    (b"42", "application/json", 400),
+    (b'"a string"', "application/json", 400),
+    (b"\x00\xff\xfe garbage \x81\x82", "application/octet-stream", 400),
+    (b"[" * 100_000, "application/json", 400),
+    (b"not json\nnor this\n", "application/x-ndjson", 400),
+    (b"{}", "application/json", 422),
+    (b"[1, 2, null, true]", "application/json", 422),
+    (b'[{"Flow Duration": 1e999, "Total Fwd Packets": NaN}]', "application/json", 422),
+])
+def test_garbage_gets_a_4xx_and_the_server_lives_on(client, body, ctype, status):
+    r = client.post("/v1/score", content=body, headers={"content-type": ctype})
+    assert r.status_code == status, r.text
+    assert "detail" in r.json()
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_oversized_body_gets_413(seq_model, friday_lines):
+    with TestClient(create_app(LiveScorer(seq_model), max_body_bytes=10_000)) as c:
+        big = json.dumps(_records(friday_lines)[:20])
+        assert len(big) > 10_000
+        r = c.post("/v1/score", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        # without Content-Length (chunked upload) the limit still holds
+        r = c.post("/v1/score", content=iter([big[i:i + 4096].encode() for i in range(0, len(big), 4096)]))
+        assert r.status_code == 413
+        assert c.get("/healthz").status_code == 200
+
+
+def test_model_metrics_health_and_openapi(client, seq_model):
+    info = client.get("/v1/model").json()
+    assert info["model"] == "lstm-ae" and info["class"] == "LSTMAutoencoder"
+    assert info["features"] == seq_model.feature_names_
+    assert info["threshold"]["method"] == "percentile" and info["threshold"]["n_scores"] > 0
+    assert info["training"]["benign_records"] > 0 and info["hyperparameters"]["sequence_length"] == 4
+    m = client.get("/metrics")
+    assert m.headers["content-type"].startswith("text/plain")
+    for name in ("deepids_records_scored_total", "deepids_records_rejected_total", "deepids_alerts_total",
+                 "deepids_request_duration_seconds_bucket", "deepids_queue_depth", "deepids_state_entities",
+                 "deepids_state_max_entities", "deepids_state_idle_ttl_seconds", "deepids_state_evictions_total"):
+        assert name in m.text
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert "/v1/score" in client.get("/openapi.json").json()["paths"]
+
+
+class _GatedScorer(LiveScorer):
+    """Holds every batch until released, so the queue can be filled on purpose."""
+
+    gate: threading.Event
+
+    def score_table(self, table):
+        self.gate.wait(10)
+        return super().score_table(table)
+
+
+def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday_lines):
+    scorer = _GatedScorer(seq_model)
+    scorer.gate = threading.Event()
+    records = _records(friday_lines)
+    app = create_app(scorer, max_queue_records=30, max_batch_records=10)
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            tasks = [asyncio.create_task(c.post("/v1/score", json=records[10 * i:10 * i + 10])) for i in range(8)]
+            await asyncio.sleep(0.3)
+            depth = app.state.batcher.depth
+            scorer.gate.set()
+            answers = await asyncio.gather(*tasks)
+            metrics = (await c.get("/metrics")).text
+        await app.state.batcher.close()
+        return depth, answers, metrics
+
+    depth, answers, metrics = asyncio.run(run())
+    codes = [a.status_code for a in answers]
+    assert depth <= 30
+    assert codes.count(503) >= 4 and codes.count(200) >= 1 and set(codes) <= {200, 503}
+    busy = next(a for a in answers if a.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+    assert _metric(metrics, "deepids_records_received_total") == 80
+    assert _metric(metrics, "deepids_records_scored_total") == 10 * codes.count(200)
+    assert _metric(metrics, "deepids_records_rejected_total") == 10 * codes.count(503)
+    assert f'deepids_records_rejected_total{{reason="overloaded"}} {10 * codes.count(503)}' in metrics
+
+
+def test_real_server_on_loopback(seq_model, friday_lines):
+    import socket
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(LiveScorer(seq_model)), host="127.0.0.1", port=port,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            r = c.post("/v1/score", json=_records(friday_lines)[:5])
+            assert r.status_code == 200 and len(r.json()["results"]) == 5
+            assert c.get("/healthz").json()["status"] == "ok"
+    finally:
+        server.should_exit = True
+        thread.join(10)
