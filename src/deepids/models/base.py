@@ -136,11 +136,10 @@ class BaseDetector(ABC):
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         """Rebuild fitted state from `_state()` and `_tensors()` output."""
 
-    def save(self, path: str | Path) -> Path:
+    def to_document(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The model as a JSON-ready document and named CPU tensors (what `save` writes)."""
         from deepids import __version__
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         doc = {
             "format_version": FORMAT_VERSION,
             "deepids_version": __version__,
@@ -152,6 +151,12 @@ class BaseDetector(ABC):
             "state": _jsonable(self._state()),
         }
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self._tensors().items()}
+        return doc, tensors
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        doc, tensors = self.to_document()
         save_file(tensors, str(path / WEIGHTS), metadata={"format": "deepids", "class": type(self).__name__})
         (path / MODEL_JSON).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
         return path
@@ -219,3 +224,18 @@ def check_table(X) -> pl.DataFrame:
     if not isinstance(X, pl.DataFrame):
         raise SchemaError(f"expected a polars DataFrame of records (as read_flows returns), got {type(X).__name__}")
     return X
+
+
+def embed_members(members: list["BaseDetector"]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Documents and prefixed tensors of sub-models, for composite models' `_state`/`_tensors`."""
+    docs, tensors = [], {}
+    for k, member in enumerate(members):
+        doc, weights = member.to_document()
+        docs.append(doc)
+        tensors.update({f"member{k}.{name}": t for name, t in weights.items()})
+    return docs, tensors
+
+
+def member_tensors(tensors: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    prefix = f"member{k}."
+    return {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}

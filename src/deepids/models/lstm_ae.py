@@ -50,7 +50,8 @@ class LSTMAutoencoder(ReconstructionDetector):
                  validation_fraction: float = 0.2, entity: str | None = "src_ip", score_mode: str = "last",
                  threshold_method: str = "percentile", threshold_percentile: float = 99.0,
                  threshold_fpr: float = 0.01, threshold_value: float | None = None, clip: float = 3.0,
-                 normalise_errors: bool = False, noise: float = 0.5, seed: int = 0, device: str | None = None, verbose: bool = True):
+                 normalise_errors: bool = False, noise: float = 0.5, seed: int = 0, split_seed: int | None = None,
+                 device: str | None = None, verbose: bool = True):
         self.sequence_length = sequence_length
         self.encoder_units = encoder_units
         self.decoder_units = decoder_units
@@ -69,6 +70,7 @@ class LSTMAutoencoder(ReconstructionDetector):
         self.normalise_errors = normalise_errors
         self.noise = noise
         self.seed = seed
+        self.split_seed = split_seed
         self.device = device
         self.verbose = verbose
         self.threshold_ = None

@@ -75,11 +75,7 @@ class ReconstructionDetector(BaseDetector):
         if train_table.height < 2:
             raise SchemaError(f"need at least 2 benign records to train, got {train_table.height}")
 
-        rng = np.random.default_rng(self.seed)
-        is_val = rng.random(train_table.height) < self.validation_fraction
-        if is_val.all() or not is_val.any():
-            is_val[:] = False
-            is_val[rng.integers(train_table.height)] = True
+        is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
         self.preprocessor_ = FlowPreprocessor(clip=self.clip).fit(fit_rows, feature_columns(X))
         self.feature_names_ = self.preprocessor_.output_names
@@ -127,6 +123,19 @@ class ReconstructionDetector(BaseDetector):
             "history": history.to_dict(), "validation_score_quantiles": _quantiles(val_scores),
         }
         return self
+
+    def validation_mask(self, n_benign: int) -> np.ndarray:
+        """Which benign training records are held back for early stopping and the threshold.
+
+        Drawn from `split_seed` (the model's seed unless set), so ensemble members can share it.
+        """
+        split_seed = getattr(self, "split_seed", None)
+        rng = np.random.default_rng(self.seed if split_seed is None else split_seed)
+        is_val = rng.random(n_benign) < self.validation_fraction
+        if is_val.all() or not is_val.any():
+            is_val[:] = False
+            is_val[rng.integers(n_benign)] = True
+        return is_val
 
     # ---------------------------------------------------------------- scoring
     def _entity_column(self, X: pl.DataFrame) -> str | None:
