@@ -316,5 +316,10 @@ def main() -> None:
         sys.exit(130)
 
 
+from deepids.serving.commands import register as _register_serving  # noqa: E402  (serve, stream)
+
+_register_serving(app)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,133 @@
+"""The `deepids serve` and `deepids stream` commands (registered on the main typer app)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from deepids.errors import ConfigError
+
+ModelDir = Annotated[Path, typer.Option("--model", "-m", help="Saved model directory.")]
+MaxEntities = Annotated[int, typer.Option(
+    help="Most entities whose recent records are kept for sequence models; the least recently seen is "
+         "evicted first (0 = unbounded).")]
+IdleTtl = Annotated[float, typer.Option(
+    help="Seconds after which an idle entity's history is forgotten (0 = never).")]
+TopK = Annotated[int, typer.Option(help="Top contributing features to list per record.")]
+
+
+def _scorer(model: Path, max_entities: int, idle_ttl: float, top_k: int):
+    from deepids.models import load_model
+    from deepids.serving.scorer import LiveScorer
+
+    if max_entities < 0 or idle_ttl < 0 or top_k < 0:
+        raise ConfigError("--max-entities, --idle-ttl and --top-k cannot be negative")
+    detector = load_model(model)
+    return LiveScorer(detector, top_k=top_k, max_entities=max_entities or None, idle_ttl=idle_ttl or None)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` and `stream` to the `deepids` command."""
+
+    @app.command()
+    def serve(
+        model: ModelDir,
+        host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 16 << 20,
+        max_queue: Annotated[int, typer.Option(help="Records queued for scoring before requests get 503 "
+                                                    "with Retry-After.")] = 65_536,
+        max_batch: Annotated[int, typer.Option(help="Most records scored in one micro-batch.")] = 8_192,
+        max_entities: MaxEntities = 100_000,
+        idle_ttl: IdleTtl = 3600.0,
+        top_k: TopK = 3,
+        limit_concurrency: Annotated[int, typer.Option(help="Open connections before uvicorn answers 503.")] = 1024,
+        log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    ) -> None:
+        """Serve a model over HTTP: POST /v1/score, GET /healthz, /v1/model, /metrics (Prometheus)."""
+        from deepids.serving.service import serve as run_server
+
+        if max_body_bytes < 1 or max_queue < 1 or max_batch < 1:
+            raise ConfigError("--max-body-bytes, --max-queue and --max-batch must be positive")
+        scorer = _scorer(model, max_entities, idle_ttl, top_k)
+        _say(f"deepids: serving {scorer.name} from {model} on http://{host}:{port} "
+             f"(threshold {scorer.threshold:.4g}; docs at /docs)")
+        run_server(scorer, host, port, max_body_bytes=max_body_bytes, max_queue_records=max_queue,
+                   max_batch_records=max_batch, limit_concurrency=limit_concurrency, log_level=log_level)
+
+    @app.command()
+    def stream(
+        model: ModelDir,
+        input_: Annotated[str, typer.Option("--input", "-i", help="CSV or NDJSON file, or '-' for stdin.")],
+        follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading as the file grows "
+                                                                    "(survives truncation and rotation).")] = False,
+        format_: Annotated[str, typer.Option("--format", help="auto (from the first line), csv or ndjson.")] = "auto",
+        alerts: Annotated[Optional[str], typer.Option(help="Write ECS alerts as NDJSON here ('-' for stdout; "
+                                                            "default: stdout unless --webhook is given).")] = None,
+        webhook: Annotated[Optional[str], typer.Option(help="POST alerts as NDJSON to this URL (retried with "
+                                                             "backoff).")] = None,
+        webhook_buffer: Annotated[int, typer.Option(help="Alerts held for the webhook while it is unreachable; "
+                                                         "beyond that the oldest are dropped and counted.")] = 10_000,
+        scores: Annotated[Optional[Path], typer.Option(help="Also write every record's score as NDJSON here.")] = None,
+        rejected: Annotated[Optional[Path], typer.Option(help="Write each rejected record's number, field and "
+                                                              "reason as NDJSON here.")] = None,
+        batch_size: Annotated[int, typer.Option(help="Most records per micro-batch.")] = 1000,
+        flush_interval: Annotated[float, typer.Option(help="Score a partial batch after this many seconds "
+                                                           "without new input.")] = 0.5,
+        max_entities: MaxEntities = 100_000,
+        idle_ttl: IdleTtl = 3600.0,
+        top_k: TopK = 3,
+        summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="Write the summary as JSON "
+                                                                                     "here.")] = None,
+    ) -> None:
+        """Score CSV or NDJSON records as they arrive (file, --follow, or stdin) and raise ECS alerts.
+
+        Ctrl-C or the end of input flushes what was read and prints a summary: records read,
+        scored, rejected by reason, alerts.
+        """
+        from deepids.serving.alerts import FileSink, WebhookSink
+        from deepids.serving.stream import FORMATS, run_stream
+
+        if format_ not in FORMATS:
+            raise ConfigError(f"unknown --format {format_!r}; expected one of {', '.join(FORMATS)}")
+        if input_ == "-" and follow:
+            raise ConfigError("--follow applies to a file; stdin is followed anyway")
+        if batch_size < 1 or flush_interval <= 0 or webhook_buffer < 1:
+            raise ConfigError("--batch-size, --flush-interval and --webhook-buffer must be positive")
+        scorer = _scorer(model, max_entities, idle_ttl, top_k)
+        with ExitStack() as stack:
+            sinks = []
+            if alerts is not None or webhook is None:
+                sinks.append(FileSink(alerts or "-"))
+            if webhook is not None:
+                if not webhook.startswith(("http://", "https://")):
+                    raise ConfigError(f"--webhook must be an http:// or https:// URL, got {webhook!r}")
+                sinks.append(WebhookSink(webhook, max_buffer=webhook_buffer))
+            scores_out = stack.enter_context(open(scores, "w", encoding="utf-8")) if scores else None
+            rejected_out = stack.enter_context(open(rejected, "w", encoding="utf-8")) if rejected else None
+
+            def _terminate(signum, frame):
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGTERM, _terminate)
+            try:
+                summary = run_stream(scorer, input_, sinks, follow=follow, fmt=format_, batch_size=batch_size,
+                                     flush_interval=flush_interval, scores_out=scores_out,
+                                     rejected_out=rejected_out, model_label=f"{scorer.name}:{model}")
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+        _say("deepids: " + summary.line())
+        if summary_json:
+            summary_json.parent.mkdir(parents=True, exist_ok=True)
+            summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
