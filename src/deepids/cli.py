@@ -149,6 +149,7 @@ def evaluate(
 ) -> None:
     """Score labelled flow files and print detection metrics (per record)."""
     from deepids.evaluation import detection_metrics, family_metrics, plot_detection
+    from deepids.evaluation.metrics import names_families
     from deepids.models import load_model
     from deepids.scoring import collect_scores
 
@@ -157,7 +158,7 @@ def evaluate(
                                require_labels=True)
     _report_read(collected.read, "scored")
     metrics = detection_metrics(collected.labels, collected.score, detector.threshold_.value, collected.loss)
-    if collected.predicted is not None:          # models that name attacks: how well they name them
+    if names_families(collected.predicted):     # models that name attacks: how well they name them
         metrics.update(family_metrics(collected.labels, collected.predicted))
     metrics["model"] = str(model)
     metrics["data"] = [str(p) for p in data]
@@ -262,6 +263,44 @@ def inspect(
     table.add_row("labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
                   or "none")
     out.print(table)
+
+
+# ----------------------------------------------------------------------- benchmark
+@app.command()
+def benchmark(
+    data: DataFiles,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.md/json, plots, report.html.")],
+    test: Annotated[Optional[list[Path]], typer.Option(help="Test on these files instead of a split (cross-dataset).")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated subset of models (default: all).")] = None,
+    quick: Annotated[bool, typer.Option(help="Fewer epochs, members and trees: a smoke test, not a result.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for the split and every model.")] = 0,
+    test_fraction: Annotated[float, typer.Option(help="Share of records held out for testing.")] = 0.3,
+    sequence_length: Annotated[Optional[int], typer.Option(help="LSTM window length (default: 10 when records carry "
+                                                           "src_ip or timestamps, else 1).")] = None,
+    layout: Layout = None,
+    label_column: LabelColumn = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train and test every model on the same leakage-free split; write the comparison."""
+    from deepids.evaluation.benchmark import run_benchmark
+
+    result = run_benchmark(data, out_dir, test=test, models=models.split(",") if models else None, quick=quick,
+                           seed=seed, test_fraction=test_fraction, sequence_length=sequence_length, layout=layout,
+                           label_column=label_column, verbose=not quiet, info=_info)
+    p = result.protocol
+    _info(f"protocol: {p['split']}; {p['train_records']:,} train / {p['test_records']:,} test records; "
+          f"{p['test_duplicates_of_training_rows_removed']:,} test rows duplicating training rows removed; "
+          f"{p['fitting']}; {p['unsupervised']}; {p['sequence_note']}")
+    table = Table(title="benchmark (per record, test set)", title_justify="left")
+    for col in ("model", "Accuracy", "Loss", "Recall", "Precision", "F-measure", "ROC-AUC", "macro-F1", "train s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in result.models.items():
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(name, f"{100 * m['accuracy']:.2f} %", fmt(m["loss"]), f"{100 * m['recall']:.2f} %",
+                      f"{100 * m['precision']:.2f} %", f"{100 * m['f1']:.2f} %", fmt(m["roc_auc"]),
+                      fmt(m.get("macro_f1")), f"{m['train_seconds']:.1f}")
+    out.print(table)
+    out.print(f"wrote {out_dir / 'results.md'}, {out_dir / 'results.json'}, {out_dir / 'report.html'}", highlight=False)
 
 
 # ---------------------------------------------------------------------------- demo

@@ -72,3 +72,8 @@ def family_metrics(labels: np.ndarray, predicted: np.ndarray, min_support: int =
     attacks = [f for f, m in per_family.items() if f != BENIGN and m["support"] >= min_support]
     return {"macro_f1": float(np.mean([per_family[f]["f1"] for f in attacks])) if attacks else None,
             "macro_f1_families": attacks, "per_family": per_family}
+
+
+def names_families(predicted: np.ndarray | None) -> bool:
+    """Whether a model's predicted names are attack families (not just benign/attack)."""
+    return predicted is not None and bool(set(np.unique(predicted).tolist()) - {BENIGN, "attack"})
