@@ -4,6 +4,7 @@ from pathlib import Path
 
 from deepids.errors import ModelFormatError
 from deepids.models.base import BaseDetector, Scores, read_model_document
+from deepids.models.classic import IsolationForestDetector, RandomForestFlowClassifier
 from deepids.models.dense_ae import DenseAutoencoder
 from deepids.models.ensemble import LSTMAutoencoderEnsemble
 from deepids.models.lstm_ae import LSTMAutoencoder, LSTMAutoencoderNet
@@ -16,6 +17,8 @@ MODELS: dict[str, type[BaseDetector]] = {
     LSTMAutoencoderEnsemble.model_name: LSTMAutoencoderEnsemble,
     DNNClassifier.model_name: DNNClassifier,
     CNNClassifier.model_name: CNNClassifier,
+    RandomForestFlowClassifier.model_name: RandomForestFlowClassifier,
+    IsolationForestDetector.model_name: IsolationForestDetector,
     TwoStageDetector.model_name: TwoStageDetector,
 }
 
@@ -39,4 +42,5 @@ def load_model(path: str | Path) -> BaseDetector:
 
 
 __all__ = ["MODELS", "BaseDetector", "BaseClassifier", "Scores", "LSTMAutoencoder", "LSTMAutoencoderNet", "DenseAutoencoder", "LSTMAutoencoderEnsemble",
-           "DNNClassifier", "CNNClassifier", "TwoStageDetector", "load_model", "model_from_document"]
+           "DNNClassifier", "CNNClassifier", "TwoStageDetector", "RandomForestFlowClassifier",
+           "IsolationForestDetector", "load_model", "model_from_document"]
