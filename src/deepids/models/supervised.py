@@ -7,7 +7,10 @@
   (0.5 unless chosen otherwise), `predict_proba` gives one column per `classes_`, and
   `predict_label` the most probable class name;
 - class imbalance is handled by class weights: each class weighs n / (n_classes * n_class),
-  so rare attack families count as much as benign traffic in the loss.
+  so rare attack families count as much as benign traffic in the loss. By default
+  (`class_weighting=None`) weights are used when naming families, where the rarest families
+  would otherwise be ignored, and not for binary detection, where they cost accuracy
+  (measured on the CICIDS2017 sample: 99.63-99.68 % without, 99.35-99.49 % with).
 
 `DNNClassifier` and `CNNClassifier` write only their networks; `TorchClassifier` holds the
 rest on the shared training loop.
@@ -85,9 +88,9 @@ class BaseClassifier(BaseDetector):
 class TorchClassifier(BaseClassifier):
     """Everything but the network: features, class weights, the shared loop, persistence."""
 
-    def __init__(self, target: str = "binary", epochs: int = 20, batch_size: int = 256,
-                 learning_rate: float = 1e-3, patience: int = 3, validation_fraction: float = 0.1,
-                 class_weighting: bool = True, seed: int = 0, device: str | None = None, verbose: bool = True):
+    def __init__(self, target: str = "binary", epochs: int = 50, batch_size: int = 256,
+                 learning_rate: float = 1e-3, patience: int = 5, validation_fraction: float = 0.1,
+                 class_weighting: bool | None = None, seed: int = 0, device: str | None = None, verbose: bool = True):
         self.target = target
         self.epochs = epochs
         self.batch_size = batch_size
@@ -120,8 +123,8 @@ class TorchClassifier(BaseClassifier):
         self.input_columns_ = self.preprocessor_.input_columns
         features = torch.from_numpy(self.preprocessor_.transform(X))
         target = torch.from_numpy(codes.astype(np.int64))
-        weights = class_weights(codes[~is_val], len(self.classes_)) if self.class_weighting \
-            else np.ones(len(self.classes_))
+        weighting = self.target == "family" if self.class_weighting is None else self.class_weighting
+        weights = class_weights(codes[~is_val], len(self.classes_)) if weighting else np.ones(len(self.classes_))
         weight_t = torch.tensor(weights, dtype=torch.float32)
 
         def loss_fn(network, batch):
