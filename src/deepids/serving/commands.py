@@ -22,12 +22,21 @@ IdleTtl = Annotated[float, typer.Option(
 TopK = Annotated[int, typer.Option(help="Top contributing features to list per record.")]
 
 
-def _scorer(model: Path, max_entities: int, idle_ttl: float, top_k: int):
+Threads = Annotated[int, typer.Option(
+    help="torch threads for scoring. 1 (the default) leaves the other cores to parsing and I/O and "
+         "avoids thread contention on busy hosts; 0 = torch's default.")]
+
+
+def _scorer(model: Path, max_entities: int, idle_ttl: float, top_k: int, threads: int = 1):
     from deepids.models import load_model
     from deepids.serving.scorer import LiveScorer
 
-    if max_entities < 0 or idle_ttl < 0 or top_k < 0:
-        raise ConfigError("--max-entities, --idle-ttl and --top-k cannot be negative")
+    if max_entities < 0 or idle_ttl < 0 or top_k < 0 or threads < 0:
+        raise ConfigError("--max-entities, --idle-ttl, --top-k and --threads cannot be negative")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     detector = load_model(model)
     return LiveScorer(detector, top_k=top_k, max_entities=max_entities or None, idle_ttl=idle_ttl or None)
 
@@ -52,6 +61,7 @@ def register(app: typer.Typer) -> None:
         max_entities: MaxEntities = 100_000,
         idle_ttl: IdleTtl = 3600.0,
         top_k: TopK = 3,
+        threads: Threads = 1,
         limit_concurrency: Annotated[int, typer.Option(help="Open connections before uvicorn answers 503.")] = 1024,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     ) -> None:
@@ -60,7 +70,7 @@ def register(app: typer.Typer) -> None:
 
         if max_body_bytes < 1 or max_queue < 1 or max_batch < 1:
             raise ConfigError("--max-body-bytes, --max-queue and --max-batch must be positive")
-        scorer = _scorer(model, max_entities, idle_ttl, top_k)
+        scorer = _scorer(model, max_entities, idle_ttl, top_k, threads)
         _say(f"deepids: serving {scorer.name} from {model} on http://{host}:{port} "
              f"(threshold {scorer.threshold:.4g}; docs at /docs)")
         run_server(scorer, host, port, max_body_bytes=max_body_bytes, max_queue_records=max_queue,
@@ -88,6 +98,7 @@ def register(app: typer.Typer) -> None:
         max_entities: MaxEntities = 100_000,
         idle_ttl: IdleTtl = 3600.0,
         top_k: TopK = 3,
+        threads: Threads = 1,
         summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="Write the summary as JSON "
                                                                                      "here.")] = None,
     ) -> None:
@@ -105,7 +116,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--follow applies to a file; stdin is followed anyway")
         if batch_size < 1 or flush_interval <= 0 or webhook_buffer < 1:
             raise ConfigError("--batch-size, --flush-interval and --webhook-buffer must be positive")
-        scorer = _scorer(model, max_entities, idle_ttl, top_k)
+        scorer = _scorer(model, max_entities, idle_ttl, top_k, threads)
         with ExitStack() as stack:
             sinks = []
             if alerts is not None or webhook is None:

@@ -112,8 +112,10 @@ class LineReader:
 
     def _run(self) -> None:
         try:
-            if self.source == "-":
-                self._read_stream(self._stdin or sys.stdin.buffer)
+            if self.source == "-" and self._stdin is not None:
+                self._read_stream(self._stdin)
+            elif self.source == "-":
+                self._read_fd(sys.stdin.fileno())
             else:
                 self._read_file(Path(self.source))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
@@ -137,6 +139,21 @@ class LineReader:
                 return
             if not self._put(line):
                 return
+
+    def _read_fd(self, fd: int) -> None:
+        """Raw reads from a descriptor (no buffered-reader lock held by this daemon thread at exit)."""
+        rest = b""
+        while not self._stop.is_set():
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            rest += chunk
+            *complete, rest = rest.split(b"\n")
+            for line in complete:
+                if not self._put(line + b"\n"):
+                    return
+        if rest and not self._stop.is_set():
+            self._put(rest)
 
     def _read_file(self, path: Path) -> None:
         with open(path, "rb") as probe:
