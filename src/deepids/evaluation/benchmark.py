@@ -86,6 +86,8 @@ def run_benchmark(data, out_dir: Path, *, test=None, models=None, quick: bool = 
     from deepids.models import MODELS
     from deepids.models.supervised import BaseClassifier
 
+    data = list(data) if isinstance(data, (list, tuple)) else [data]
+    test = None if test is None else (list(test) if isinstance(test, (list, tuple)) else [test])
     names = list(models or [m for m in DEFAULT_MODELS if m in MODELS])
     unknown = [m for m in names if m not in MODELS]
     if unknown:
