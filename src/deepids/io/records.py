@@ -141,14 +141,6 @@ def canonical_name(name: str) -> str | None:
     return canon
 
 
-def _raw_name(record: dict, column: str) -> str:
-    """The field name the user spelled for a canonical column (for messages)."""
-    for k in record:
-        if canonical_name(k) == column:
-            return str(k)
-    return column
-
-
 def _parse_number(v: Any) -> tuple[float, str | None]:
     """(value, None) or (nan, reason)."""
     t = type(v)
@@ -284,22 +276,46 @@ def records_to_table(
     extra = [c for c in dict.fromkeys(optional_text) if c not in required and c not in meta]
     n = len(records)
     first_error: dict[int, tuple[str | None, str]] = {}
-    canon: list[dict] = []
+    # records usually share one set of field names: map each distinct set once
+    # (canonical column -> the record's own key), instead of re-keying every record
+    dicts: list[dict] = []
+    maps: list[dict] = []
+    by_keys: dict[tuple, dict] = {}
     for i, rec in enumerate(records):
         if isinstance(rec, dict):
-            canon.append({canonical_name(k): v for k, v in rec.items()})
+            try:
+                keys = tuple(rec)
+                mapping = by_keys.get(keys)
+            except TypeError:
+                keys, mapping = None, None
+            if mapping is None:
+                mapping = {}
+                for k in rec:
+                    c = canonical_name(k)
+                    if c is not None:
+                        mapping[c] = k
+                if keys is not None and len(by_keys) < 1000:
+                    by_keys[keys] = mapping
+            dicts.append(rec)
+            maps.append(mapping)
         else:
-            canon.append({})
+            dicts.append({})
+            maps.append({})
             if isinstance(rec, Unparsable):
                 first_error[i] = (rec.field, rec.reason)
             else:
                 first_error[i] = (None, R_NOT_OBJECT)
+    one_mapping = maps[0] if n and all(m is maps[0] for m in maps) else None
 
     missing = object()
     columns: dict[str, Any] = {}
     unparsed_mask = np.zeros(n, dtype=bool)
     for c in (*meta, *extra, *required):
-        values = [r.get(c, missing) for r in canon]
+        if one_mapping is not None:
+            raw = one_mapping.get(c, missing)
+            values = [missing] * n if raw is missing else [r.get(raw, missing) for r in dicts]
+        else:
+            values = [r[m[c]] if c in m else missing for r, m in zip(dicts, maps)]
         absent = [i for i, v in enumerate(values) if v is missing]
         if absent:
             for i in absent:
@@ -318,7 +334,7 @@ def records_to_table(
             bad = {}
         for i, reason in bad.items():
             if i not in first_error and isinstance(records[i], dict):
-                first_error[i] = (_raw_name(records[i], c), reason)
+                first_error[i] = (str(maps[i].get(c, c)), reason)
         columns[c] = col
 
     keep = np.ones(n, dtype=bool)
