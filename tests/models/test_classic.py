@@ -157,10 +157,18 @@ def test_average_path_length_is_sklearns():
     np.testing.assert_array_equal(average_path_length(n), _average_path_length(n))
 
 
-def test_damaged_trees_are_a_format_error(split, iforest, tmp_path):
+@pytest.mark.parametrize("damage", ["outside", "cycle", "shared"])
+def test_damaged_trees_are_a_format_error(iforest, tmp_path, damage):
     path = iforest.save(tmp_path / "bad")
     weights = load_file(str(path / WEIGHTS))
-    weights["children_left"][0] = 10 ** 9              # the root points outside its tree
+    left, right = weights["children_left"], weights["children_right"]
+    inner = 1 + int(np.flatnonzero(left[1:weights["tree_offsets"][1]] > 0)[0])    # an inner node below the root
+    if damage == "outside":
+        left[0] = 10 ** 9                               # the root points outside its tree
+    elif damage == "cycle":
+        left[inner] = inner                             # a node is its own child: a walk would never end
+    else:
+        right[0] = left[0]                              # the root's children are one node
     save_file(weights, str(path / WEIGHTS))
     with pytest.raises(ModelFormatError, match="damaged"):
         load_model(path)

@@ -60,9 +60,11 @@ class TreeEnsemble:
         self.is_leaf = self.children_left < 0
         size = np.diff(self.offsets)[tree_of_node]
         inner = ~self.is_leaf
+        local = np.arange(n_nodes, dtype=np.int64) - base
         for child in (self.children_left, self.children_right):
-            if np.any(inner & ((child <= 0) | (child >= size))):
-                raise ValueError("a tree's child index points outside its tree")
+            # sklearn numbers a child after its parent: this also rules out cycles in damaged files
+            if np.any(inner & ((child <= local) | (child >= size))):
+                raise ValueError("a tree's child index points outside its tree or back up it")
         if np.any(inner & (self.feature < 0)):
             raise ValueError("an inner node has no feature")
         # global ids into the concatenated arrays (leaves point at themselves)
@@ -86,6 +88,8 @@ class TreeEnsemble:
             new_of_old[self._left[inner]] = pair
             new_of_old[self._right[inner]] = pair + 1
             next_id += 2 * len(inner)
+            if next_id > n_nodes:
+                raise ValueError("two tree nodes share a child: the arrays are not trees")
             frontier = np.stack([self._left[inner], self._right[inner]], axis=1).reshape(-1)
         if next_id != n_nodes:
             raise ValueError(f"the trees reach {next_id} of their {n_nodes} nodes: the arrays are not trees")
@@ -173,6 +177,7 @@ class TreeEnsemble:
                 x = flat[row_base + self._walk_feature[node]]
                 node = left + (x > self._walk_threshold[node])                # right child = left child + 1
         return self._walk_old_id[out].reshape(n, T)
+
 
 def average_path_length(n) -> np.ndarray:
     """c(n): average path length of an unsuccessful BST search among n points, as scikit-learn computes it."""
