@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     records = make_records(20 * args.batch, args.entities)
     bodies = [json.dumps(records[i:i + args.batch]).encode() for i in range(0, len(records), args.batch)]
-    over_batch = max(1, args.batch // 4)
+    over_batch = args.batch
     over_bodies = [json.dumps(records[i:i + over_batch]).encode() for i in range(0, 8 * over_batch, over_batch)]
     singles = [json.dumps([r]).encode() for r in records[:500]]
     result = {"machine": machine(), "records": f"{len(records):,} real CICIDS2017 flows resampled with replacement "
