@@ -52,9 +52,9 @@ def test_random_forest_floor(split, forest):
 
 def test_random_forest_engine_matches_sklearn_on_unseen_rows(split, forest):
     train, test, _ = split
-    # the same trees again (same features, labels and seed), kept as a sklearn object this time
+    # the same trees again (same features, labels and seed; binary: unweighted), kept as a sklearn object
     codes = (train["label"] != "benign").to_numpy().astype(np.int64)
-    reference = RandomForestClassifier(n_estimators=50, class_weight="balanced_subsample", n_jobs=-1, random_state=0)
+    reference = RandomForestClassifier(n_estimators=50, class_weight=None, n_jobs=-1, random_state=0)
     reference.fit(forest.preprocessor_.transform(train), codes)
     expected = reference.predict_proba(forest.preprocessor_.transform(test))
     np.testing.assert_allclose(forest.predict_proba(test), expected, rtol=0, atol=1e-9)

@@ -30,7 +30,7 @@ from deepids.io.schema import BENIGN
 from deepids.models.base import BaseDetector, Scores, benign_mask, check_table
 from deepids.models.supervised import BaseClassifier, class_weights, training_targets
 
-CLASS_WEIGHTS = ("balanced_subsample", "balanced", None)
+CLASS_WEIGHTS = ("auto", "balanced_subsample", "balanced", None)
 ENGINE_TOLERANCE = 1e-9       # the numpy engine must agree with scikit-learn to this on training rows
 CHECK_ROWS = 4096             # how many training rows that check uses
 PAIRS_PER_CHUNK = 1 << 21     # (record, tree) pairs walked at once: bounds the engine's memory
@@ -212,14 +212,16 @@ def _check_rows(n: int, seed: int) -> np.ndarray:
 class RandomForestFlowClassifier(BaseClassifier):
     """scikit-learn's RandomForestClassifier on the shared flow features, binary or per attack family.
 
-    Class imbalance: `class_weight="balanced_subsample"` (default) weighs each class by
-    n / (n_classes * n_class) within every tree's bootstrap sample; None leaves it unweighted.
+    Class imbalance: `class_weight="balanced_subsample"` weighs each class by
+    n / (n_classes * n_class) within every tree's bootstrap sample; None leaves it unweighted;
+    "auto" (default) weighs when naming families and not for binary detection, as the torch
+    classifiers do.
     """
 
     model_name = "random-forest"
 
     def __init__(self, target: str = "binary", n_estimators: int = 100, max_depth: int | None = None,
-                 min_samples_leaf: int = 1, class_weight: str | None = "balanced_subsample", n_jobs: int = -1,
+                 min_samples_leaf: int = 1, class_weight: str | None = "auto", n_jobs: int = -1,
                  seed: int = 0, verbose: bool = True):
         self.target = target
         self.n_estimators = n_estimators
@@ -258,10 +260,13 @@ class RandomForestFlowClassifier(BaseClassifier):
             raise SchemaError("no usable feature columns: every column is constant in the training data")
         features = preprocessor.transform(X)
 
+        class_weight = self.class_weight
+        if class_weight == "auto":
+            class_weight = "balanced_subsample" if self.target == "family" else None
         started = time.perf_counter()
         forest = RandomForestClassifier(
             n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
-            class_weight=self.class_weight, n_jobs=self.n_jobs, random_state=self.seed)
+            class_weight=class_weight, n_jobs=self.n_jobs, random_state=self.seed)
         forest.fit(features, codes)
         seconds = time.perf_counter() - started
         if list(forest.classes_) != list(range(len(classes))):
@@ -278,10 +283,10 @@ class RandomForestFlowClassifier(BaseClassifier):
                                     forest.predict_proba(features[rows]))
         del forest                                          # from here on only the numpy engine predicts
         self._default_threshold()
-        weights = class_weights(codes, len(classes)) if self.class_weight else np.ones(len(classes))
+        weights = class_weights(codes, len(classes)) if class_weight else np.ones(len(classes))
         self.training_summary_ = {
             "records": X.height, "classes": {c: int((names == c).sum()) for c in classes},
-            "class_weight": self.class_weight,
+            "class_weight": class_weight,
             "class_weights": dict(zip(classes, np.round(weights, 4).tolist())),
             "features": len(self.feature_names_), "dropped_constant": preprocessor.dropped_constant_,
             "trees": self.trees_.n_trees, "nodes": int(self.trees_.offsets[-1]),

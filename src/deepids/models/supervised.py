@@ -193,17 +193,17 @@ class DNNNet(nn.Module):
 
 
 class CNNNet(nn.Module):
-    """1-D convolutions over the feature vector (features in canonical order)."""
+    """1-D convolutions over the feature vector (features in canonical order), pooling as it goes."""
 
-    def __init__(self, n_features: int, n_classes: int, channels: tuple[int, int] = (32, 64)):
+    def __init__(self, n_features: int, n_classes: int, channels: tuple[int, int, int] = (16, 32, 32)):
         super().__init__()
-        c1, c2 = channels
+        c1, c2, c3 = channels
         self.conv = nn.Sequential(
-            nn.Conv1d(1, c1, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv1d(1, c1, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
             nn.Conv1d(c1, c2, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(c2, c2, kernel_size=3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool1d(4),
+            nn.Conv1d(c2, c3, kernel_size=3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool1d(4),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 4, 64), nn.ReLU(), nn.Linear(64, n_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c3 * 4, 64), nn.ReLU(), nn.Linear(64, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv(x.unsqueeze(1)))
