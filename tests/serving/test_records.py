@@ -137,3 +137,15 @@ def test_unbounded_history_is_unchanged_by_default():
     X = np.arange(100, dtype=np.float32).reshape(100, 1)
     h.windows(X, np.asarray([str(i) for i in range(100)]), np.arange(100))
     assert len(h) == 100 and h.evicted_lru == h.evicted_idle == 0
+
+
+def test_timestamp_cache_overflow_keeps_values(monkeypatch):
+    import deepids.io.records as records
+
+    monkeypatch.setattr(records, "_TS_CACHE_SIZE", 3)
+    rec = {f: 1.0 for f in FLOW_FEATURES}
+    stamps = [f"2017-07-07 10:0{i}:00" for i in range(8)]
+    for _ in range(2):
+        got = records_to_table([dict(rec, timestamp=t, dst_port=80) for t in stamps], REQUIRED)
+        assert [str(v) for v in got.table["timestamp"].to_list()] == [t for t in stamps]
+    assert len(records._TS_CACHE) <= 8

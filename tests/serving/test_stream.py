@@ -195,3 +195,12 @@ def test_stream_command_errors_are_one_line(seq_model_dir, tmp_path):
                         "--input", str(tmp_path / "nope.csv")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such file" in r.stderr
     del main
+
+
+def test_serve_command_refuses_a_missing_model(tmp_path):
+    from deepids.errors import ModelFormatError
+
+    r = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nothing"), "--port", "0"])
+    assert isinstance(r.exception, ModelFormatError)
+    r = CliRunner().invoke(app, ["stream", "--model", str(tmp_path), "--input", "-", "--follow"])
+    assert r.exit_code != 0

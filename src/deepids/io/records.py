@@ -237,13 +237,22 @@ def _timestamp_column(values: list) -> tuple[pl.Series, np.ndarray]:
         else:
             given[i] = True
     # parse each distinct text once, and remember it: live records repeat their timestamps
-    new = [t for t in dict.fromkeys(text) if t is not None and t not in _TS_CACHE]
+    known: dict[str, datetime | None] = {}
+    new = []
+    for t in dict.fromkeys(text):
+        if t is None:
+            continue
+        try:
+            known[t] = _TS_CACHE[t]
+        except KeyError:
+            new.append(t)
     if new:
+        parsed_new = dict(zip(new, parse_timestamps(pl.Series("timestamp", new, dtype=pl.Utf8)).to_list()))
+        known.update(parsed_new)
         if len(_TS_CACHE) + len(new) > _TS_CACHE_SIZE:
             _TS_CACHE.clear()
-        _TS_CACHE.update(zip(new, parse_timestamps(pl.Series("timestamp", new, dtype=pl.Utf8)).to_list()))
-    values_out = [e if e is not None else (_TS_CACHE.get(t) if t is not None else None)
-                  for e, t in zip(epoch, text)]
+        _TS_CACHE.update(parsed_new)
+    values_out = [e if e is not None else (known[t] if t is not None else None) for e, t in zip(epoch, text)]
     parsed = pl.Series("timestamp", values_out, dtype=pl.Datetime("us"))
     return parsed, given & parsed.is_null().to_numpy()
 
