@@ -18,13 +18,14 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    """Exit code 2, one line on stderr that says what is wrong, no traceback."""
+    """Exit code 2, one error line on stderr (the last; progress lines may precede it), no traceback."""
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("deepids: error: "), proc.stderr
+    errors = [ln for ln in lines if ln.startswith("deepids: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
     for needle in needles:
-        assert needle in lines[0], lines[0]
+        assert needle in errors[0], errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +162,18 @@ def test_damaged_and_newer_models(model_dir, sample, tmp_path):
 def test_bad_output_name_and_unknown_model(model_dir, sample, tmp_path):
     assert_user_error(run("score", "-m", model_dir, "-d", sample, "-o", tmp_path / "s.xlsx"), ".csv")
     assert_user_error(run("train", "--model", "transformer", "-d", sample, "-o", tmp_path / "m"), "unknown model")
+
+
+def test_benchmark_command(sample, tmp_path):
+    proc = run("benchmark", "-d", sample, "-o", tmp_path / "b", "--models", "dnn,random-forest", "--quick", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "test rows duplicating training rows removed" in proc.stderr and "results.md" in proc.stdout
+    assert "| random-forest |" in (tmp_path / "b" / "results.md").read_text()
+    assert (tmp_path / "b" / "report.html").exists()
+    assert_user_error(run("benchmark", "-d", sample, "-o", tmp_path / "c", "--models", "svm"), "unknown model")
+
+
+def test_train_classifier_on_unlabelled_data_is_refused(sample, tmp_path):
+    unlabelled = tmp_path / "u.csv"
+    pl.read_csv(sample, infer_schema=False).drop(" Label").write_csv(unlabelled)
+    assert_user_error(run("train", "--model", "dnn", "-d", unlabelled, "-o", tmp_path / "m"), "need labels")
