@@ -274,10 +274,13 @@ def main(argv: list[str] | None = None) -> dict:
                                          "rejected": rejected,
                                          "rejected_overloaded": alive.get(
                                              'deepids_records_rejected_total{reason="overloaded"}', 0)}
+                # server side: received == scored + rejected; client side: every 200 record was
+                # scored, and every 503 record was either counted as overloaded or refused unread
+                refused_unread = over["records_by_answer"].get("503", 0) - over["server_counts"]["rejected_overloaded"]
+                over["records_refused_before_reading"] = refused_unread
                 over["counts_add_up"] = (received == alive.get("deepids_records_scored_total", -1) + rejected
-                                         == over["records_sent"] - sum(
-                                             n for k, n in over["records_by_answer"].items()
-                                             if k not in ("200", "503")))
+                                         and over["records_scored"] == alive.get("deepids_records_scored_total")
+                                         and refused_unread >= 0)
                 over["server_queue_capacity"] = args.max_queue
                 over["server_peak_rss_mb"] = server.peak_rss_mb()
                 entry["overload"] = over

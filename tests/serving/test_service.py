@@ -208,3 +208,17 @@ def test_real_server_on_loopback(seq_model, friday_lines):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_bodies_over_the_inflight_budget_wait_their_turn(seq_model, friday_lines):
+    app = create_app(LiveScorer(seq_model), max_inflight_bytes=50_000)
+    with TestClient(app) as c:
+        app.state.inflight.bytes = 40_000          # as if other bodies were being parsed
+        body = json.dumps(_records(friday_lines)[:10])
+        r = c.post("/v1/score", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        app.state.inflight.bytes = 0
+        r = c.post("/v1/score", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200 and app.state.inflight.bytes == 0
+        m = c.get("/metrics").text
+        assert 'deepids_requests_total{code="503"} 1' in m and "deepids_inflight_body_bytes 0" in m

@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
         max_queue: Annotated[int, typer.Option(help="Records queued for scoring before requests get 503 "
                                                     "with Retry-After.")] = 65_536,
         max_batch: Annotated[int, typer.Option(help="Most records scored in one micro-batch.")] = 8_192,
+        max_inflight_bytes: Annotated[int, typer.Option(help="Bytes of request bodies read and parsed at once; "
+                                                             "beyond that new requests get 503.")] = 256 << 20,
         max_entities: MaxEntities = 100_000,
         idle_ttl: IdleTtl = 3600.0,
         top_k: TopK = 3,
@@ -68,13 +70,14 @@ def register(app: typer.Typer) -> None:
         """Serve a model over HTTP: POST /v1/score, GET /healthz, /v1/model, /metrics (Prometheus)."""
         from deepids.serving.service import serve as run_server
 
-        if max_body_bytes < 1 or max_queue < 1 or max_batch < 1:
-            raise ConfigError("--max-body-bytes, --max-queue and --max-batch must be positive")
+        if min(max_body_bytes, max_queue, max_batch, max_inflight_bytes) < 1:
+            raise ConfigError("--max-body-bytes, --max-queue, --max-batch and --max-inflight-bytes must be positive")
         scorer = _scorer(model, max_entities, idle_ttl, top_k, threads)
         _say(f"deepids: serving {scorer.name} from {model} on http://{host}:{port} "
              f"(threshold {scorer.threshold:.4g}; docs at /docs)")
         run_server(scorer, host, port, max_body_bytes=max_body_bytes, max_queue_records=max_queue,
-                   max_batch_records=max_batch, limit_concurrency=limit_concurrency, log_level=log_level)
+                   max_batch_records=max_batch, max_inflight_bytes=max_inflight_bytes,
+                   limit_concurrency=limit_concurrency, log_level=log_level)
 
     @app.command()
     def stream(

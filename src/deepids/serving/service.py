@@ -9,7 +9,9 @@ Endpoints
   every record was refused (same body), 400 for a body that is empty, holds no record, or is
   neither JSON nor NDJSON, 413 for a body over ``max_body_bytes``, 503 with ``Retry-After``
   when the scoring queue is full (the request's records are counted as rejected,
-  ``reason="overloaded"``; nothing of it was scored, so it can be sent again as it is).
+  ``reason="overloaded"``; nothing of it was scored, so it can be sent again as it is), and
+  503 before the body is read when the bodies being read and parsed already hold
+  ``max_inflight_bytes`` (counted in ``deepids_requests_total{code="503"}``).
 - ``GET /healthz``, ``GET /v1/model`` (the model's metadata), ``GET /metrics`` (Prometheus).
 - ``/docs`` and ``/openapi.json`` as FastAPI serves them.
 
@@ -44,6 +46,7 @@ R_SCORING_FAILED = "scoring failed"
 DEFAULT_MAX_BODY = 16 << 20
 DEFAULT_MAX_QUEUE = 65_536
 DEFAULT_MAX_BATCH = 8_192
+DEFAULT_MAX_INFLIGHT = 256 << 20
 _THREAD_PARSE_BYTES = 64 << 10
 
 
@@ -173,12 +176,29 @@ def _json_response(payload: Any, status: int = 200, headers: dict | None = None)
                     media_type="application/json")
 
 
+class _Inflight:
+    """Bytes of request bodies being read or parsed (the event loop is single-threaded)."""
+
+    bytes: int = 0
+
+
 def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
-               retry_after: int = 1):
-    """The FastAPI application serving one `LiveScorer`."""
+               max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, retry_after: int = 1):
+    """The FastAPI application serving one `LiveScorer`.
+
+    Memory is bounded by three limits: one body (`max_body_bytes`, else 413), the bodies being
+    read and parsed at once (`max_inflight_bytes`: a request arriving while they hold it gets
+    503 before its body is read), and the records waiting to be scored (`max_queue_records`:
+    503 after parsing, its records counted as rejected, reason "overloaded").
+    """
     batcher = MicroBatcher(scorer, max_queue_records, max_batch_records)
     metrics = scorer.metrics
+    inflight = _Inflight()
+
+    def _busy(why: str) -> Response:
+        return _json_response({"detail": f"{why}; retry after {retry_after} s. Nothing of this request was scored.",
+                               "retry_after": retry_after}, 503, headers={"Retry-After": str(retry_after)})
 
     @asynccontextmanager
     async def lifespan(app):
@@ -191,6 +211,7 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                   lifespan=lifespan)
     app.state.scorer = scorer
     app.state.batcher = batcher
+    app.state.inflight = inflight
 
     record_schema = {"type": "object", "additionalProperties": True,
                      "description": "One record in the model's column vocabulary (raw CICFlowMeter names in "
@@ -218,6 +239,7 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
         gauges = {
             "deepids_queue_depth": ("Records queued or being scored.", batcher.depth),
             "deepids_queue_capacity": ("Most records the queue holds before answering 503.", max_queue_records),
+            "deepids_inflight_body_bytes": ("Bytes of request bodies being read or parsed.", inflight.bytes),
             "deepids_state_entities": ("Entities with history kept for sequence models.", state["entities"]),
             "deepids_state_max_entities": ("Bound on entities kept (least recently seen evicted first; "
                                            "0 = unbounded).", state["max_entities"] or 0),
@@ -253,22 +275,34 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
             if too_big:
                 return _json_response({"detail": f"body of {length} bytes is over the limit of "
                                                  f"{max_body_bytes} bytes; split it"}, 413)
+        expected = int(length) if length is not None else 0
+        if inflight.bytes > 0 and inflight.bytes + expected > max_inflight_bytes:
+            # bodies being read or parsed already hold the memory budget: refuse before reading
+            return _busy(f"the server is reading {inflight.bytes} bytes of other requests")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                return _json_response({"detail": f"body is over the limit of {max_body_bytes} bytes; split it"}, 413)
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        ctype = request.headers.get("content-type", "").lower()
+        held = 0
         try:
-            if size > _THREAD_PARSE_BYTES:
-                canon = await asyncio.to_thread(_parse_and_canonicalise, scorer, body, ctype)
-            else:
-                canon = _parse_and_canonicalise(scorer, body, ctype)
-        except BodyError as exc:
-            return _json_response({"detail": exc.detail}, exc.status)
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    return _json_response({"detail": f"body is over the limit of {max_body_bytes} bytes; "
+                                                     f"split it"}, 413)
+                chunks.append(chunk)
+                inflight.bytes += len(chunk)
+                held += len(chunk)
+            body = b"".join(chunks)
+            del chunks
+            ctype = request.headers.get("content-type", "").lower()
+            try:
+                if size > _THREAD_PARSE_BYTES:
+                    canon = await asyncio.to_thread(_parse_and_canonicalise, scorer, body, ctype)
+                else:
+                    canon = _parse_and_canonicalise(scorer, body, ctype)
+            except BodyError as exc:
+                return _json_response({"detail": exc.detail}, exc.status)
+        finally:
+            inflight.bytes -= held
         rejected = [r.to_dict() for r in canon.rejected]
         if canon.table.height == 0:
             return _json_response({"results": [], "rejected": rejected, "scored": 0, "n_rejected": len(rejected),
@@ -276,10 +310,7 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
         fut = batcher.submit(canon.table)
         if fut is None:
             metrics.count_rejected({R_OVERLOADED: canon.table.height})
-            return _json_response(
-                {"detail": f"the scoring queue is full ({batcher.depth} records waiting); retry after "
-                           f"{retry_after} s. Nothing of this request was scored.",
-                 "retry_after": retry_after}, 503, headers={"Retry-After": str(retry_after)})
+            return _busy(f"the scoring queue is full ({batcher.depth} records waiting)")
         try:
             score_, flagged, top = await fut
         except DeepidsError as exc:
@@ -309,11 +340,11 @@ def _version() -> str:
 
 def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_body_bytes: int = DEFAULT_MAX_BODY,
           max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
-          limit_concurrency: int | None = 1024, log_level: str = "warning") -> None:
+          max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, limit_concurrency: int | None = 1024, log_level: str = "warning") -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
     app = create_app(scorer, max_body_bytes=max_body_bytes, max_queue_records=max_queue_records,
-                     max_batch_records=max_batch_records)
+                     max_batch_records=max_batch_records, max_inflight_bytes=max_inflight_bytes)
     uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=limit_concurrency,
                 access_log=False)
