@@ -180,6 +180,7 @@ def test_stream_command_writes_alerts_and_a_summary(seq_model_dir, friday_path, 
     assert r.exit_code == 0, r.output
     d = json.loads(summary.read_text())
     assert d["records_read"] == d["records_scored"] == 299 and d["records_rejected"] == 0
+    assert d["state"]["entities"] == 44 and d["state"]["max_entities"] == 100_000
     lines = alerts.read_text().splitlines()
     assert len(lines) == d["alerts"]
     for line in lines:

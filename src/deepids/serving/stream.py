@@ -41,6 +41,7 @@ class StreamSummary:
     format: str | None = None
     interrupted: bool = False
     sinks: list[dict] = field(default_factory=list)
+    state: dict = field(default_factory=dict)
 
     @property
     def n_rejected(self) -> int:
@@ -51,7 +52,7 @@ class StreamSummary:
                 "rejected_reasons": dict(sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
                 "alerts": self.alerts,
                 "seconds": round(self.seconds, 3), "format": self.format, "interrupted": self.interrupted,
-                "sinks": self.sinks}
+                "sinks": self.sinks, "state": self.state}
 
     def line(self) -> str:
         text = (f"read {self.read:,} records: scored {self.scored:,}, rejected {self.n_rejected:,}"
@@ -283,6 +284,7 @@ class StreamScorer:
 
     def close(self) -> StreamSummary:
         self.summary.sinks = [sink.close() for sink in self.sinks]
+        self.summary.state = self.scorer.state()
         return self.summary
 
 
