@@ -222,3 +222,33 @@ def test_bodies_over_the_inflight_budget_wait_their_turn(seq_model, friday_lines
         assert r.status_code == 200 and app.state.inflight.bytes == 0
         m = c.get("/metrics").text
         assert 'deepids_requests_total{code="503"} 1' in m and "deepids_inflight_body_bytes 0" in m
+
+
+def test_fuzzed_bodies_never_get_a_5xx(client, friday_lines):
+    rng = np.random.default_rng(7)
+    good = _records(friday_lines)[:5]
+    keys = list(good[0])
+    junk = [None, True, "", "NaN", "-Infinity", "1e309", -1, 2 ** 70, 1.5, "x" * 1000, [], {}, {"a": [1]},
+            "\u0000", "１２", float("nan"), float("inf")]
+    bodies = []
+    for _ in range(60):
+        rec = dict(good[int(rng.integers(len(good)))])
+        for k in rng.choice(keys, size=int(rng.integers(1, 6)), replace=False):
+            if rng.random() < 0.3:
+                rec.pop(k, None)
+            else:
+                rec[k] = junk[int(rng.integers(len(junk)))]
+        bodies.append(json.dumps([rec, good[0]]).encode())
+    for _ in range(20):
+        bodies.append(bytes(rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8)))
+    bodies += [b"\n\n\n", b"[{}", b"{\"a\": 1}\n[", b"null", b"[null]", b"\xef\xbb\xbf[]", b"1e999999"]
+    for body in bodies:
+        r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+        assert r.status_code in (200, 400, 422), (body[:80], r.status_code, r.text[:200])
+        if r.status_code == 200:
+            out = r.json()
+            assert len(out["results"]) + len(out["rejected"]) >= 1
+    m = client.get("/metrics").text
+    assert _metric(m, "deepids_records_received_total") == (
+        _metric(m, "deepids_records_scored_total") + _metric(m, "deepids_records_rejected_total"))
+    assert client.get("/healthz").status_code == 200
