@@ -66,6 +66,29 @@ def benign_mask(X: pl.DataFrame, y=None) -> np.ndarray | None:
     return np.asarray([str(v).lower() == BENIGN for v in y]) if y.dtype == object else (y == BENIGN)
 
 
+def benign_training_rows(X: pl.DataFrame, y=None, minimum: int = 2) -> tuple[pl.DataFrame, np.ndarray | None, int]:
+    """What a detector trains on: (benign rows, the benign mask or None if unlabelled, attacks left out)."""
+    benign = benign_mask(X, y)
+    n_attacks = 0 if benign is None else int((~benign).sum())
+    table = X if benign is None else X.filter(pl.Series(benign))
+    if table.height < minimum:
+        raise SchemaError(f"need at least {minimum} benign records to train, got {table.height}")
+    return table, benign, n_attacks
+
+
+def benign_validation_mask(n_benign: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of `n_benign` training records a detector holds back (early stopping, threshold).
+
+    Drawn from `seed`, so models given the same seed hold back the same records; never all, never none.
+    """
+    rng = np.random.default_rng(seed)
+    is_val = rng.random(n_benign) < fraction
+    if is_val.all() or not is_val.any():
+        is_val[:] = False
+        is_val[rng.integers(n_benign)] = True
+    return is_val
+
+
 def attack_labels(X: pl.DataFrame, y=None) -> np.ndarray | None:
     """1 for attack records, 0 for benign; None if unlabelled."""
     mask = benign_mask(X, y)

@@ -27,7 +27,7 @@ import torch
 from deepids.errors import ConfigError, SchemaError
 from deepids.features.preprocess import FlowPreprocessor, feature_columns
 from deepids.io.schema import BENIGN
-from deepids.models.base import BaseDetector, Scores, benign_mask, check_table
+from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.supervised import BaseClassifier, class_weights, training_targets
 
 CLASS_WEIGHTS = ("auto", "balanced_subsample", "balanced", None)
@@ -386,12 +386,8 @@ class IsolationForestDetector(BaseDetector):
 
     def validation_mask(self, n_benign: int) -> np.ndarray:
         """Benign training records held back for the threshold (drawn from split_seed, else seed)."""
-        rng = np.random.default_rng(self.seed if self.split_seed is None else self.split_seed)
-        is_val = rng.random(n_benign) < self.validation_fraction
-        if is_val.all() or not is_val.any():
-            is_val[:] = False
-            is_val[rng.integers(n_benign)] = True
-        return is_val
+        split_seed = getattr(self, "split_seed", None)
+        return benign_validation_mask(n_benign, self.validation_fraction, self.seed if split_seed is None else split_seed)
 
     def fit(self, X: pl.DataFrame, y=None) -> "IsolationForestDetector":
         """Train on the benign records of X (attack rows, when labelled, are left out and counted)."""
@@ -401,11 +397,7 @@ class IsolationForestDetector(BaseDetector):
 
         X = check_table(X)
         self._validate_params()
-        benign = benign_mask(X, y)
-        n_attacks = 0 if benign is None else int((~benign).sum())
-        train_table = X if benign is None else X.filter(pl.Series(benign))
-        if train_table.height < 3:
-            raise SchemaError(f"need at least 3 benign records to train, got {train_table.height}")
+        train_table, benign, n_attacks = benign_training_rows(X, y, minimum=3)
         is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
         preprocessor = FlowPreprocessor(clip=self.clip).fit(fit_rows, feature_columns(X))

@@ -15,10 +15,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from deepids.errors import ConfigError, SchemaError
+from deepids.errors import ConfigError
 from deepids.features.preprocess import feature_columns
 from deepids.io.schema import LABEL, METADATA_COLUMNS
-from deepids.models.base import BaseDetector, Scores, benign_mask, check_table, embed_members, member_tensors
+from deepids.models.base import BaseDetector, Scores, benign_training_rows, check_table, embed_members, member_tensors
 from deepids.models.lstm_ae import LSTMAutoencoder
 
 AGGREGATES = ("mean", "median", "max")
@@ -68,11 +68,7 @@ class LSTMAutoencoderEnsemble(BaseDetector):
     def fit(self, X: pl.DataFrame, y=None) -> "LSTMAutoencoderEnsemble":
         X = check_table(X)
         self._validate()
-        benign = benign_mask(X, y)
-        n_attacks = 0 if benign is None else int((~benign).sum())
-        table = X if benign is None else X.filter(pl.Series(benign))
-        if table.height < 10:
-            raise SchemaError(f"need at least 10 benign records to train an ensemble, got {table.height}")
+        table, benign, n_attacks = benign_training_rows(X, y, minimum=10)
         rng = np.random.default_rng(self.seed)
         features = feature_columns(X)
         keep_always = [c for c in table.columns if c in METADATA_COLUMNS or c == LABEL]

@@ -18,7 +18,7 @@ from torch import nn
 from deepids.errors import ConfigError, SchemaError
 from deepids.features.preprocess import FlowPreprocessor, feature_columns
 from deepids.features.windows import EntityHistory, window_order, windows_by_entity
-from deepids.models.base import BaseDetector, Scores, benign_mask, check_table
+from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.training import TrainingConfig, fit_network, resolve_device, seed_everything, window_batches
 
 SCORE_MODES = ("last", "window")
@@ -69,11 +69,7 @@ class ReconstructionDetector(BaseDetector):
         """Train on the benign records of X (attack rows, when labelled, are left out and counted)."""
         X = check_table(X)
         self._validate_params()
-        benign = benign_mask(X, y)
-        n_attacks = 0 if benign is None else int((~benign).sum())
-        train_table = X if benign is None else X.filter(pl.Series(benign))
-        if train_table.height < 2:
-            raise SchemaError(f"need at least 2 benign records to train, got {train_table.height}")
+        train_table, benign, n_attacks = benign_training_rows(X, y, minimum=2)
 
         is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
@@ -130,12 +126,7 @@ class ReconstructionDetector(BaseDetector):
         Drawn from `split_seed` (the model's seed unless set), so ensemble members can share it.
         """
         split_seed = getattr(self, "split_seed", None)
-        rng = np.random.default_rng(self.seed if split_seed is None else split_seed)
-        is_val = rng.random(n_benign) < self.validation_fraction
-        if is_val.all() or not is_val.any():
-            is_val[:] = False
-            is_val[rng.integers(n_benign)] = True
-        return is_val
+        return benign_validation_mask(n_benign, self.validation_fraction, self.seed if split_seed is None else split_seed)
 
     # ---------------------------------------------------------------- scoring
     def _entity_column(self, X: pl.DataFrame) -> str | None:
