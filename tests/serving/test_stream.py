@@ -9,13 +9,12 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from deepids.cli import app
 from deepids.io import read_flows
 from deepids.serving import LiveScorer
-from deepids.serving.alerts import FileSink, WebhookSink, ecs_alert
+from deepids.serving.alerts import WebhookSink, ecs_alert
 from deepids.serving.stream import run_stream
 
 
