@@ -94,12 +94,13 @@ class ReconstructionDetector(BaseDetector):
         self.network_.to("cpu")
 
         self.error_scale_ = np.ones(len(self.feature_names_), dtype=np.float32)
+        validation = self._score_windows(features.numpy(), idx[is_val])
+        val_scores = validation.score
         if self.normalise_errors:
             # each feature's error in units of its typical benign error, so that features the
             # network reconstructs loosely even on normal traffic do not drown the rest
-            val_err = self._score_windows(features.numpy(), idx[is_val]).feature_error
-            self.error_scale_ = np.maximum(val_err.mean(axis=0), 1e-3).astype(np.float32)
-        val_scores = self._score_windows(features.numpy(), idx[is_val]).score
+            self.error_scale_ = np.maximum(validation.feature_error.mean(axis=0), 1e-3).astype(np.float32)
+            val_scores = (validation.feature_error / self.error_scale_).mean(axis=1)
         if self.threshold_method == "best-f1":
             if benign is None or n_attacks == 0:
                 raise ConfigError("best-f1 needs labelled training data with attack records in it")
