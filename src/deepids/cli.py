@@ -98,8 +98,10 @@ def train(
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    score_method: Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), discriminator or "
+                                                        "latent-search.")] = None,
 ) -> None:
-    """Train a model on flow files and save it.
+    """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
     Detectors (lstm-ae, dense-ae, ...) learn from benign records: labelled attack rows are
     left out and counted. Classifiers (dnn, cnn, ...) need labelled benign and attack records.
@@ -109,14 +111,22 @@ def train(
 
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
-    table, report = read_flows(data, layout=layout, label_column=label_column)
-    _report_read(report)
+    if _is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features
+        from deepids.hunting.logs import read_log_features
+
+        _, table, report = read_log_features(data, progress=not quiet)
+        _report_read(report)
+    else:
+        table, report = read_flows(data, layout=layout, label_column=label_column)
+        _report_read(report)
     cls = MODELS[model]
     options = dict(
         sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
         score_mode=score_mode.value, threshold_method=threshold.value, threshold_percentile=percentile,
         threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet, target=target.value)
+    if score_method:
+        options["score_method"] = score_method
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted})
     detector.fit(table)
@@ -154,6 +164,15 @@ def evaluate(
     from deepids.scoring import collect_scores
 
     detector = load_model(model)
+    if _is_logs(data):
+        from deepids.hunting.commands import evaluate_logs
+
+        metrics = evaluate_logs(detector, data, progress=not quiet, info=_info)
+        metrics["model"] = str(model)
+        print_metrics(metrics, title="detection metrics (per event)")
+        if json_out:
+            _write_json(metrics, json_out)
+        return
     collected = collect_scores(detector, data, layout=layout, label_column=label_column, progress=not quiet,
                                require_labels=True)
     _report_read(collected.read, "scored")
@@ -220,6 +239,17 @@ def score(
 
     output_format(out_file)          # a bad file name fails before any work
     detector = load_model(model)
+    if _is_logs(data):
+        from deepids.hunting.logs import score_log_files
+
+        d = score_log_files(detector, data, out_file, top_k=top_k, progress=not quiet)
+        line = (f"scored {d['records_scored']:,} events, {d['alerts']:,} alerts "
+                f"(threshold {detector.threshold_.value:.4g}), rejected {d['records_rejected']:,}")
+        if d["rejected_reasons"]:
+            line += " (" + ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items()) + ")"
+        _info(line + f"; {d['records_per_second'] or 0:,.0f} events/s")
+        out.print(f"wrote {out_file}", highlight=False)
+        return
     summary = score_files(detector, data, out_file, layout=layout, label_column=label_column,
                           batch_size=batch_size, top_k=top_k, progress=not quiet)
     d = summary.to_dict()
@@ -242,8 +272,12 @@ def inspect(
     """Show what deepids reads from flow files: layout, records, rejections, labels, time range, entities."""
     from deepids.io import inspect_flows
 
-    report = inspect_flows(paths, layout=layout, label_column=label_column)
-    d = report.to_dict()
+    if _is_logs(paths):
+        from deepids.io.logs import inspect_logs
+
+        d = inspect_logs(paths).to_dict()
+    else:
+        d = inspect_flows(paths, layout=layout, label_column=label_column).to_dict()
     if json_out:
         _write_json(d, json_out)
         if str(json_out) == "-":
@@ -259,6 +293,9 @@ def inspect(
         table.add_row("time range", " to ".join(d["time_range"]))
     if d.get("entities"):
         table.add_row("entities", ", ".join(f"{n:,} {k}" for k, n in d["entities"].items()))
+    for key in ("hosts", "channels", "event_ids"):
+        if d.get(key):
+            table.add_row(key.replace("_", " "), "\n".join(f"{n:>8,}  {k}" for k, n in d[key].items()))
     labels = d.get("labels") or {}
     table.add_row("labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
                   or "none")
@@ -301,6 +338,52 @@ def benchmark(
                       fmt(m.get("macro_f1")), f"{m['train_seconds']:.1f}")
     out.print(table)
     out.print(f"wrote {out_dir / 'results.md'}, {out_dir / 'results.json'}, {out_dir / 'report.html'}", highlight=False)
+
+
+# ---------------------------------------------------------------------------- hunt
+class HuntBy(str, Enum):
+    host = "host"
+    user = "user"
+
+
+@app.command()
+def hunt(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Saved model directory (trained on event logs).")],
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Event logs: .evtx, JSON Lines (.gz), or folders; repeat for more.")],
+    top: Annotated[int, typer.Option(help="Findings to report.")] = 20,
+    by: Annotated[HuntBy, typer.Option(help="Rank windows of hosts or of users.")] = HuntBy.host,
+    window: Annotated[str, typer.Option(help="Window length: 30s, 5m, 1h ...")] = "5m",
+    html_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the HTML report here.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write findings.json here ('-' for stdout).")] = None,
+    top_k: Annotated[int, typer.Option(help="A window's score is the mean of its top-k event scores.")] = 10,
+    evidence: Annotated[int, typer.Option(help="Events listed as evidence per finding.")] = 10,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Rank hosts or users and time windows by how unusual their events are, with the evidence."""
+    from deepids.hunting.commands import run_hunt
+
+    result = run_hunt(model, data, top=top, by=by.value, window=window, top_k=top_k, evidence=evidence,
+                      progress=not quiet, info=_info)
+    table = Table(title=f"top {len(result.findings)} {by.value} windows", title_justify="left")
+    for col in ("rank", by.value, "window start", "score", "events", "top features", "label"):
+        table.add_column(col, justify="right" if col in ("rank", "score", "events") else "left")
+    for f in result.findings:
+        table.add_row(str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
+                      ", ".join(x["feature"] for x in f["top_features"][:3]), "; ".join(f.get("attack_labels", [])))
+    out.print(table)
+    if html_out:
+        from deepids.hunting import write_hunt_report
+
+        write_hunt_report(result, html_out, title=f"deepids hunt: {', '.join(str(p) for p in data)}")
+        _info(f"wrote {html_out}")
+    if json_out:
+        _write_json(result.to_dict(), json_out)
+
+
+def _is_logs(paths) -> bool:
+    from deepids.io.logs import looks_like_logs
+
+    return looks_like_logs(paths)
 
 
 # ---------------------------------------------------------------------------- demo

@@ -7,6 +7,7 @@ from deepids.models.base import BaseDetector, Scores, read_model_document
 from deepids.models.classic import IsolationForestDetector, RandomForestFlowClassifier
 from deepids.models.dense_ae import DenseAutoencoder
 from deepids.models.ensemble import LSTMAutoencoderEnsemble
+from deepids.models.gan import GANDetector
 from deepids.models.lstm_ae import LSTMAutoencoder, LSTMAutoencoderNet
 from deepids.models.supervised import BaseClassifier, CNNClassifier, DNNClassifier
 from deepids.models.two_stage import TwoStageDetector
@@ -20,6 +21,7 @@ MODELS: dict[str, type[BaseDetector]] = {
     RandomForestFlowClassifier.model_name: RandomForestFlowClassifier,
     IsolationForestDetector.model_name: IsolationForestDetector,
     TwoStageDetector.model_name: TwoStageDetector,
+    GANDetector.model_name: GANDetector,
 }
 
 
@@ -43,4 +45,4 @@ def load_model(path: str | Path) -> BaseDetector:
 
 __all__ = ["MODELS", "BaseDetector", "BaseClassifier", "Scores", "LSTMAutoencoder", "LSTMAutoencoderNet", "DenseAutoencoder", "LSTMAutoencoderEnsemble",
            "DNNClassifier", "CNNClassifier", "TwoStageDetector", "RandomForestFlowClassifier",
-           "IsolationForestDetector", "load_model", "model_from_document"]
+           "IsolationForestDetector", "GANDetector", "load_model", "model_from_document"]

@@ -1,0 +1,69 @@
+"""`deepids hunt` and `deepids evaluate` on event logs, as library calls the CLI wraps."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from deepids.errors import InputError
+from deepids.hunting.hunt import HuntResult, hunt
+from deepids.hunting.logs import (attack_label_names, otrf_event_labels, otrf_root_of, read_log_features,
+                                  score_events)
+from deepids.models import load_model
+from deepids.models.base import BaseDetector
+
+
+def _read_line(report) -> str:
+    d = report.to_dict()
+    line = f"read {d['records']:,} events from {len(d['files'])} file(s)"
+    if d["rejected"]:
+        line += "; rejected " + ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items())
+    return line
+
+
+def run_hunt(model, data, *, top: int = 20, by: str = "host", window: str = "5m", top_k: int = 10,
+             evidence: int = 10, progress: bool = False, info: Callable[[str], None] = lambda m: None) -> HuntResult:
+    detector = model if isinstance(model, BaseDetector) else load_model(model)
+    events, features, report = read_log_features(data, progress)
+    info(_read_line(report))
+    scores = score_events(detector, features)
+    root = otrf_root_of(data)
+    labels = attack_label_names(root) if root else None
+    result = hunt(events, scores, by=by, window=window, top=top, top_k=top_k, evidence=evidence,
+                  attack_labels=labels)
+    result.summary["read"] = {k: v for k, v in report.to_dict().items() if k != "files"}
+    result.summary["model"] = detector.model_name
+    if labels:
+        result.summary["attack_labels"] = "ATT&CK labels from the OTRF INDEX.csv; shown only, never scored"
+    return result
+
+
+def evaluate_logs(detector: BaseDetector, data, progress: bool = False,
+                  info: Callable[[str], None] = lambda m: None) -> dict:
+    """Per-event detection metrics on OTRF Empire recordings (labels derived from their agents)."""
+    from deepids.evaluation import detection_metrics
+
+    root = otrf_root_of(data)
+    if root is None:
+        raise InputError("event logs carry no labels: evaluate needs OTRF recordings (a folder with INDEX.csv "
+                         "and metadata/) whose Empire agents give per-event labels")
+    events, features, report = read_log_features(data, progress)
+    info(_read_line(report))
+    labels, used = otrf_event_labels(events, root)
+    keep = labels >= 0
+    if not keep.any():
+        raise InputError("none of these recordings has per-event labels (only Empire recordings with agents "
+                         "listed in their metadata do)")
+    info(f"labels: Empire agent PIDs and their child processes on the agents' hosts, for {len(used)} recording(s); "
+         f"{int((~keep).sum()):,} events of unlabelled recordings left out")
+    scores = score_events(detector, features).score
+    y = np.where(labels[keep] == 1, "attack", "benign")
+    metrics = detection_metrics(y, scores[keep], detector.threshold_.value, None)
+    metrics["labels"] = "OTRF Empire per-event labels (agent PID on the agent's host, and child processes)"
+    metrics["recordings"] = used
+    metrics["events_unlabelled_left_out"] = int((~keep).sum())
+    metrics["records_rejected"] = report.n_rejected
+    metrics["threshold_method"] = detector.threshold_.method
+    metrics["data"] = [str(p) for p in data]
+    return metrics

@@ -1,0 +1,101 @@
+"""What the CLI does with event logs: train, score, evaluate and hunt on `.evtx` / JSON Lines input.
+
+A log model is any detector trained on `event_features` (its inputs include the `event` column);
+the fitted vocabularies and scalers travel in its `model.json`, so scoring needs nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from deepids.errors import InputError, SchemaError
+from deepids.features.events import event_features, is_log_model
+from deepids.io.logs import LogReadReport, read_events
+from deepids.io.otrf import empire_attack_labels, read_otrf_index, recording_agents
+from deepids.models.base import BaseDetector, Scores
+from deepids.scoring import ScoreWriter, output_format
+
+SCORE_COLUMNS = ("score", "is_anomaly", "timestamp", "host", "channel", "event_id", "record_id", "user", "image",
+                 "source_file")
+
+
+def require_log_model(model: BaseDetector, where: str = "model") -> None:
+    columns = getattr(model, "input_columns_", None)
+    if columns is not None and not is_log_model(columns):
+        raise SchemaError(f"{where} was trained on flows, not event logs: train one on logs "
+                          "(deepids train --model gan --data LOGS)")
+
+
+def read_log_features(paths, progress: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, LogReadReport]:
+    """(canonical events, their model features, the read report)."""
+    events, report = read_events(paths, progress=progress)
+    if events.height == 0:
+        raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
+                         + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
+    return events, event_features(events), report
+
+
+def score_events(model: BaseDetector, features: pl.DataFrame) -> Scores:
+    require_log_model(model)
+    return model.score_records(features)
+
+
+def score_log_files(model: BaseDetector, paths, out: str | Path, top_k: int = 3, progress: bool = False) -> dict:
+    """One row per event (score, is_anomaly, timestamp, host, channel, event_id, record_id, ...) into out."""
+    output_format(out)
+    started = time.perf_counter()
+    events, features, report = read_log_features(paths, progress)
+    scores = score_events(model, features)
+    threshold = model.threshold_.value
+    table = events.select(["timestamp", "host", "channel", "event_id", "record_id", "user", "image", "source_file"])
+    table = table.with_columns(pl.Series("score", scores.score.astype(np.float64)),
+                               pl.Series("is_anomaly", (scores.score > threshold).astype(np.int8)))
+    if top_k > 0 and scores.feature_error is not None:
+        table = table.with_columns(pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)))
+    columns = [*SCORE_COLUMNS, *(["top_features"] if "top_features" in table.columns else [])]
+    table = table.select(columns)
+    writer = ScoreWriter(out)
+    writer.write(table)
+    writer.close()
+    seconds = time.perf_counter() - started
+    read = report.to_dict()
+    return {"records_scored": table.height, "records_rejected": read["rejected"],
+            "rejected_reasons": read["rejected_reasons"], "alerts": int(table.get_column("is_anomaly").sum()),
+            "seconds": round(seconds, 3), "records_per_second": round(table.height / seconds, 1) if seconds else None,
+            "output": str(out), "read": read}
+
+
+def otrf_root_of(paths) -> Path | None:
+    """The OTRF dataset folder (holding INDEX.csv and metadata/) the paths lie in, if any."""
+    for p in map(Path, paths):
+        for parent in [p, *p.resolve().parents]:
+            if (parent / "INDEX.csv").exists() and (parent / "metadata").is_dir():
+                return parent
+    return None
+
+
+def otrf_event_labels(events: pl.DataFrame, root: str | Path) -> tuple[np.ndarray, dict]:
+    """Per-event labels of OTRF Empire recordings (1 attack, 0 not, -1 unlabelled: no agent known)."""
+    labels = np.full(events.height, -1, dtype=np.int64)
+    used = {}
+    files = events.get_column("source_file").to_numpy()
+    for rec in read_otrf_index(root):
+        mask = files == rec.name
+        if not mask.any():
+            continue
+        agents = recording_agents(root, rec) if rec.is_empire else []
+        if not agents:
+            continue
+        labels[mask] = empire_attack_labels(events.filter(pl.Series(mask)), agents)
+        used[rec.name] = {"agents": [f"{a.host}:{a.pid}" for a in agents], "attack_events": int(labels[mask].sum()),
+                          "events": int(mask.sum())}
+    return labels, used
+
+
+def attack_label_names(root: str | Path) -> dict[str, str]:
+    """source_file -> the recording's ATT&CK label from INDEX.csv (for display beside findings only)."""
+    return {rec.name: rec.attack_label() for rec in read_otrf_index(root)}

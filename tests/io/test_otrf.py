@@ -1,0 +1,48 @@
+"""Per-event labels of OTRF Empire recordings, from the agents in their metadata."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from deepids.io.logs import read_events
+from deepids.io.otrf import EmpireAgent, empire_agents, empire_attack_labels, read_otrf_index, recording_agents
+
+
+def test_index_and_agents(samples_dir):
+    root = samples_dir / "otrf"
+    recs = {r.name: r for r in read_otrf_index(root)}
+    assert len(recs) == 5
+    empire = recs["empire_shell_samr_EnumDomainUsers_2020-09-21193527.json.gz"]
+    assert empire.is_empire and empire.techniques == ["T1087.002"]
+    agents = recording_agents(root, empire)
+    assert {(a.host, a.pid) for a in agents} == {("WORKSTATION5", 4092), ("WORKSTATION5", 7456)}
+    assert recording_agents(root, recs["cmd_sharpview_pcre_net_2020-10-2920232423.json.gz"]) == []
+
+
+def test_empire_labels_follow_agent_and_children(samples_dir):
+    root = samples_dir / "otrf"
+    empire = next(r for r in read_otrf_index(root) if r.is_empire)
+    events, _ = read_events(root / empire.file)
+    labels = empire_attack_labels(events, recording_agents(root, empire))
+    attack = events.filter(pl.Series(labels == 1))
+    assert 0 < attack.height < events.height
+    assert set(attack.get_column("host")) == {"WORKSTATION5"}
+    # the agent's children (net.exe and the like) are attack events too
+    children = attack.filter((pl.col("event_id") == 1) & (pl.col("parent_process_id") == 7456))
+    assert children.height > 0
+    # Security 4688 names the same children by PID (NewProcessId), created by the agent (hex 0x1d20)
+    created = attack.filter((pl.col("event_id") == 4688) & (pl.col("parent_process_id") == 7456))
+    assert created.height > 0
+    child_pids = set(created.get_column("process_id"))
+    assert attack.filter(pl.col("process_id").is_in(list(child_pids)) & (pl.col("event_id") != 4688)).height > 0
+    # nothing on the other hosts; an agent on a host absent from the data labels nothing
+    assert empire_attack_labels(events, [EmpireAgent("X", "NOHOST", "u", 7456)]).sum() == 0
+
+
+def test_agent_table_parsing():
+    text = """
+    Name     La Internal IP     Machine Name      Username                Process            PID    Delay    Last Seen            Listener
+    ----     -- -----------     ------------      --------                -------            ---    -----    ---------            ----------------
+    4EH9PC5S ps 172.18.39.6     WORKSTATION6      *THESHIRE\\wardog        powershell         5056   5/0.0    2020-09-22 02:12:12  http
+    """
+    assert empire_agents(text) == [EmpireAgent("4EH9PC5S", "WORKSTATION6", "wardog", 5056)]
