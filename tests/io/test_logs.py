@@ -101,3 +101,9 @@ def test_helpers_and_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError):
         read_events(tmp_path / "empty")
+
+
+def test_evtx_attack_samples_parse_completely(shared_data):
+    # GPL-3.0 data: read from ../shared/data only, never copied into the repository
+    events, report = read_events(shared_data / "logs" / "windows" / "evtx_attack_samples", keep_raw=False)
+    assert events.height == 8255 and report.n_rejected == 0 and report.unparsed_timestamps == 0
