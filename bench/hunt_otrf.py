@@ -98,6 +98,8 @@ def evaluate_scores(events, labels, scores) -> dict:
     out["attack_window_in_top5"] = sum(1 for r in ranks if r is not None and r <= 5)
     out["attack_window_in_top5_among_fold"] = sum(1 for r in recs if r["attack_window_rank_among_fold"] is not None
                                                   and r["attack_window_rank_among_fold"] <= 5)
+    out["attack_window_ranked_first"] = sum(1 for r in ranks if r == 1)
+    out["mean_windows_per_recording"] = float(np.mean([r["windows"] for r in recs])) if ranks else None
     out["recordings_held_out"] = len(ranks)
     return out
 
@@ -201,6 +203,8 @@ def main(argv=None) -> None:
                                              and r["attack_window_rank"] <= 5),
                 "attack_window_in_top5_among_fold": sum(p["models"][model]["attack_window_in_top5_among_fold"]
                                                         for p in folds),
+                "attack_window_ranked_first": sum(1 for r in recs.values() if r["attack_window_rank"] == 1),
+                "mean_windows_per_recording": float(np.mean([r["windows"] for r in recs.values()])),
                 "recordings": len(recs)}
         results["overall_folds"] = overall
     results["seconds"] = round(time.time() - started, 1)

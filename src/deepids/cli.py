@@ -98,8 +98,8 @@ def train(
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    score_method: Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), discriminator or "
-                                                        "latent-search.")] = None,
+    score_method: Annotated[Optional[str], typer.Option(help="gan: latent-search (default), reconstruction "
+                                                        "(about 20x faster to score) or discriminator.")] = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
