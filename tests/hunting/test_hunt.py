@@ -39,6 +39,7 @@ def test_findings_shape_and_order(labelled, tmp_path):
     for key in ("rank", "entity", "entity_type", "window_start", "window_end", "score", "top_features", "evidence"):
         assert key in f[0]
     assert f[0]["top_features"][0]["feature"] == "a"
+    assert f[0]["window_counts"]["events"] == f[0]["events"] and f[0]["window_counts"]["process_created"] > 0
     ev = f[0]["evidence"][0]
     assert set(EVIDENCE_FIELDS) <= set(ev) and ev["record_id"] is not None
     assert f[0]["attack_labels"] == ["Empire Net Domain Users (T1087.002; TA0007)"]

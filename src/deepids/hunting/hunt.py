@@ -4,7 +4,8 @@ A window is one entity (host or user) over one fixed time slot (5 minutes by def
 is the mean of its `top_k` highest event scores (fewer when it has fewer events): a window stands
 out when it holds several unusual events, while one odd event in a busy window does not drown in
 thousands of ordinary ones. `top_features` sums the per-feature errors of those events; `evidence`
-lists them. ATT&CK labels (for example from OTRF's INDEX.csv) can be attached to findings for the
+lists them; `window_counts` gives the window's behaviour counts (`entity_windows`: events, distinct
+processes and users, failed logons, processes created, encoded commands, ...) as context. ATT&CK labels (for example from OTRF's INDEX.csv) can be attached to findings for the
 analyst and for evaluation; they never enter a score.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from deepids.errors import ConfigError
-from deepids.features.events import parse_window, window_starts
+from deepids.features.events import entity_windows, parse_window, window_starts
 
 EVIDENCE_FIELDS = ("timestamp", "record_id", "event_id", "channel", "user", "image", "parent_image", "command_line")
 _CMD_SHOWN = 600
@@ -83,6 +84,14 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
     ranked = windows.sort(["score", "entity", "window_start"], descending=[True, False, False]).head(top)
     ferr = scores.feature_error
     names = list(scores.feature_names)
+    # behaviour counts of each ranked window (context for the analyst; not part of the score)
+    counts = {}
+    if ranked.height:
+        keep = events.with_row_index("_row").filter(
+            pl.col("_row").is_in(ranked.get_column("rows").explode().to_list())).drop("_row")
+        for r in entity_windows(keep, by=by, window=window).iter_rows(named=True):
+            key = (r.pop("entity"), r.pop("window_start"))
+            counts[key] = {k: v for k, v in r.items() if k != "window_end" and v}
     findings = []
     for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
         rows = np.asarray(row["rows"], dtype=np.int64)
@@ -107,7 +116,8 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
         finding = {"rank": rank, "entity": row["entity"], "entity_type": by,
                    "window_start": _iso(row["window_start"]), "window_end": _iso(row["window_end"]),
                    "score": round(float(row["score"]), 6), "events": int(row["events"]),
-                   "top_features": features, "evidence": evidence_list}
+                   "top_features": features, "window_counts": counts.get((row["entity"], row["window_start"]), {}),
+                   "evidence": evidence_list}
         if attack_labels and "source_file" in events.columns:
             files = events[rows.tolist()].get_column("source_file").drop_nulls().unique().sort().to_list()
             finding["attack_labels"] = sorted({attack_labels[f] for f in files if f in attack_labels})

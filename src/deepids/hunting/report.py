@@ -64,7 +64,9 @@ def write_hunt_report(result: HuntResult, path: str | Path, title: str = "deepid
         parts.append(f"<h3>{_e(entity)}</h3>{_timeline_svg(points, marks.get(entity, set()))}")
     parts.append("<h2>Evidence</h2>")
     for f in doc["findings"]:
+        counts = ", ".join(f"{_e(k.replace('_', ' '))} {v:,}" for k, v in f.get("window_counts", {}).items())
         parts.append(f"<h3 id='f{f['rank']}'>#{f['rank']} {_e(f['entity'])}, {_e(f['window_start'])}</h3>"
+                     f"<p>{counts}</p>"
                      "<table><tr><th>timestamp</th><th>record</th><th>event</th><th>channel</th><th>user</th>"
                      "<th>image</th><th>parent image</th><th>command line</th><th>score</th></tr>")
         for ev in f["evidence"]:
