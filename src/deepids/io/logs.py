@@ -239,21 +239,21 @@ def _jsonl_records(path: Path, rejected: Counter) -> Iterator[dict]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, EOFError) as exc:
+            # binary lines end at \n only (some Message values hold a bare \r); streamed, not read whole
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    rejected["corrupt JSON line"] += 1
+                    continue
+                if not isinstance(obj, dict):
+                    rejected["JSON line is not an object"] += 1
+                    continue
+                yield flatten_winlogbeat(obj) if isinstance(obj.get("winlog"), dict) else obj
+    except (OSError, EOFError) as exc:     # unreadable, or a truncated .gz
         raise InputError(f"cannot read {path}: {exc}") from None
-    for line in data.split(b"\n"):          # \n only: some Message values hold a bare \r
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            rejected["corrupt JSON line"] += 1
-            continue
-        if not isinstance(obj, dict):
-            rejected["JSON line is not an object"] += 1
-            continue
-        yield flatten_winlogbeat(obj) if isinstance(obj.get("winlog"), dict) else obj
 
 
 def flatten_winlogbeat(obj: dict) -> dict:
@@ -464,8 +464,6 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
     for k in ("src_ip", "dst_ip", "provider", "image", "parent_image", "command_line"):
         if row[k] is not None:
             row[k] = str(row[k])
-    if row["src_ip"] in ("-", "::1", "127.0.0.1"):
-        row["src_ip"] = None if row["src_ip"] == "-" else row["src_ip"]
     if keep_raw:
         rest = {k: v for k, v in flat.items() if k not in _CONSUMED}
         if flat.get("Message"):
