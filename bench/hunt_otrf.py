@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 from collections import Counter
 from pathlib import Path
@@ -118,8 +119,12 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     load_before = os.getloadavg()
+    t = time.time()
     events, report = read_events(args.otrf / "atomic")
+    read_seconds = time.time() - t
+    t = time.time()
     features = event_features(events)
+    feature_seconds = time.time() - t
     files = events.get_column("source_file").to_numpy()
     index = read_otrf_index(args.otrf)
     labelled = [r for r in index if r.is_empire and recording_agents(args.otrf, r)]
@@ -150,7 +155,10 @@ def main(argv=None) -> None:
                "train_sample": f"uniform random sample of at most {args.train_events:,} events of the training "
                                "recordings (resampled real events, no synthetic ones)",
                "epochs": args.epochs, "cpu_count": os.cpu_count(), "torch_threads": args.threads,
-               "loadavg_before": load_before, "protocols": {}}
+               "loadavg_before": load_before, "protocols": {},
+               "read_seconds": round(read_seconds, 1),
+               "read_events_per_second": round(events.height / read_seconds),
+               "feature_events_per_second": round(events.height / feature_seconds)}
     for name, held, excluded in splits:
         test_mask = np.isin(files, list(held))
         train_idx = np.flatnonzero(~np.isin(files, list(excluded)))
@@ -173,7 +181,9 @@ def main(argv=None) -> None:
             t = time.time()
             s = gan.score_records(fte, method=method).score
             res = evaluate_scores(test_events, y, s)
-            res.update(train_seconds=round(fit_s, 1), score_seconds=round(time.time() - t, 1))
+            score_s = time.time() - t
+            res.update(train_seconds=round(fit_s, 1), score_seconds=round(score_s, 1),
+                       score_events_per_second=round(len(s) / max(score_s, 1e-9)))
             entry["models"][f"gan/{method}"] = res
         t = time.time()
         dae = DenseAutoencoder(epochs=args.epochs, seed=args.seed, verbose=False).fit(ftr)
@@ -207,6 +217,7 @@ def main(argv=None) -> None:
                 "mean_windows_per_recording": float(np.mean([r["windows"] for r in recs.values()])),
                 "recordings": len(recs)}
         results["overall_folds"] = overall
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     results["seconds"] = round(time.time() - started, 1)
     results["loadavg_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -370,7 +370,8 @@ def hunt(
     for f in result.findings:
         table.add_row(str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
                       ", ".join(x["feature"] for x in f["top_features"][:3]), "; ".join(f.get("attack_labels", [])))
-    out.print(table)
+    if str(json_out) != "-":        # stdout carries the JSON alone when asked for it there
+        out.print(table)
     if html_out:
         from deepids.hunting import write_hunt_report
 
