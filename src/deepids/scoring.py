@@ -7,6 +7,8 @@ record gets the same window as if the whole file were scored at once.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,8 +124,8 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
     done = 0
     with _progress(progress, "scoring") as bar:
         task = bar.add_task("scoring", total=None, rate="")
-        for chunk, report in iter_flow_batches(paths, layout=layout, label_column=label_column,
-                                               batch_size=batch_size):
+        for chunk, report in prefetch(iter_flow_batches(paths, layout=layout, label_column=label_column,
+                                                        batch_size=batch_size)):
             read = report if read is None else read.merge(report)
             if require_labels and LABEL not in chunk.columns:
                 raise InputError(f"{', '.join(report.files)} has no label column; evaluating needs labelled data "
@@ -137,6 +139,49 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
         raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}")
     if done == 0:      # every row rejected: still report why
         yield pl.DataFrame(), None, read
+
+
+def prefetch(items: Iterator, depth: int = 1) -> Iterator:
+    """Iterate `items` in a background thread, `depth` items ahead: the next chunk is read and
+    parsed (pyarrow and polars release the GIL) while the current one is scored. Memory grows
+    by `depth` chunks. Errors of the reader reach the caller at the item they interrupted."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((True, done))
+        except BaseException as exc:          # handed to the consumer, raised there
+            slots.put((False, exc))
+
+    worker = threading.Thread(target=produce, name="deepids-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():              # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.05)
 
 
 def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | None = None,
@@ -159,7 +204,7 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
                 pl.Series("record", np.arange(summary.records, summary.records + chunk.height, dtype=np.int64)),
                 pl.Series("score", scores.score.astype(np.float64)),
                 pl.Series("is_anomaly", flagged),
-                pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)),
+                top_feature_series(scores, top_k),
             ).select(["record", *keep, "score", "is_anomaly", "top_features"]))
             summary.records += chunk.height
             summary.alerts += int(flagged.sum())
@@ -167,6 +212,16 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
         writer.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def top_feature_series(scores: Scores, k: int) -> pl.Series:
+    """`Scores.top_features` as a polars List column, built without Python lists per record."""
+    n = len(scores.score)
+    top = scores.top_feature_indices(k)
+    if top.shape[1] == 0:
+        return pl.Series("top_features", [[]], dtype=pl.List(pl.Utf8)).gather(np.zeros(n, dtype=np.int64))
+    names = pl.Series("top_features", list(scores.feature_names), dtype=pl.Utf8)
+    return names.gather(top.ravel()).reshape((n, top.shape[1])).cast(pl.List(pl.Utf8))
 
 
 def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
