@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from deepids.errors import ConfigError, InputError
 from deepids.io import ReadReport, iter_flow_batches
@@ -104,10 +104,32 @@ class ScoreWriter:
             self.path.write_text("")
 
 
-def _progress(enabled: bool, what: str) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn(f"[bold]{what}"), TextColumn("{task.completed:,} records"),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=True)
+def _progress(enabled: bool, what: str, total: int | None = None) -> Progress:
+    columns = [SpinnerColumn(), TextColumn(f"[bold]{what}")]
+    if total:
+        columns += [BarColumn(), TextColumn("{task.percentage:>3.0f}% of ~{task.total:,.0f}")]
+    return Progress(*columns, TextColumn("{task.completed:,} records"), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled, transient=True)
+
+
+def estimate_records(paths) -> int | None:
+    """About how many records uncompressed CSV `paths` hold, from the bytes per line of their first
+    megabyte (for the progress bar only); None when a file is compressed, not CSV, or a folder."""
+    total = 0
+    try:
+        for path in _as_list(paths):
+            path = Path(path)
+            if not path.is_file() or path.suffix.lower() not in (".csv", ".txt"):
+                return None
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 20)
+            lines = head.count(b"\n")
+            if lines < 2:
+                return None
+            total += int(path.stat().st_size / (len(head) / lines)) - 1
+    except OSError:
+        return None
+    return max(total, 1)
 
 
 def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
@@ -122,8 +144,9 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
     read = None
     started = time.perf_counter()
     done = 0
-    with _progress(progress, "scoring") as bar:
-        task = bar.add_task("scoring", total=None, rate="")
+    total = estimate_records(paths) if progress else None
+    with _progress(progress, "scoring", total) as bar:
+        task = bar.add_task("scoring", total=total, rate="")
         for chunk, report in prefetch(iter_flow_batches(paths, layout=layout, label_column=label_column,
                                                         batch_size=batch_size)):
             read = report if read is None else read.merge(report)
@@ -133,7 +156,7 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
             if chunk.height:
                 yield chunk, model.score_chunk(chunk, history), read
                 done += chunk.height
-                bar.update(task, advance=chunk.height,
+                bar.update(task, advance=chunk.height, total=max(total, done) if total else None,
                            rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}/s")
     if read is None:
         raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}")
