@@ -173,7 +173,9 @@ class FlowPreprocessor:
 
         Measured on 200,000 real rows: about 4x less CPU than a polars expression per column,
         which materialises every intermediate column."""
-        z = np.ascontiguousarray(self._raw_matrix(df, self.numeric_))
+        z = self._raw_matrix(df, self.numeric_)
+        if not z.flags.writeable:                       # polars may lend its own buffer
+            z = z.copy()
         bad = ~np.isfinite(z)
         if bad.any():                                   # step 1, on the few non-finite cells only
             rows, cols = np.nonzero(bad)
@@ -188,7 +190,7 @@ class FlowPreprocessor:
         z -= np.asarray(self.mean_)                     # step 3
         z /= np.asarray(self.std_)
         np.clip(z, -self.clip, self.clip, out=z)
-        return z.astype(np.float32)
+        return z.astype(np.float32, order="C")
 
     def _source_exprs(self, columns: list[str]) -> list[pl.Expr]:
         sources = {_freq_name(k): k for k in self.frequencies_}
