@@ -52,6 +52,7 @@ from deepids.models import MODELS, LSTMAutoencoder
 from deepids.models.lstm_ae import LSTMAutoencoderNet
 from deepids.models.reconstruction import reconstruction_loss
 from deepids.models.training import TrainingConfig, fit_network, torch_threads, window_batches
+from deepids.scoring import SCORING_CHUNK
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE / "reference_keras.py"
@@ -316,7 +317,7 @@ def main() -> None:
     ap.add_argument("--val-windows", type=int, default=4_000)
     ap.add_argument("--infer-windows", type=int, default=50_000)
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated; any of {', '.join(MODELS)}")
-    ap.add_argument("--chunk-rows", type=int, default=200_000, help="records per chunk when scoring files")
+    ap.add_argument("--chunk-rows", type=int, default=SCORING_CHUNK, help="records per chunk when scoring files")
     ap.add_argument("--output", default="parquet", choices=("parquet", "csv", "jsonl"), help="score file format")
     ap.add_argument("--big-rows", type=int, default=0, help="also score one CSV of this many rows (e.g. 5000000)")
     ap.add_argument("--big-models", default="dense-ae,lstm-ae")

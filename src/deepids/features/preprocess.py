@@ -169,7 +169,7 @@ class FlowPreprocessor:
 
     def _scaled_numeric(self, df: pl.DataFrame) -> np.ndarray:
         """Steps 1-4 for every numeric column, in place on one float64 matrix (no temporaries the
-        size of the matrix but the sign): float32 (n, len(numeric_)).
+        size of the matrix but a mask of its negative cells): float32 (n, len(numeric_)).
 
         Measured on 200,000 real rows: about 4x less CPU than a polars expression per column,
         which materialises every intermediate column."""
@@ -183,10 +183,10 @@ class FlowPreprocessor:
             z[rows, cols] = np.where(np.isnan(v), np.asarray(self.fill_nan_)[cols],
                                      np.where(v > 0, np.asarray(self.fill_posinf_)[cols],
                                               np.asarray(self.fill_neginf_)[cols]))
-        sign = np.sign(z)                               # step 2: sign(x) * log1p(|x|)
+        negative = z < 0                                # step 2: sign(x) * log1p(|x|)
         np.abs(z, out=z)
         np.log1p(z, out=z)
-        z *= sign
+        np.negative(z, out=z, where=negative)
         z -= np.asarray(self.mean_)                     # step 3
         z /= np.asarray(self.std_)
         np.clip(z, -self.clip, self.clip, out=z)
