@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-reference clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,11 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# TensorFlow for the Keras reference of `make bench`, in its own venv (python -m bench finds it);
+# `pip install -e '.[reference]'` into .venv works as well
+bench-reference:
+	$(PYTHON) -m venv .venv-reference
+	.venv-reference/bin/pip install --quiet 'tensorflow-cpu>=2.16'
+
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) .venv-reference demo-output .pytest_cache

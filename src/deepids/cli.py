@@ -228,7 +228,7 @@ def score(
     data: DataFiles,
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl.")],
     top_k: Annotated[int, typer.Option(help="Top contributing features to list per record.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Records per chunk (bounds memory).")] = 200_000,
+    batch_size: Annotated[int, typer.Option(help="Records per chunk (bounds memory).")] = 100_000,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,

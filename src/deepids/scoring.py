@@ -7,6 +7,8 @@ record gets the same window as if the whole file were scored at once.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +17,16 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from deepids.errors import ConfigError, InputError
 from deepids.io import ReadReport, iter_flow_batches
 from deepids.io.schema import LABEL, METADATA_COLUMNS
 from deepids.models.base import BaseDetector, Scores
 
+# records per chunk when scoring files: peak memory follows it (the chunk being scored, the one
+# read ahead, their features and errors); 100,000 keeps a 5-million-flow CSV under 2 GB (bench/)
+SCORING_CHUNK = 100_000
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 
@@ -102,14 +107,36 @@ class ScoreWriter:
             self.path.write_text("")
 
 
-def _progress(enabled: bool, what: str) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn(f"[bold]{what}"), TextColumn("{task.completed:,} records"),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=True)
+def _progress(enabled: bool, what: str, total: int | None = None) -> Progress:
+    columns = [SpinnerColumn(), TextColumn(f"[bold]{what}")]
+    if total:
+        columns += [BarColumn(), TextColumn("{task.percentage:>3.0f}% of ~{task.total:,.0f}")]
+    return Progress(*columns, TextColumn("{task.completed:,} records"), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled, transient=True)
+
+
+def estimate_records(paths) -> int | None:
+    """About how many records uncompressed CSV `paths` hold, from the bytes per line of their first
+    megabyte (for the progress bar only); None when a file is compressed, not CSV, or a folder."""
+    total = 0
+    try:
+        for path in _as_list(paths):
+            path = Path(path)
+            if not path.is_file() or path.suffix.lower() not in (".csv", ".txt"):
+                return None
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 20)
+            lines = head.count(b"\n")
+            if lines < 2:
+                return None
+            total += int(path.stat().st_size / (len(head) / lines)) - 1
+    except OSError:
+        return None
+    return max(total, 1)
 
 
 def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                  batch_size: int = 200_000, progress: bool = True,
+                  batch_size: int = SCORING_CHUNK, progress: bool = True,
                   require_labels: bool = False) -> Iterator[tuple[pl.DataFrame, Scores, ReadReport]]:
     """Read `paths` in chunks and score each: yields (chunk, scores, the read report so far).
 
@@ -120,10 +147,11 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
     read = None
     started = time.perf_counter()
     done = 0
-    with _progress(progress, "scoring") as bar:
-        task = bar.add_task("scoring", total=None, rate="")
-        for chunk, report in iter_flow_batches(paths, layout=layout, label_column=label_column,
-                                               batch_size=batch_size):
+    total = estimate_records(paths) if progress else None
+    with _progress(progress, "scoring", total) as bar:
+        task = bar.add_task("scoring", total=total, rate="")
+        for chunk, report in prefetch(iter_flow_batches(paths, layout=layout, label_column=label_column,
+                                                        batch_size=batch_size)):
             read = report if read is None else read.merge(report)
             if require_labels and LABEL not in chunk.columns:
                 raise InputError(f"{', '.join(report.files)} has no label column; evaluating needs labelled data "
@@ -131,7 +159,7 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
             if chunk.height:
                 yield chunk, model.score_chunk(chunk, history), read
                 done += chunk.height
-                bar.update(task, advance=chunk.height,
+                bar.update(task, advance=chunk.height, total=max(total, done) if total else None,
                            rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}/s")
     if read is None:
         raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}")
@@ -139,8 +167,51 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
         yield pl.DataFrame(), None, read
 
 
+def prefetch(items: Iterator, depth: int = 1) -> Iterator:
+    """Iterate `items` in a background thread, `depth` items ahead: the next chunk is read and
+    parsed (pyarrow and polars release the GIL) while the current one is scored. Memory grows
+    by `depth` chunks. Errors of the reader reach the caller at the item they interrupted."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((True, done))
+        except BaseException as exc:          # handed to the consumer, raised there
+            slots.put((False, exc))
+
+    worker = threading.Thread(target=produce, name="deepids-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():              # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.05)
+
+
 def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | None = None,
-                label_column: str | None = None, batch_size: int = 200_000, top_k: int = 3,
+                label_column: str | None = None, batch_size: int = SCORING_CHUNK, top_k: int = 3,
                 progress: bool = True) -> ScoringSummary:
     """Score every record of `paths` into `out` (CSV, Parquet or JSON Lines, by extension)."""
     writer = ScoreWriter(out)
@@ -159,7 +230,7 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
                 pl.Series("record", np.arange(summary.records, summary.records + chunk.height, dtype=np.int64)),
                 pl.Series("score", scores.score.astype(np.float64)),
                 pl.Series("is_anomaly", flagged),
-                pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)),
+                top_feature_series(scores, top_k),
             ).select(["record", *keep, "score", "is_anomaly", "top_features"]))
             summary.records += chunk.height
             summary.alerts += int(flagged.sum())
@@ -169,8 +240,18 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
     return summary
 
 
+def top_feature_series(scores: Scores, k: int) -> pl.Series:
+    """`Scores.top_features` as a polars List column, built without Python lists per record."""
+    n = len(scores.score)
+    top = scores.top_feature_indices(k)
+    if top.shape[1] == 0:
+        return pl.Series("top_features", [[]], dtype=pl.List(pl.Utf8)).gather(np.zeros(n, dtype=np.int64))
+    names = pl.Series("top_features", list(scores.feature_names), dtype=pl.Utf8)
+    return names.gather(top.ravel()).reshape((n, top.shape[1])).cast(pl.List(pl.Utf8))
+
+
 def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                   batch_size: int = 200_000, progress: bool = True, require_labels: bool = False) -> CollectedScores:
+                   batch_size: int = SCORING_CHUNK, progress: bool = True, require_labels: bool = False) -> CollectedScores:
     """Scores, losses and labels of every record of `paths`, read in chunks."""
     scores, losses, labels, predicted = [], [], [], []
     read = None

@@ -62,3 +62,27 @@ def test_missing_columns_are_named():
 def test_feature_columns_skip_metadata_and_label(flow_sample):
     cols = feature_columns(flow_sample)
     assert "label" not in cols and "dst_port" not in cols and "Flow Duration" in cols
+
+
+def _numpy_transform(pp: FlowPreprocessor, df: pl.DataFrame) -> np.ndarray:
+    """The steps as the module docstring states them, in numpy float64 (the former implementation)."""
+    from deepids.features.preprocess import _fill
+
+    raw = pp._raw_matrix(df, pp.numeric_)
+    filled = _fill(raw, np.asarray(pp.fill_nan_), np.asarray(pp.fill_posinf_), np.asarray(pp.fill_neginf_))
+    z = (signed_log1p(filled) - np.asarray(pp.mean_)) / np.asarray(pp.std_)
+    return np.clip(z, -pp.clip, pp.clip).astype(np.float32)
+
+
+def test_transform_matches_the_stated_steps_with_inf_nan_and_nulls(flow_sample):
+    pp = FlowPreprocessor().fit(flow_sample[:5000])
+    rows = flow_sample[5000:]
+    # real rows, with the awkward values CICFlowMeter writes put into a few cells
+    wild = rows.with_columns(
+        pl.when(pl.int_range(pl.len()) % 7 == 0).then(float("inf")).otherwise(pl.col("Flow Bytes/s")).alias("Flow Bytes/s"),
+        pl.when(pl.int_range(pl.len()) % 5 == 0).then(float("-inf")).otherwise(pl.col("Flow IAT Min")).alias("Flow IAT Min"),
+        pl.when(pl.int_range(pl.len()) % 3 == 0).then(float("nan")).otherwise(pl.col("Flow Packets/s")).alias("Flow Packets/s"),
+        pl.when(pl.int_range(pl.len()) % 4 == 0).then(None).otherwise(pl.col("Flow Duration")).alias("Flow Duration"),
+    )
+    for df in (rows, wild):
+        np.testing.assert_allclose(pp.transform(df)[:, :len(pp.numeric_)], _numpy_transform(pp, df), rtol=1e-6, atol=1e-6)

@@ -132,3 +132,43 @@ def test_threshold_strategies_travel_with_the_model(split, method, check, tmp_pa
                             threshold_fpr=0.05, threshold_value=0.25).fit(train[:2500])
     assert check(model.threshold_)
     assert load_model(model.save(tmp_path / "m")).threshold_ == model.threshold_
+
+
+@pytest.mark.parametrize("score_mode", ["last", "window"])
+def test_fast_windowed_scoring_equals_the_plain_network(split, score_mode, monkeypatch):
+    """Scoring shares the encoder's input projection across overlapping windows (and projects the
+    decoder's repeated input once): the scores must be those of `forward` on each window."""
+    train, test = split
+    model = LSTMAutoencoder(sequence_length=5, epochs=1, verbose=False, score_mode=score_mode).fit(train[:1500])
+    fast = model.score_records(test)
+    monkeypatch.setattr(LSTMAutoencoderNet, "supports_windowed_inference", lambda self: False)
+    plain = model.score_records(test)
+    np.testing.assert_allclose(fast.score, plain.score, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast.loss, plain.loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast.feature_error, plain.feature_error, rtol=1e-5, atol=1e-6)
+
+
+def test_windowed_inference_reconstructs_like_forward():
+    torch.manual_seed(0)
+    net = LSTMAutoencoderNet(n_features=12, sequence_length=6).eval()
+    X = torch.randn(50, 12)
+    idx = torch.from_numpy(np.clip(np.arange(50)[:, None] + np.arange(-5, 1)[None, :], 0, None))
+    with torch.inference_mode():
+        whole = net(X[idx])
+        reconstruct = net.windowed_inference(X)
+        torch.testing.assert_close(reconstruct(idx, False), whole, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(reconstruct(idx, True), whole[:, -1], rtol=1e-5, atol=1e-6)
+
+
+def test_scoring_threads_do_not_change_scores(split):
+    """Batches run on Python threads (one torch thread each) when torch has several threads."""
+    from deepids.models.training import torch_threads
+
+    train, test = split
+    model = LSTMAutoencoder(sequence_length=3, epochs=1, verbose=False).fit(train[:1500])
+    with torch_threads(1):
+        one = model._score_windows(model.preprocessor_.transform(test), model._window_index(test), batch_size=256)
+    with torch_threads(2):
+        two = model._score_windows(model.preprocessor_.transform(test), model._window_index(test), batch_size=256)
+    np.testing.assert_array_equal(one.score, two.score)
+    np.testing.assert_array_equal(one.feature_error, two.feature_error)

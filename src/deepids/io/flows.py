@@ -692,6 +692,13 @@ def _prepare_column(col: pa.ChunkedArray, numeric: bool) -> pa.ChunkedArray:
     if pa.types.is_dictionary(t):
         col = col.cast(t.value_type)
         t = col.type
+    if numeric and pa.types.is_binary(t):
+        # the usual case, all cells numbers: parse the bytes as they are (a zero-copy view as
+        # text skips the UTF-8 check, which the float parser makes needless: it accepts ASCII only)
+        try:
+            return pa.chunked_array([chunk.view(pa.string()) for chunk in col.chunks], pa.string()).cast(pa.float64())
+        except pa.ArrowInvalid:
+            pass
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         col = _decode_binary(col)
         t = col.type

@@ -8,8 +8,10 @@ users build (features, windows, training, threshold, persistence).
 
 from __future__ import annotations
 
-from torch import nn
+from typing import Callable
+
 import torch
+from torch import nn
 
 from deepids.models.reconstruction import SCORE_MODES, ReconstructionDetector, reconstruction_loss
 
@@ -33,6 +35,56 @@ class LSTMAutoencoderNet(nn.Module):
         repeated = code.unsqueeze(1).expand(-1, x.shape[1], -1)    # RepeatVector(T)
         decoded, _ = self.decoder(repeated)
         return self.output(decoded)                                # TimeDistributed(Dense(F))
+
+    # ------------------------------------------------------------- fast inference
+    def supports_windowed_inference(self) -> bool:
+        return self.encoder.num_layers == 1 and self.decoder.num_layers == 1
+
+    def windowed_inference(self, X: torch.Tensor) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+        """Inference over windows that index the records of `X` (n_records, F), without autograd.
+
+        The same arithmetic as `forward`, arranged for overlapping windows: the encoder's input
+        projection `W_ih x + b` is computed once per record (a record sits in up to T windows),
+        and the decoder's input projection once per window (its input, the code, repeats at
+        every step). Returns `reconstruct(idx, last_only)`: `idx` (B, T) row numbers of `X`;
+        the result is (B, T, F), or (B, F) for the last step only.
+        """
+        enc, dec = self.encoder, self.decoder
+        H, D = enc.hidden_size, dec.hidden_size
+        projected = torch.addmm(enc.bias_ih_l0 + enc.bias_hh_l0, X, enc.weight_ih_l0.t())   # (n, 4H)
+        w_enc = enc.weight_hh_l0.t().contiguous()
+        w_dec_in = dec.weight_ih_l0.t().contiguous()
+        b_dec = dec.bias_ih_l0 + dec.bias_hh_l0
+        w_dec = dec.weight_hh_l0.t().contiguous()
+
+        def reconstruct(idx: torch.Tensor, last_only: bool) -> torch.Tensor:
+            steps = projected[idx.t()]                               # (T, B, 4H): step-major gathers
+            h, c = _lstm_cell(steps[0], None, H)                     # zero initial state
+            for t in range(1, steps.shape[0]):
+                h, c = _lstm_cell(torch.addmm(steps[t], h, w_enc), c, H)
+            code_gates = torch.addmm(b_dec, h, w_dec_in)             # the repeated input, projected once
+            h, c = _lstm_cell(code_gates, None, D)
+            outputs = [h]
+            for _ in range(1, steps.shape[0]):
+                h, c = _lstm_cell(torch.addmm(code_gates, h, w_dec), c, D)
+                if not last_only:
+                    outputs.append(h)
+            if last_only:
+                return self.output(h)
+            return self.output(torch.stack(outputs, dim=1))
+
+        return reconstruct
+
+
+def _lstm_cell(gates: torch.Tensor, c: torch.Tensor | None, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step from its pre-activation gates (torch's order: input, forget, cell, output)."""
+    s = torch.sigmoid(gates)
+    g = torch.tanh(gates[:, 2 * hidden:3 * hidden])
+    if c is None:
+        c = s[:, :hidden] * g
+    else:
+        c = torch.addcmul(s[:, hidden:2 * hidden] * c, s[:, :hidden], g)
+    return s[:, 3 * hidden:] * torch.tanh(c), c
 
 
 class LSTMAutoencoder(ReconstructionDetector):

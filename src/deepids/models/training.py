@@ -12,6 +12,8 @@ import copy
 import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -30,6 +32,40 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with `n` torch intra-op threads (None or 0: leave as is), then restore."""
+    previous = torch.get_num_threads()
+    if not n or n == previous:
+        yield previous
+        return
+    torch.set_num_threads(n)
+    try:
+        yield previous
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_batches(fn: Callable[[int, int], None], n: int, batch_size: int, device: torch.device) -> None:
+    """Call `fn(start, stop)` for consecutive batches of [0, n); `fn` writes its own results.
+
+    On a CPU with several torch threads, the batches run on that many Python threads with one
+    torch thread each instead: a small network's operations are too short to split across
+    cores, and per-operation thread barriers stall whenever the host is busy (measured in
+    bench/: up to 4x slower on a loaded 2-core host, never faster). torch releases the GIL
+    inside its operations, so the Python threads run in parallel.
+    """
+    starts = range(0, n, batch_size)
+    workers = min(torch.get_num_threads(), len(starts))
+    if device.type != "cpu" or workers <= 1:
+        for start in starts:
+            fn(start, min(start + batch_size, n))
+        return
+    with torch_threads(1), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepids-infer") as pool:
+        for done in [pool.submit(fn, start, min(start + batch_size, n)) for start in starts]:
+            done.result()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -46,6 +82,15 @@ class TrainingConfig:
     seed: int = 0
     device: str | None = None
     verbose: bool = True
+    # torch threads while training on a CPU; None: one thread for batches of up to 256 (a small
+    # batch's operations are too short to split across cores, and the per-operation barriers
+    # stall on a busy host; measured in bench/), torch's setting otherwise
+    threads: int | None = None
+
+    def cpu_threads(self) -> int | None:
+        if self.threads is not None:
+            return self.threads
+        return 1 if self.batch_size <= 256 else None
 
 
 @dataclass
@@ -57,6 +102,7 @@ class TrainingHistory:
     stopped_early: bool = False
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)   # wall time of each epoch, validation included
 
     def to_dict(self) -> dict:
         return {
@@ -95,7 +141,9 @@ def fit_network(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     network.to(device)
-    optimizer = optimizer or torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    # fused Adam: one kernel for all parameters instead of a handful of operations per tensor
+    optimizer = optimizer or torch.optim.Adam(network.parameters(), lr=config.learning_rate,
+                                              fused=device.type in ("cpu", "cuda"))
     step_fn = step_fn or default_step
     rng = np.random.default_rng(config.seed)
     history = TrainingHistory()
@@ -108,9 +156,10 @@ def fit_network(
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         disable=not config.verbose, transient=False,
     )
-    with progress:
+    with progress, torch_threads(config.cpu_threads() if device.type == "cpu" else None):
         task = progress.add_task(description, total=config.epochs, info="")
         for epoch in range(config.epochs):
+            epoch_started = time.perf_counter()
             network.train()
             total, count = 0.0, 0
             for batch in train_batches(rng):
@@ -120,6 +169,7 @@ def fit_network(
             history.train_loss.append(total / max(count, 1))
             val = evaluate_loss(network, loss_fn, val_batches, device) if val_batches else history.train_loss[-1]
             history.val_loss.append(val)
+            history.epoch_seconds.append(time.perf_counter() - epoch_started)
             if val < history.best_val_loss - config.min_delta:
                 history.best_val_loss, history.best_epoch = val, epoch + 1
                 best_state = copy.deepcopy(network.state_dict())
