@@ -218,6 +218,14 @@ class FlowPreprocessor:
         return cls(**state)
 
 
+
+def fit_preprocessor(rows: pl.DataFrame, columns: list[str], clip: float = 3.0) -> FlowPreprocessor:
+    """A preprocessor fitted on `rows` (training rows only); refuses data with no usable feature column."""
+    preprocessor = FlowPreprocessor(clip=clip).fit(rows, columns)
+    if not preprocessor.output_names:
+        raise SchemaError("no usable feature columns: every column is constant in the training data")
+    return preprocessor
+
 def _rarity_key(columns: list[str]) -> pl.Expr:
     exprs = [pl.col(c).cast(pl.Utf8).fill_null("") for c in columns]
     return (exprs[0] if len(exprs) == 1 else pl.concat_str(exprs, separator="|")).alias("key")

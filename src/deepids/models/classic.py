@@ -25,7 +25,7 @@ import polars as pl
 import torch
 
 from deepids.errors import ConfigError, SchemaError
-from deepids.features.preprocess import FlowPreprocessor, feature_columns
+from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
 from deepids.io.schema import BENIGN
 from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.supervised import BaseClassifier, class_weights, training_targets
@@ -255,9 +255,7 @@ class RandomForestFlowClassifier(BaseClassifier):
             raise SchemaError(f"need at least two classes to learn from, got only {classes}")
         lookup = {c: i for i, c in enumerate(classes)}
         codes = np.asarray([lookup[c] for c in names], dtype=np.int64)
-        preprocessor = FlowPreprocessor().fit(X, feature_columns(X))
-        if not preprocessor.output_names:
-            raise SchemaError("no usable feature columns: every column is constant in the training data")
+        preprocessor = fit_preprocessor(X, feature_columns(X))
         features = preprocessor.transform(X)
 
         class_weight = self.class_weight
@@ -400,9 +398,7 @@ class IsolationForestDetector(BaseDetector):
         train_table, benign, n_attacks = benign_training_rows(X, y, minimum=3)
         is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
-        preprocessor = FlowPreprocessor(clip=self.clip).fit(fit_rows, feature_columns(X))
-        if not preprocessor.output_names:
-            raise SchemaError("no usable feature columns: every column is constant in the training data")
+        preprocessor = fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip)
         fit_features = preprocessor.transform(fit_rows)
 
         started = time.perf_counter()

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deepids.errors import ConfigError, SchemaError
-from deepids.features.preprocess import FlowPreprocessor, feature_columns
+from deepids.errors import ConfigError
+from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
 from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.training import TrainingConfig, fit_network, record_batches, resolve_device, seed_everything
 
@@ -183,11 +183,9 @@ class GANDetector(BaseDetector):
         table, benign, n_attacks = benign_training_rows(X, y, minimum=2)
         is_val = benign_validation_mask(table.height, self.validation_fraction, self.seed)
         fit_rows = table.filter(pl.Series(~is_val))
-        self.preprocessor_ = FlowPreprocessor(clip=self.clip).fit(fit_rows, feature_columns(X))
+        self.preprocessor_ = fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip)
         self.feature_names_ = self.preprocessor_.output_names
         self.input_columns_ = self.preprocessor_.input_columns
-        if not self.feature_names_:
-            raise SchemaError("no usable feature columns: every column is constant in the training data")
         features = torch.from_numpy(self.preprocessor_.transform(table))
         seed_everything(self.seed)
         self.network_ = self._build_network(features.shape[1])

@@ -15,8 +15,8 @@ import polars as pl
 import torch
 from torch import nn
 
-from deepids.errors import ConfigError, SchemaError
-from deepids.features.preprocess import FlowPreprocessor, feature_columns
+from deepids.errors import ConfigError
+from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
 from deepids.features.windows import EntityHistory, window_order, windows_by_entity
 from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.training import (TrainingConfig, fit_network, resolve_device, run_batches, seed_everything,
@@ -74,11 +74,9 @@ class ReconstructionDetector(BaseDetector):
 
         is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
-        self.preprocessor_ = FlowPreprocessor(clip=self.clip).fit(fit_rows, feature_columns(X))
+        self.preprocessor_ = fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip)
         self.feature_names_ = self.preprocessor_.output_names
         self.input_columns_ = self.preprocessor_.input_columns
-        if not self.feature_names_:
-            raise SchemaError("no usable feature columns: every column is constant in the training data")
 
         features = torch.from_numpy(self.preprocessor_.transform(train_table))
         idx = self._window_index(train_table)

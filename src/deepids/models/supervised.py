@@ -27,7 +27,7 @@ from torch import nn
 
 from deepids.errors import ConfigError, SchemaError
 from deepids.features.families import attack_families
-from deepids.features.preprocess import FlowPreprocessor, feature_columns
+from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
 from deepids.io.schema import BENIGN, LABEL
 from deepids.models.base import BaseDetector, Scores, check_table
 from deepids.models.training import (TrainingConfig, fit_network, record_batches, resolve_device,
@@ -118,7 +118,7 @@ class TorchClassifier(BaseClassifier):
         codes = np.asarray([lookup[c] for c in names], dtype=np.int64)
         rng = np.random.default_rng(self.seed)
         is_val = rng.random(X.height) < self.validation_fraction
-        self.preprocessor_ = FlowPreprocessor().fit(X.filter(pl.Series(~is_val)), feature_columns(X))
+        self.preprocessor_ = fit_preprocessor(X.filter(pl.Series(~is_val)), feature_columns(X))
         self.feature_names_ = self.preprocessor_.output_names
         self.input_columns_ = self.preprocessor_.input_columns
         features = torch.from_numpy(self.preprocessor_.transform(X))
