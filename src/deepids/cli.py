@@ -82,10 +82,14 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to save the model in.")],
     model: Annotated[str, typer.Option(help="Model to train: lstm-ae, dense-ae, dnn, cnn, ... (see the README).")] = "lstm-ae",
     sequence_length: Annotated[int, typer.Option(help="Records per window (per entity).")] = 10,
-    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Windows per training batch.")] = 64,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate (Keras uses 1e-3; 3e-3 measured better).")] = 3e-3,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 3,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs (default: the model's own, "
+                                                  "20 for the autoencoders).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Windows per training batch (default: the model's own, "
+                                                      "64 for the autoencoders).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: the model's own; the "
+                                                           "autoencoders use 3e-3, measured better than Keras' 1e-3).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs (default: the model's "
+                                                    "own, 3 for the autoencoders).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     entity: Annotated[str, typer.Option(help="Column that groups records into windows ('none' for file order).")] = "src_ip",
     score_mode: Annotated[ScoreMode, typer.Option(help="Score a record by its own step (last) or the whole window.")] = ScoreMode.last,
@@ -127,6 +131,9 @@ def train(
         threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet, target=target.value)
     if score_method:
         options["score_method"] = score_method
+    for name in ("epochs", "batch_size", "learning_rate", "patience"):
+        if options[name] is None:           # left unset: the model's own default
+            del options[name]
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted})
     detector.fit(table)
