@@ -40,7 +40,7 @@ from deepids.demo import SAMPLE, samples_dir
 from deepids.io import read_flows
 
 FRIDAY = "cicids2017/GeneratedLabelledFlows/Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.head.csv.gz"
-_SCORED = re.compile(rb'"scored": (\d+)')
+_SCORED = re.compile(rb'"scored": ?(\d+)')
 
 
 def free_port() -> int:

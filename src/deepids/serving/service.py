@@ -25,7 +25,6 @@ single-record request does not wait for company. The queue is bounded in records
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -34,12 +33,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 from fastapi import FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
 
 from deepids.errors import DeepidsError
-from deepids.io.records import CanonicalRecords, Unparsable, parse_ndjson
+from deepids.io.records import CanonicalRecords, Unparsable, loads_json, parse_ndjson
 from deepids.serving.scorer import R_OVERLOADED, LiveScorer, ScoredBatch
 
 R_SCORING_FAILED = "scoring failed"
@@ -66,11 +66,11 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
     """
     if not body or not body.strip():
         raise BodyError(400, "empty body: send a JSON array of records, or NDJSON (one record per line)")
-    text = body.decode("utf-8", "replace").lstrip("\ufeff")
+    data = body[3:] if body.startswith(b"\xef\xbb\xbf") else body
     ndjson_declared = "ndjson" in content_type or "jsonl" in content_type or "json-seq" in content_type
     if not ndjson_declared:
         try:
-            doc = json.loads(text)
+            doc = loads_json(data)
         except (ValueError, RecursionError):
             doc = _NOT_JSON
         if doc is not _NOT_JSON:
@@ -80,8 +80,8 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
                 return doc
             if isinstance(doc, dict):
                 return [doc]
-            raise BodyError(400, f"the body is a JSON {type(doc).__name__}, not a record or an array of records")
-    items = parse_ndjson(text)
+            raise BodyError(400, f"the body is a JSON {_json_type(doc)}, not a record or an array of records")
+    items = parse_ndjson(data)
     if not items:
         raise BodyError(400, "the body holds no record")
     if all(isinstance(i, Unparsable) for i in items):
@@ -90,6 +90,14 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
 
 
 _NOT_JSON = object()
+
+
+def _json_type(doc: Any) -> str:
+    if isinstance(doc, bool):
+        return "boolean"
+    if isinstance(doc, (int, float)) or doc in ("NaN", "Infinity", "-Infinity"):
+        return "number"
+    return {str: "string", type(None): "null"}.get(type(doc), type(doc).__name__)
 
 
 @dataclass
@@ -172,8 +180,8 @@ class MicroBatcher:
 
 
 def _json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(payload, allow_nan=False), status_code=status, headers=headers,
-                    media_type="application/json")
+    # orjson writes non-finite floats as null; scores are made JSON-safe before this anyway
+    return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type="application/json")
 
 
 class _Inflight:
