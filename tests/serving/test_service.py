@@ -177,10 +177,15 @@ def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday
     assert codes.count(503) >= 4 and codes.count(200) >= 1 and set(codes) <= {200, 503}
     busy = next(a for a in answers if a.status_code == 503)
     assert busy.headers["retry-after"] == "1"
-    assert _metric(metrics, "deepids_records_received_total") == 80
+    # a request that finds the queue full is refused before its body is read: counted as a
+    # request; one whose records find no room after parsing has its records counted as rejected
+    unread = _metric(metrics, "deepids_requests_refused_unread_total")
+    assert unread >= 1 and 'deepids_requests_refused_unread_total{reason="queue full"}' in metrics
+    assert _metric(metrics, 'deepids_requests_total{code="503"}') == codes.count(503)
+    assert _metric(metrics, "deepids_records_received_total") == 10 * (8 - unread)
     assert _metric(metrics, "deepids_records_scored_total") == 10 * codes.count(200)
-    assert _metric(metrics, "deepids_records_rejected_total") == 10 * codes.count(503)
-    assert f'deepids_records_rejected_total{{reason="overloaded"}} {10 * codes.count(503)}' in metrics
+    assert _metric(metrics, "deepids_records_rejected_total") == 10 * (codes.count(503) - unread)
+    assert _metric(metrics, 'deepids_records_rejected_total{reason="overloaded"}') == 10 * (codes.count(503) - unread)
 
 
 def test_real_server_on_loopback(seq_model, friday_lines):
@@ -222,6 +227,7 @@ def test_bodies_over_the_inflight_budget_wait_their_turn(seq_model, friday_lines
         assert r.status_code == 200 and app.state.inflight.bytes == 0
         m = c.get("/metrics").text
         assert 'deepids_requests_total{code="503"} 1' in m and "deepids_inflight_body_bytes 0" in m
+        assert 'deepids_requests_refused_unread_total{reason="bodies in flight"} 1' in m
 
 
 def test_fuzzed_bodies_never_get_a_5xx(client, friday_lines):

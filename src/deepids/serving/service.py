@@ -7,11 +7,13 @@ Endpoints
   ``threshold``, ``top_features``) for those scored and ``rejected`` (``index``, ``field``,
   ``reason``) for those refused. Status 200 when at least one record was scored, 422 when
   every record was refused (same body), 400 for a body that is empty, holds no record, or is
-  neither JSON nor NDJSON, 413 for a body over ``max_body_bytes``, 503 with ``Retry-After``
-  when the scoring queue is full (the request's records are counted as rejected,
-  ``reason="overloaded"``; nothing of it was scored, so it can be sent again as it is), and
-  503 before the body is read when the bodies being read and parsed already hold
-  ``max_inflight_bytes`` (counted in ``deepids_requests_total{code="503"}``).
+  neither JSON nor NDJSON, 413 for a body over ``max_body_bytes``, and 503 with
+  ``Retry-After`` when the server is saturated; nothing of a 503'd request was scored, so it
+  can be sent again as it is. A request that finds the scoring queue full, or the bodies
+  being read and parsed holding ``max_inflight_bytes``, is refused before its body is read
+  (cheaply: parsing is most of a record's cost), counted in
+  ``deepids_requests_refused_unread_total{reason=...}``; one whose records find no room in
+  the queue after parsing has them counted as rejected, ``reason="overloaded"``.
 - ``GET /healthz``, ``GET /v1/model`` (the model's metadata), ``GET /metrics`` (Prometheus).
 - ``/docs`` and ``/openapi.json`` as FastAPI serves them.
 
@@ -43,10 +45,12 @@ from deepids.io.records import CanonicalRecords, Unparsable, loads_json, parse_n
 from deepids.serving.scorer import R_OVERLOADED, LiveScorer, ScoredBatch
 
 R_SCORING_FAILED = "scoring failed"
+R_QUEUE_FULL = "queue full"
+R_INFLIGHT = "bodies in flight"
 DEFAULT_MAX_BODY = 16 << 20
 DEFAULT_MAX_QUEUE = 65_536
 DEFAULT_MAX_BATCH = 8_192
-DEFAULT_MAX_INFLIGHT = 256 << 20
+DEFAULT_MAX_INFLIGHT = 64 << 20
 _THREAD_PARSE_BYTES = 64 << 10
 
 
@@ -120,6 +124,9 @@ class MicroBatcher:
         self._event: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepids-score")
+        # parsing is GIL-bound Python: one thread parses bodies first come, first served (more
+        # threads would only interleave them and make each request wait longer)
+        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepids-parse")
 
     def ensure_running(self) -> None:
         if self._task is None or self._task.done():
@@ -177,6 +184,7 @@ class MicroBatcher:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.parser.shutdown(wait=False, cancel_futures=True)
 
 
 def _json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -204,9 +212,12 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
     metrics = scorer.metrics
     inflight = _Inflight()
 
-    def _busy(why: str) -> Response:
+    def _busy(why: str, unread: bool = False) -> Response:
+        headers = {"Retry-After": str(retry_after)}
+        if unread:          # close rather than read and throw away a body we refused
+            headers["Connection"] = "close"
         return _json_response({"detail": f"{why}; retry after {retry_after} s. Nothing of this request was scored.",
-                               "retry_after": retry_after}, 503, headers={"Retry-After": str(retry_after)})
+                               "retry_after": retry_after}, 503, headers=headers)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -284,12 +295,18 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                 return _json_response({"detail": f"body of {length} bytes is over the limit of "
                                                  f"{max_body_bytes} bytes; split it"}, 413)
         expected = int(length) if length is not None else 0
+        if batcher.depth >= max_queue_records:
+            # the queue is full: refuse before reading and parsing, which is most of a record's cost
+            metrics.count_refused(R_QUEUE_FULL)
+            return _busy(f"the scoring queue is full ({batcher.depth} records waiting)", unread=True)
         if inflight.bytes > 0 and inflight.bytes + expected > max_inflight_bytes:
             # bodies being read or parsed already hold the memory budget: refuse before reading
-            return _busy(f"the server is reading {inflight.bytes} bytes of other requests")
+            metrics.count_refused(R_INFLIGHT)
+            return _busy(f"the server is reading {inflight.bytes} bytes of other requests", unread=True)
         chunks: list[bytes] = []
         size = 0
-        held = 0
+        held = expected                  # the announced length is reserved at once, so that the
+        inflight.bytes += expected       # requests arriving together cannot all pass the check
         try:
             async for chunk in request.stream():
                 size += len(chunk)
@@ -297,14 +314,16 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                     return _json_response({"detail": f"body is over the limit of {max_body_bytes} bytes; "
                                                      f"split it"}, 413)
                 chunks.append(chunk)
-                inflight.bytes += len(chunk)
-                held += len(chunk)
+                if size > held:
+                    inflight.bytes += size - held
+                    held = size
             body = b"".join(chunks)
             del chunks
             ctype = request.headers.get("content-type", "").lower()
             try:
                 if size > _THREAD_PARSE_BYTES:
-                    canon = await asyncio.to_thread(_parse_and_canonicalise, scorer, body, ctype)
+                    canon = await asyncio.get_running_loop().run_in_executor(
+                        batcher.parser, _parse_and_canonicalise, scorer, body, ctype)
                 else:
                     canon = _parse_and_canonicalise(scorer, body, ctype)
             except BodyError as exc:
@@ -350,8 +369,13 @@ def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_
           max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
           max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, limit_concurrency: int | None = 1024, log_level: str = "warning") -> None:
     """Run the service with uvicorn until interrupted."""
+    import sys
+
     import uvicorn
 
+    # the event loop (reading requests, answering 503s) shares the GIL with the parsing and
+    # scoring threads: a shorter switch interval than the default 5 ms keeps it responsive
+    sys.setswitchinterval(0.001)
     app = create_app(scorer, max_body_bytes=max_body_bytes, max_queue_records=max_queue_records,
                      max_batch_records=max_batch_records, max_inflight_bytes=max_inflight_bytes)
     uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=limit_concurrency,
