@@ -158,9 +158,9 @@ class Connection:
 
 
 class Server:
-    def __init__(self, model: Path, max_queue: int | None = None):
+    def __init__(self, model: Path, max_queue: int | None = None, extra: list[str] = ()):
         self.port = free_port()
-        cmd = [sys.executable, "-m", "deepids", "serve", "--model", str(model), "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "deepids", "serve", "--model", str(model), "--port", str(self.port), *extra]
         if max_queue:
             cmd += ["--max-queue", str(max_queue)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

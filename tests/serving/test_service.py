@@ -258,3 +258,53 @@ def test_fuzzed_bodies_never_get_a_5xx(client, friday_lines):
     assert _metric(m, "deepids_records_received_total") == (
         _metric(m, "deepids_records_scored_total") + _metric(m, "deepids_records_rejected_total"))
     assert client.get("/healthz").status_code == 200
+
+
+def test_fuzzed_ndjson_and_literals_every_record_answered(client, friday_lines):
+    """NDJSON and JSON bodies with NaN/Infinity literals, huge numbers, wrong types, odd bytes:
+    every record in a 200/422 answer is either scored or rejected, and /metrics adds up."""
+    rng = np.random.default_rng(11)
+    good = _records(friday_lines)[:8]
+    keys = list(good[0])
+    literals = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" + "0" * 400, "123456789012345678901234567890",
+                "true", "null", '""', '"NaN"', '"Infinity"', "[]", "{}", '{"x": NaN}', '"\\ud800"', '"\\u0000"',
+                "-0", "0.0e-400", '" 12 "']
+    sent = 0
+    for i in range(40):
+        lines = []
+        for _ in range(int(rng.integers(1, 6))):
+            rec = dict(good[int(rng.integers(len(good)))])
+            text = json.dumps(rec)
+            for k in rng.choice(keys, size=int(rng.integers(1, 4)), replace=False):
+                text = text.replace(json.dumps(k) + ": " + json.dumps(rec[k]),
+                                    json.dumps(k) + ": " + literals[int(rng.integers(len(literals)))], 1)
+            if rng.random() < 0.1:
+                text = text[: int(rng.integers(1, len(text)))]                     # cut short
+            if rng.random() < 0.1:
+                text = text.encode().replace(b"1", b"\xff", 1).decode("latin-1")  # odd bytes
+            lines.append(text)
+        ndjson = i % 2 == 0
+        body = ("\n".join(lines) if ndjson else "[" + ",".join(lines) + "]").encode("utf-8", "surrogateescape")
+        if rng.random() < 0.1:
+            body = b"\xef\xbb\xbf" + body
+        r = client.post("/v1/score", content=body,
+                        headers={"content-type": "application/x-ndjson" if ndjson else "application/json"})
+        assert r.status_code in (200, 400, 422), (body[:120], r.status_code, r.text[:200])
+        if r.status_code in (200, 422):
+            out = r.json()
+            n = len(lines) if ndjson else None
+            got = sorted([x["index"] for x in out["results"]] + [x["index"] for x in out["rejected"]])
+            assert got == list(range(len(got))) and (n is None or len(got) == n)
+            assert all(x["score"] is None or math.isfinite(x["score"]) for x in out["results"])
+            sent += len(got)
+    m = client.get("/metrics").text
+    assert _metric(m, "deepids_records_received_total") == sent > 0
+    assert _metric(m, "deepids_records_received_total") == (
+        _metric(m, "deepids_records_scored_total") + _metric(m, "deepids_records_rejected_total"))
+    for body in (b"", b" ", b"\n\n", b"\x00" * 100, b"\xff\xfe\xfd", b"[" * 2000, b"{" * 2000, b"NaN", b"Infinity",
+                 b"1e999999", b"[NaN]", b"[[]]", b"[{}]"):
+        for ctype in ("application/json", "application/x-ndjson", ""):
+            r = client.post("/v1/score", content=body, headers={"content-type": ctype} if ctype else {})
+            assert r.status_code in (400, 422), (body[:40], ctype, r.status_code)
+            assert r.json()["detail"]
+    assert client.get("/healthz").json()["status"] == "ok"
