@@ -153,7 +153,10 @@ class _GatedScorer(LiveScorer):
         return super().score_table(table)
 
 
-def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday_lines):
+def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday_lines, monkeypatch):
+    import deepids.serving.service as service
+
+    monkeypatch.setattr(service, "_INLINE_RECORDS", 0)    # every request goes through the queue
     scorer = _GatedScorer(seq_model)
     scorer.gate = threading.Event()
     records = _records(friday_lines)
@@ -308,3 +311,14 @@ def test_fuzzed_ndjson_and_literals_every_record_answered(client, friday_lines):
             assert r.status_code in (400, 422), (body[:40], ctype, r.status_code)
             assert r.json()["detail"]
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_small_requests_on_an_idle_server_are_scored_inline(client, seq_model, friday_lines):
+    """A lone small request is scored on the event loop; the scores are those of the queue path."""
+    records = _records(friday_lines)[:40]
+    inline = [client.post("/v1/score", json=records[i:i + 4]).json() for i in range(0, 40, 4)]
+    with TestClient(create_app(LiveScorer(seq_model))) as c:
+        c.app.state.batcher.idle = lambda: False                 # force the queue path
+        queued = [c.post("/v1/score", json=records[i:i + 4]).json() for i in range(0, 40, 4)]
+    assert [x["score"] for b in inline for x in b["results"]] == [x["score"] for b in queued for x in b["results"]]
+    assert client.app.state.batcher.idle()
