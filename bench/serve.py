@@ -443,6 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
                 over["counts_add_up"] = (received == scored + rejected
                                          and over["records_scored"] == scored
                                          and over["records_refused_before_reading"] >= 0
+                                         and over["answers"].get("200", 0) == over["server_counts"]["answered_200"]
                                          and (unanswered > 0 or client_503 == server_503))
                 over["server_queue_capacity"] = args.max_queue
                 over["server_peak_rss_mb"] = server.peak_rss_mb()
