@@ -148,3 +148,123 @@ def test_timestamp_cache_overflow_keeps_values(monkeypatch):
         got = records_to_table([dict(rec, timestamp=t, dst_port=80) for t in stamps], REQUIRED)
         assert [str(v) for v in got.table["timestamp"].to_list()] == [t for t in stamps]
     assert len(records._TS_CACHE) <= 8
+
+
+# --------------------------------------------------------------------------------------
+# The fast paths (orjson, one key set read as columns) agree with the standard library
+# --------------------------------------------------------------------------------------
+
+_TEXTS = [
+    b'[{"a": NaN, "b": Infinity, "c": -Infinity}]',
+    b'{"a":NaN}',
+    b'[NaN, Infinity,-Infinity ]',
+    b'NaN',
+    b'-NaN',
+    b'[1, -NaN]',
+    b'{"a": "x: NaN, y"}',
+    b'{"a": "NaN", "b": "Infinity", "NaN": 1}',
+    b'{"a": "\\ud800"}',
+    b'{"a": "\xff\xfe"}',
+    b'[1e999, -1e999, 123456789012345678901234567890, 1' + b'0' * 400 + b']',
+    b'{"a": 1, "a": 2}',
+    b'[' * 5000 + b']' * 5000,
+    b'{"a": 1} {"b": 2}',
+    b'',
+    b'   ',
+    b'[true, false, null, "s", {"x": [1, 2]}]',
+    b'{"a": NaNx}',
+    b'{"a": Infinityy}',
+]
+
+
+def _same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, str) and isinstance(b, float) and not math.isfinite(b):
+        return float(a) == b or (math.isnan(float(a)) and math.isnan(b))    # "NaN" for NaN
+    if isinstance(a, float) and isinstance(b, int):
+        return a == float(b)                                                 # big integers
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("text", _TEXTS)
+def test_loads_json_reads_what_the_standard_library_reads(text):
+    from deepids.io.records import loads_json
+
+    try:
+        want = json.loads(text.decode("utf-8", "replace"))
+    except (ValueError, RecursionError) as exc:
+        want = type(exc)
+    try:
+        got = loads_json(text)
+    except (ValueError, RecursionError) as exc:
+        got = type(exc)
+    if isinstance(want, type) or isinstance(got, type):
+        assert isinstance(want, type) and isinstance(got, type), (want, got)
+    else:
+        assert _same(got, want), (got, want)
+
+
+def _mixed_records(flow_sample, rng):
+    """Real flows with values of every kind put in: what clients send, well and badly."""
+    recs = json.loads(flow_sample.head(60).write_json())
+    keys = [k for k in recs[0] if k != "label"]
+    junk = [None, True, False, "", "  ", "NaN", "Infinity", "-inf", "1e309", "12", " 7 ", "abc", -1, 2 ** 70,
+            10 ** 400, 1.5, 80.0, float("nan"), float("inf"), [], {}, [1], {"a": 1}, "１２", "10.0.0.1"]
+    for rec in recs:
+        rec.pop("label", None)
+        for k in rng.choice(keys, size=int(rng.integers(0, 4)), replace=False):
+            rec[k] = junk[int(rng.integers(len(junk)))]
+    for i, v in enumerate([float("nan"), float("inf"), float("-inf"), 6.0, True, [1]]):
+        recs[i]["src_ip"] = v             # text columns get odd values too
+        recs[-1 - i]["timestamp"] = v
+    return recs
+
+
+def _canon_equal(a, b):
+    assert a.rejected == b.rejected
+    assert a.index.tolist() == b.index.tolist()
+    assert a.unparsed_timestamps == b.unparsed_timestamps
+    assert a.table.columns == b.table.columns
+    assert a.table.equals(b.table, null_equal=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_key_set_fast_path_equals_the_record_by_record_path(flow_sample, seed):
+    """Records sharing one key set are read as columns; the answer is the record-by-record one."""
+    rng = np.random.default_rng(seed)
+    recs = _mixed_records(flow_sample, rng)
+    fast = records_to_table(recs, REQUIRED)
+    # a last record with its keys in another order sends the whole batch down the general path
+    last = dict(reversed(list(recs[0].items())))
+    slow = records_to_table(recs + [last], REQUIRED)
+    n = len(recs)
+    cut_rejected = [r for r in slow.rejected if r.index < n]
+    keep = slow.index < n
+    assert fast.rejected == cut_rejected
+    assert fast.index.tolist() == slow.index[keep].tolist()
+    assert fast.table.equals(slow.table.head(int(keep.sum())), null_equal=True)
+    assert fast.n_input == n
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_orjson_and_standard_library_give_the_same_canonical_records(flow_sample, seed):
+    from deepids.io.records import loads_json
+
+    rng = np.random.default_rng(100 + seed)
+    body = json.dumps(_mixed_records(flow_sample, rng)).encode()    # NaN/Infinity as literals
+    _canon_equal(records_to_table(loads_json(body), REQUIRED), records_to_table(json.loads(body), REQUIRED))
+    nd = b"\n".join(json.dumps(r).encode() for r in _mixed_records(flow_sample, rng)) + b"\n{oops\n\n[1]\r\n"
+    _canon_equal(records_to_table(parse_ndjson(nd), REQUIRED),
+                 records_to_table([_std_line(line) for line in nd.split(b"\n") if line.strip()], REQUIRED))
+
+
+def _std_line(line):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return Unparsable("invalid JSON")

@@ -153,7 +153,10 @@ class _GatedScorer(LiveScorer):
         return super().score_table(table)
 
 
-def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday_lines):
+def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday_lines, monkeypatch):
+    import deepids.serving.service as service
+
+    monkeypatch.setattr(service, "_INLINE_RECORDS", 0)    # every request goes through the queue
     scorer = _GatedScorer(seq_model)
     scorer.gate = threading.Event()
     records = _records(friday_lines)
@@ -177,10 +180,15 @@ def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday
     assert codes.count(503) >= 4 and codes.count(200) >= 1 and set(codes) <= {200, 503}
     busy = next(a for a in answers if a.status_code == 503)
     assert busy.headers["retry-after"] == "1"
-    assert _metric(metrics, "deepids_records_received_total") == 80
+    # a request that finds the queue full is refused before its body is read: counted as a
+    # request; one whose records find no room after parsing has its records counted as rejected
+    unread = _metric(metrics, "deepids_requests_refused_unread_total")
+    assert unread >= 1 and 'deepids_requests_refused_unread_total{reason="queue full"}' in metrics
+    assert _metric(metrics, 'deepids_requests_total{code="503"}') == codes.count(503)
+    assert _metric(metrics, "deepids_records_received_total") == 10 * (8 - unread)
     assert _metric(metrics, "deepids_records_scored_total") == 10 * codes.count(200)
-    assert _metric(metrics, "deepids_records_rejected_total") == 10 * codes.count(503)
-    assert f'deepids_records_rejected_total{{reason="overloaded"}} {10 * codes.count(503)}' in metrics
+    assert _metric(metrics, "deepids_records_rejected_total") == 10 * (codes.count(503) - unread)
+    assert _metric(metrics, 'deepids_records_rejected_total{reason="overloaded"}') == 10 * (codes.count(503) - unread)
 
 
 def test_real_server_on_loopback(seq_model, friday_lines):
@@ -222,6 +230,7 @@ def test_bodies_over_the_inflight_budget_wait_their_turn(seq_model, friday_lines
         assert r.status_code == 200 and app.state.inflight.bytes == 0
         m = c.get("/metrics").text
         assert 'deepids_requests_total{code="503"} 1' in m and "deepids_inflight_body_bytes 0" in m
+        assert 'deepids_requests_refused_unread_total{reason="bodies in flight"} 1' in m
 
 
 def test_fuzzed_bodies_never_get_a_5xx(client, friday_lines):
@@ -252,3 +261,64 @@ def test_fuzzed_bodies_never_get_a_5xx(client, friday_lines):
     assert _metric(m, "deepids_records_received_total") == (
         _metric(m, "deepids_records_scored_total") + _metric(m, "deepids_records_rejected_total"))
     assert client.get("/healthz").status_code == 200
+
+
+def test_fuzzed_ndjson_and_literals_every_record_answered(client, friday_lines):
+    """NDJSON and JSON bodies with NaN/Infinity literals, huge numbers, wrong types, odd bytes:
+    every record in a 200/422 answer is either scored or rejected, and /metrics adds up."""
+    rng = np.random.default_rng(11)
+    good = _records(friday_lines)[:8]
+    keys = list(good[0])
+    literals = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" + "0" * 400, "123456789012345678901234567890",
+                "true", "null", '""', '"NaN"', '"Infinity"', "[]", "{}", '{"x": NaN}', '"\\ud800"', '"\\u0000"',
+                "-0", "0.0e-400", '" 12 "']
+    sent = 0
+    for i in range(40):
+        lines = []
+        for _ in range(int(rng.integers(1, 6))):
+            rec = dict(good[int(rng.integers(len(good)))])
+            text = json.dumps(rec)
+            for k in rng.choice(keys, size=int(rng.integers(1, 4)), replace=False):
+                text = text.replace(json.dumps(k) + ": " + json.dumps(rec[k]),
+                                    json.dumps(k) + ": " + literals[int(rng.integers(len(literals)))], 1)
+            if rng.random() < 0.1:
+                text = text[: int(rng.integers(1, len(text)))]                     # cut short
+            if rng.random() < 0.1:
+                text = text.encode().replace(b"1", b"\xff", 1).decode("latin-1")  # odd bytes
+            lines.append(text)
+        ndjson = i % 2 == 0
+        body = ("\n".join(lines) if ndjson else "[" + ",".join(lines) + "]").encode("utf-8", "surrogateescape")
+        if rng.random() < 0.1:
+            body = b"\xef\xbb\xbf" + body
+        r = client.post("/v1/score", content=body,
+                        headers={"content-type": "application/x-ndjson" if ndjson else "application/json"})
+        assert r.status_code in (200, 400, 422), (body[:120], r.status_code, r.text[:200])
+        if r.status_code in (200, 422):
+            out = r.json()
+            n = len(lines) if ndjson else None
+            got = sorted([x["index"] for x in out["results"]] + [x["index"] for x in out["rejected"]])
+            assert got == list(range(len(got))) and (n is None or len(got) == n)
+            assert all(x["score"] is None or math.isfinite(x["score"]) for x in out["results"])
+            sent += len(got)
+    m = client.get("/metrics").text
+    assert _metric(m, "deepids_records_received_total") == sent > 0
+    assert _metric(m, "deepids_records_received_total") == (
+        _metric(m, "deepids_records_scored_total") + _metric(m, "deepids_records_rejected_total"))
+    for body in (b"", b" ", b"\n\n", b"\x00" * 100, b"\xff\xfe\xfd", b"[" * 2000, b"{" * 2000, b"NaN", b"Infinity",
+                 b"1e999999", b"[NaN]", b"[[]]", b"[{}]"):
+        for ctype in ("application/json", "application/x-ndjson", ""):
+            r = client.post("/v1/score", content=body, headers={"content-type": ctype} if ctype else {})
+            assert r.status_code in (400, 422), (body[:40], ctype, r.status_code)
+            assert r.json()["detail"]
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_small_requests_on_an_idle_server_are_scored_inline(client, seq_model, friday_lines):
+    """A lone small request is scored on the event loop; the scores are those of the queue path."""
+    records = _records(friday_lines)[:40]
+    inline = [client.post("/v1/score", json=records[i:i + 4]).json() for i in range(0, 40, 4)]
+    with TestClient(create_app(LiveScorer(seq_model))) as c:
+        c.app.state.batcher.idle = lambda: False                 # force the queue path
+        queued = [c.post("/v1/score", json=records[i:i + 4]).json() for i in range(0, 40, 4)]
+    assert [x["score"] for b in inline for x in b["results"]] == [x["score"] for b in queued for x in b["results"]]
+    assert client.app.state.batcher.idle()

@@ -23,12 +23,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+from operator import itemgetter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 
 from deepids.io.flows import R_EMPTY_ROW, R_FIELDS, R_HEADER, _clean, parse_timestamps
@@ -41,6 +43,7 @@ __all__ = [
     "canonical_name",
     "records_to_table",
     "parse_ndjson",
+    "loads_json",
     "CsvLineParser",
     "REASONS",
 ]
@@ -211,11 +214,18 @@ def _str_column(values: list) -> tuple[list, dict[int, str]]:
         if isinstance(v, (dict, list, tuple)):
             bad[i] = R_WRONG_TYPE
             continue
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)       # 6.0 -> "6", as a CSV cell would be written
+        if isinstance(v, float):
+            if v.is_integer():
+                v = int(v)   # 6.0 -> "6", as a CSV cell would be written
+            elif not math.isfinite(v):
+                v = _NONFINITE_TEXT[v > 0] if v == v else "NaN"   # as JSON and CSV spell them
         s = str(v).strip()
         out[i] = s or None
     return out, bad
+
+
+_NONFINITE_TEXT = {True: "Infinity", False: "-Infinity"}
+_NUMBER_TYPES = {float, int, type(None)}
 
 
 def _timestamp_column(values: list) -> tuple[pl.Series, np.ndarray]:
@@ -319,19 +329,39 @@ def records_to_table(
     missing = object()
     columns: dict[str, Any] = {}
     unparsed_mask = np.zeros(n, dtype=bool)
+    # the common case: every record is an object with the same keys in the same order. Then
+    # the values are read column by column in C (itemgetter + transpose), no field can be
+    # missing record by record, and a numeric column of plain numbers becomes an array at once.
+    transposed: dict[str, tuple] = {}
+    if one_mapping is not None and not first_error:
+        present = [c for c in (*meta, *extra, *required) if c in one_mapping]
+        if len(present) == 1:
+            key = one_mapping[present[0]]
+            transposed = {present[0]: tuple(r[key] for r in dicts)}
+        elif present:
+            transposed = dict(zip(present, zip(*map(itemgetter(*[one_mapping[c] for c in present]), dicts))))
     for c in (*meta, *extra, *required):
-        if one_mapping is not None:
+        kind = _META_KIND.get(c) or ("str" if c in text or c in extra else "float")
+        if c in transposed:
+            values = transposed[c]
+            if kind == "float" and set(map(type, values)) <= _NUMBER_TYPES:
+                try:            # None -> NaN, as _float_column reads it
+                    columns[c] = np.array(values, dtype=np.float64)
+                    continue
+                except (OverflowError, ValueError, TypeError):
+                    pass
+            values = list(values)
+        elif one_mapping is not None:
             raw = one_mapping.get(c, missing)
             values = [missing] * n if raw is missing else [r.get(raw, missing) for r in dicts]
         else:
             values = [r[m[c]] if c in m else missing for r, m in zip(dicts, maps)]
-        absent = [i for i, v in enumerate(values) if v is missing]
-        if absent:
-            for i in absent:
-                values[i] = None
-                if c in required:
-                    first_error.setdefault(i, (c, R_MISSING))
-        kind = _META_KIND.get(c) or ("str" if c in text or c in extra else "float")
+        if c not in transposed and missing in values:
+            for i, v in enumerate(values):
+                if v is missing:
+                    values[i] = None
+                    if c in required:
+                        first_error.setdefault(i, (c, R_MISSING))
         if kind == "float":
             col, bad = _float_column(values)
         elif kind == "int":
@@ -353,18 +383,12 @@ def records_to_table(
     ordered = ([m for m in METADATA_COLUMNS if m in meta or m in required] + extra
                + [c for c in required if c not in _META_KIND])
     kinds = {c: _META_KIND.get(c) or ("str" if c in text or c in extra else "float") for c in ordered}
-    floats = [c for c in ordered if kinds[c] == "float"]
-    parts: dict[str, pl.Series | pl.DataFrame] = {}
-    if floats:     # one block for the float columns: far cheaper than a Series each
-        block = pl.from_numpy(np.column_stack([columns[c] for c in floats]), schema=floats, orient="row")
-        parts[floats[0]] = block
     series = []
     for c in ordered:
-        if kinds[c] == "float":
-            if c in parts:
-                series.extend(parts[c].get_columns())
-            continue
         col = columns[c]
+        if kinds[c] == "float":
+            series.append(pl.Series(c, col, dtype=pl.Float64))
+            continue
         s = col if isinstance(col, pl.Series) else pl.Series(c, col, dtype=dtypes[kinds[c]])
         series.append(s.alias(c))
     table = pl.DataFrame(series) if series else pl.DataFrame()
@@ -379,16 +403,82 @@ def records_to_table(
 # Parsing bodies and lines
 # --------------------------------------------------------------------------------------
 
-def _json_line(line: str) -> Any:
+def _nonfinite_literals(data: bytes, tokens: tuple[bytes, ...] = (b"NaN", b"Infinity")) -> bytes:
+    """`NaN`, `Infinity` and `-Infinity` literals, which Python's json reads and orjson does not,
+    turned into the JSON strings "NaN", "Infinity", "-Infinity" (read as the same numbers).
+
+    Only tokens in value position (after `:`, `[`, `,` or a line start, before `,`, `]`, `}` or
+    a line end) are quoted. A token inside a string that looks like one is quoted too, which
+    makes the text invalid, so the caller falls back to the standard library for it.
+    """
+    hits = []
+    for token in tokens:
+        i = data.find(token)
+        while i >= 0:
+            hits.append((i, i + len(token)))
+            i = data.find(token, i + len(token))
+    hits.sort()
+    out: list[bytes] = []
+    last = 0
+    n = len(data)
+    for start, stop in hits:
+        if stop - start == 8 and start > 0 and data[start - 1] == 0x2D:      # -Infinity
+            start -= 1
+        j = start - 1
+        while j >= 0 and data[j] in b" \t\r":
+            j -= 1
+        k = stop
+        while k < n and data[k] in b" \t\r":
+            k += 1
+        if (j < 0 or data[j] in b":[,\n") and (k >= n or data[k] in b",]}\n"):
+            out += [data[last:start], b'"', data[start:stop], b'"']
+            last = stop
+    if not out:
+        return data
+    out.append(data[last:])
+    return b"".join(out)
+
+
+def loads_json(data: bytes | str) -> Any:
+    """One JSON text, read as Python's json reads it (NaN, Infinity, integers of any size;
+    invalid UTF-8 replaced), with orjson's speed wherever orjson can read it.
+
+    Non-finite literals come back as the strings "NaN"/"Infinity"/"-Infinity" from the fast
+    path, which every numeric field reads as the same value. Raises ValueError or
+    RecursionError for text that is not JSON.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    try:        # Infinity is cheap to look for; NaN (a short, common-lettered token) only on failure
+        return orjson.loads(_nonfinite_literals(raw, (b"Infinity",)) if b"Infinity" in raw else raw)
+    except orjson.JSONDecodeError:
+        retry = b"NaN" in raw
+    if retry:
+        try:
+            return orjson.loads(_nonfinite_literals(raw))
+        except orjson.JSONDecodeError:
+            pass
+    text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    return json.loads(text)
+
+
+def _json_line(line: str | bytes) -> Any:
     try:
-        return json.loads(line)
+        return loads_json(line)
     except (ValueError, RecursionError):
         return Unparsable(R_NOT_JSON)
 
 
-def parse_ndjson(text: str | Iterable[str]) -> list[Any]:
-    """One item per non-blank line: the parsed JSON value, or :class:`Unparsable`."""
-    lines = text.splitlines() if isinstance(text, str) else text
+def parse_ndjson(text: str | bytes | Iterable[str | bytes]) -> list[Any]:
+    """One item per non-blank line: the parsed JSON value, or :class:`Unparsable`.
+
+    Lines end at ``\\n`` (a ``\\r`` before it is ignored), as NDJSON defines them.
+    """
+    if isinstance(text, bytes):
+        lines: Iterable = text.split(b"\n")
+    elif isinstance(text, str):
+        lines = text.split("\n")
+    else:
+        lines = text
     return [_json_line(line) for line in lines if line.strip()]
 
 

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
                                                     "with Retry-After.")] = 65_536,
         max_batch: Annotated[int, typer.Option(help="Most records scored in one micro-batch.")] = 8_192,
         max_inflight_bytes: Annotated[int, typer.Option(help="Bytes of request bodies read and parsed at once; "
-                                                             "beyond that new requests get 503.")] = 256 << 20,
+                                                             "beyond that new requests get 503.")] = 64 << 20,
         max_entities: MaxEntities = 100_000,
         idle_ttl: IdleTtl = 3600.0,
         top_k: TopK = 3,

@@ -52,6 +52,7 @@ class ServingMetrics:
         self.alerts = 0
         self.rejected: dict[str, int] = {}
         self.requests: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
         self.batches = 0
         self.batch_records = 0
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -68,6 +69,11 @@ class ServingMetrics:
             items = rejected.items() if isinstance(rejected, dict) else ((r.reason, 1) for r in rejected)
             for reason, n in items:
                 self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+    def count_refused(self, reason: str) -> None:
+        """A request answered 503 before its body was read (its records were never seen)."""
+        with self._lock:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def count_scored(self, n: int, alerts: int) -> None:
         with self._lock:
@@ -97,7 +103,8 @@ class ServingMetrics:
         with self._lock:
             return {"records_received": self.records_received, "records_scored": self.records_scored,
                     "records_rejected": sum(self.rejected.values()), "rejected_reasons": dict(self.rejected),
-                    "alerts": self.alerts, "requests": dict(self.requests), "batches": self.batches}
+                    "alerts": self.alerts, "requests": dict(self.requests), "batches": self.batches,
+                    "requests_refused_unread": dict(self.refused)}
 
     def render(self, gauges: dict[str, tuple[str, float]] | None = None,
                labelled: dict[str, tuple[str, str, dict[str, float]]] | None = None) -> str:
@@ -119,6 +126,10 @@ class ServingMetrics:
             metric("deepids_alerts_total", "counter", "Records scored above the threshold.", [("", self.alerts)])
             metric("deepids_requests_total", "counter", "HTTP scoring requests answered, by status code.",
                    [(f'{{code="{c}"}}', n) for c, n in sorted(self.requests.items())] or [("", 0)])
+            metric("deepids_requests_refused_unread_total", "counter",
+                   "Scoring requests answered 503 before their body was read, by reason (their records "
+                   "are in no record count: the sender still holds them).",
+                   [(f'{{reason="{_esc(r)}"}}', n) for r, n in sorted(self.refused.items())] or [("", 0)])
             metric("deepids_batches_total", "counter", "Micro-batches scored.", [("", self.batches)])
             metric("deepids_batch_records_total", "counter", "Records in all micro-batches scored.",
                    [("", self.batch_records)])

@@ -7,25 +7,28 @@ Endpoints
   ``threshold``, ``top_features``) for those scored and ``rejected`` (``index``, ``field``,
   ``reason``) for those refused. Status 200 when at least one record was scored, 422 when
   every record was refused (same body), 400 for a body that is empty, holds no record, or is
-  neither JSON nor NDJSON, 413 for a body over ``max_body_bytes``, 503 with ``Retry-After``
-  when the scoring queue is full (the request's records are counted as rejected,
-  ``reason="overloaded"``; nothing of it was scored, so it can be sent again as it is), and
-  503 before the body is read when the bodies being read and parsed already hold
-  ``max_inflight_bytes`` (counted in ``deepids_requests_total{code="503"}``).
+  neither JSON nor NDJSON, 413 for a body over ``max_body_bytes``, and 503 with
+  ``Retry-After`` when the server is saturated; nothing of a 503'd request was scored, so it
+  can be sent again as it is. A request that finds the scoring queue full, or the bodies
+  being read and parsed holding ``max_inflight_bytes``, is refused before its body is read
+  (cheaply: parsing is most of a record's cost), counted in
+  ``deepids_requests_refused_unread_total{reason=...}``; one whose records find no room in
+  the queue after parsing has them counted as rejected, ``reason="overloaded"``.
 - ``GET /healthz``, ``GET /v1/model`` (the model's metadata), ``GET /metrics`` (Prometheus).
 - ``/docs`` and ``/openapi.json`` as FastAPI serves them.
 
 Micro-batching: requests are canonicalised as they arrive, then queued; one worker takes
 everything queued (up to ``max_batch_records``), scores it as one table in a worker thread
 and hands each request its share. An idle server scores a lone request at once, so a
-single-record request does not wait for company. The queue is bounded in records
+single-record request does not wait for company; a request of a few records that finds the
+server idle is scored on the event loop itself. The queue is bounded in records
 (``max_queue_records``): memory cannot grow without bound under load.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import sys
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -34,20 +37,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 from fastapi import FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
 
 from deepids.errors import DeepidsError
-from deepids.io.records import CanonicalRecords, Unparsable, parse_ndjson
+from deepids.io.records import CanonicalRecords, Unparsable, loads_json, parse_ndjson
 from deepids.serving.scorer import R_OVERLOADED, LiveScorer, ScoredBatch
 
 R_SCORING_FAILED = "scoring failed"
+R_QUEUE_FULL = "queue full"
+R_INFLIGHT = "bodies in flight"
 DEFAULT_MAX_BODY = 16 << 20
 DEFAULT_MAX_QUEUE = 65_536
 DEFAULT_MAX_BATCH = 8_192
-DEFAULT_MAX_INFLIGHT = 256 << 20
+DEFAULT_MAX_INFLIGHT = 64 << 20
 _THREAD_PARSE_BYTES = 64 << 10
+_INLINE_RECORDS = 16        # an idle server scores requests this small on the event loop
 
 
 class BodyError(Exception):
@@ -66,11 +73,11 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
     """
     if not body or not body.strip():
         raise BodyError(400, "empty body: send a JSON array of records, or NDJSON (one record per line)")
-    text = body.decode("utf-8", "replace").lstrip("\ufeff")
+    data = body[3:] if body.startswith(b"\xef\xbb\xbf") else body
     ndjson_declared = "ndjson" in content_type or "jsonl" in content_type or "json-seq" in content_type
     if not ndjson_declared:
         try:
-            doc = json.loads(text)
+            doc = loads_json(data)
         except (ValueError, RecursionError):
             doc = _NOT_JSON
         if doc is not _NOT_JSON:
@@ -80,8 +87,8 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
                 return doc
             if isinstance(doc, dict):
                 return [doc]
-            raise BodyError(400, f"the body is a JSON {type(doc).__name__}, not a record or an array of records")
-    items = parse_ndjson(text)
+            raise BodyError(400, f"the body is a JSON {_json_type(doc)}, not a record or an array of records")
+    items = parse_ndjson(data)
     if not items:
         raise BodyError(400, "the body holds no record")
     if all(isinstance(i, Unparsable) for i in items):
@@ -90,6 +97,26 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
 
 
 _NOT_JSON = object()
+
+
+def _json_type(doc: Any) -> str:
+    if isinstance(doc, bool):
+        return "boolean"
+    if isinstance(doc, (int, float)) or doc in ("NaN", "Infinity", "-Infinity"):
+        return "number"
+    return {str: "string", type(None): "null"}.get(type(doc), type(doc).__name__)
+
+
+def _torch_threads() -> int:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else 0
+
+
+def _same_torch_threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 @dataclass
@@ -111,12 +138,23 @@ class MicroBatcher:
         self._queue: deque[_Pending] = deque()
         self._event: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepids-score")
+        # torch's thread count (`--threads`) is per OS thread for its OpenMP/BLAS kernels: a new
+        # thread starts with one per core. The scoring thread takes the server's own, or else
+        # LSTM calls spin a team of threads on a busy host (a p99 of 300 ms instead of 6 ms).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepids-score",
+                                            initializer=_same_torch_threads, initargs=(_torch_threads(),))
+        # parsing is GIL-bound Python: one thread parses bodies first come, first served (more
+        # threads would only interleave them and make each request wait longer)
+        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepids-parse")
 
     def ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._event = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def idle(self) -> bool:
+        """Nothing queued, nothing being scored."""
+        return self.depth == 0
 
     def submit(self, table: pl.DataFrame) -> asyncio.Future | None:
         """Queue a table; None when the queue has no room for it."""
@@ -169,11 +207,12 @@ class MicroBatcher:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.parser.shutdown(wait=False, cancel_futures=True)
 
 
 def _json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(payload, allow_nan=False), status_code=status, headers=headers,
-                    media_type="application/json")
+    # orjson writes non-finite floats as null; scores are made JSON-safe before this anyway
+    return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type="application/json")
 
 
 class _Inflight:
@@ -196,9 +235,12 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
     metrics = scorer.metrics
     inflight = _Inflight()
 
-    def _busy(why: str) -> Response:
+    def _busy(why: str, unread: bool = False) -> Response:
+        headers = {"Retry-After": str(retry_after)}
+        if unread:          # close rather than read and throw away a body we refused
+            headers["Connection"] = "close"
         return _json_response({"detail": f"{why}; retry after {retry_after} s. Nothing of this request was scored.",
-                               "retry_after": retry_after}, 503, headers={"Retry-After": str(retry_after)})
+                               "retry_after": retry_after}, 503, headers=headers)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -276,12 +318,18 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                 return _json_response({"detail": f"body of {length} bytes is over the limit of "
                                                  f"{max_body_bytes} bytes; split it"}, 413)
         expected = int(length) if length is not None else 0
+        if batcher.depth >= max_queue_records:
+            # the queue is full: refuse before reading and parsing, which is most of a record's cost
+            metrics.count_refused(R_QUEUE_FULL)
+            return _busy(f"the scoring queue is full ({batcher.depth} records waiting)", unread=True)
         if inflight.bytes > 0 and inflight.bytes + expected > max_inflight_bytes:
             # bodies being read or parsed already hold the memory budget: refuse before reading
-            return _busy(f"the server is reading {inflight.bytes} bytes of other requests")
+            metrics.count_refused(R_INFLIGHT)
+            return _busy(f"the server is reading {inflight.bytes} bytes of other requests", unread=True)
         chunks: list[bytes] = []
         size = 0
-        held = 0
+        held = expected                  # the announced length is reserved at once, so that the
+        inflight.bytes += expected       # requests arriving together cannot all pass the check
         try:
             async for chunk in request.stream():
                 size += len(chunk)
@@ -289,14 +337,16 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                     return _json_response({"detail": f"body is over the limit of {max_body_bytes} bytes; "
                                                      f"split it"}, 413)
                 chunks.append(chunk)
-                inflight.bytes += len(chunk)
-                held += len(chunk)
+                if size > held:
+                    inflight.bytes += size - held
+                    held = size
             body = b"".join(chunks)
             del chunks
             ctype = request.headers.get("content-type", "").lower()
             try:
                 if size > _THREAD_PARSE_BYTES:
-                    canon = await asyncio.to_thread(_parse_and_canonicalise, scorer, body, ctype)
+                    canon = await asyncio.get_running_loop().run_in_executor(
+                        batcher.parser, _parse_and_canonicalise, scorer, body, ctype)
                 else:
                     canon = _parse_and_canonicalise(scorer, body, ctype)
             except BodyError as exc:
@@ -307,12 +357,18 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
         if canon.table.height == 0:
             return _json_response({"results": [], "rejected": rejected, "scored": 0, "n_rejected": len(rejected),
                                    "detail": "no record could be scored; see rejected"}, 422)
-        fut = batcher.submit(canon.table)
-        if fut is None:
+        inline = batcher.idle() and canon.table.height <= _INLINE_RECORDS
+        fut = None if inline else batcher.submit(canon.table)
+        if fut is None and not inline:
             metrics.count_rejected({R_OVERLOADED: canon.table.height})
             return _busy(f"the scoring queue is full ({batcher.depth} records waiting)")
         try:
-            score_, flagged, top = await fut
+            if inline:
+                # nothing queued or being scored: a few records are scored right here, sparing
+                # two thread hand-offs (each a wait for a core on a busy host)
+                score_, flagged, top = scorer.score_table(canon.table)
+            else:
+                score_, flagged, top = await fut
         except DeepidsError as exc:
             metrics.count_rejected({R_SCORING_FAILED: canon.table.height})
             return _json_response({"detail": str(exc)}, 422)
@@ -342,8 +398,14 @@ def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_
           max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
           max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, limit_concurrency: int | None = 1024, log_level: str = "warning") -> None:
     """Run the service with uvicorn until interrupted."""
+    import gc
+
     import uvicorn
 
+    # a 1,000-record body makes ~100,000 short-lived objects: collect the young generation
+    # less often, and leave the model and libraries loaded so far out of every collection
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     app = create_app(scorer, max_body_bytes=max_body_bytes, max_queue_records=max_queue_records,
                      max_batch_records=max_batch_records, max_inflight_bytes=max_inflight_bytes)
     uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=limit_concurrency,
