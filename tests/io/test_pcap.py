@@ -269,3 +269,31 @@ def test_vectorised_headers_match_dpkt(tmp_path):
             assert packets.payload[i] == len(l4.data) and packets.header_len[i] == 8
         n = 4 if packets.version[i] == 4 else 16
         assert bytes(packets.src[i, :n]) == ip.src and bytes(packets.dst[i, :n]) == ip.dst
+
+
+def test_other_link_types_and_skipped_packets(tmp_path):
+    """Linux cooked v2 (tcpdump -i any) and raw IP captures; ICMP, ARP and non-first fragments are
+    counted as skipped, not turned into flows."""
+    eth_pkts = [bytes(tcp(A, B, 1234, 80, S)), bytes(tcp(B, A, 80, 1234, S | K))]
+    icmp = dpkt.ip.IP(src=socket.inet_aton(A), dst=socket.inet_aton(B), p=1, data=dpkt.icmp.ICMP(type=8, data=b"ping"))
+    icmp.len = 20 + len(bytes(icmp.data))
+    frag = dpkt.ip.IP(src=socket.inet_aton(A), dst=socket.inet_aton(B), p=17, data=b"x" * 30)
+    frag.offset = 800                                       # bytes: a non-first fragment
+    frag.len = 50
+    ips = [bytes(e)[14:] for e in eth_pkts] + [bytes(icmp), bytes(frag)]
+
+    sll2 = lambda ip: struct.pack(">HHIHBB8s", 0x0800, 0, 2, 1, 0, 6, b"\x02" * 6 + b"\0\0") + ip  # noqa: E731
+    for linktype, frames in ((276, [sll2(ip) for ip in ips]), (101, ips)):
+        path = tmp_path / f"lt{linktype}.pcap"
+        with open(path, "wb") as fh:
+            w = dpkt.pcap.Writer(fh, linktype=linktype)
+            for i, f in enumerate(frames):
+                w.writepkt(f, ts=T0 + i * 0.1)
+        flows, report = capture_flows(path)
+        assert report.capture.linktype == linktype
+        assert report.capture.tcp_udp_packets == 2 and flows.height == 1
+        assert report.capture.skipped == {"not TCP/UDP": 1, "non-first IP fragment": 1}
+        assert flows.row(0, named=True)["SYN Flag Count"] == 2
+    arp = dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\xff" * 6, type=dpkt.ethernet.ETH_TYPE_ARP, data=b"\0" * 28)
+    _, report = capture_flows(write(tmp_path / "arp.pcap", [(0, arp)] + HANDSHAKE[:2]))
+    assert report.capture.skipped == {"not IPv4/IPv6": 1}

@@ -312,8 +312,7 @@ def _parse_chunk(ts: list[int], snaps: list[bytes], caplens: list[int], linktype
     v6_ext = v6 & np.isin(proto, (0, 43, 44, 51, 60, 135, 139, 140))
     skipped[S_IPV6_EXT] += int(v6_ext.sum())
     skipped[S_NOT_TCP_UDP] += int((is_ip & ~is_l4 & ~v6_ext).sum())
-    first_frag = v4 & frag & is_l4
-    skipped[S_FRAGMENT] += int(first_frag.sum())
+    skipped[S_FRAGMENT] += int((v4 & frag & is_l4).sum())     # offset > 0: no transport header
     keep = is_ip & is_l4 & ~(v4 & frag)
     need = np.where(proto == 6, l4 + 16, l4 + 8)
     short = keep & ((need > cap) | (v4 & (ihl < 20)))
