@@ -23,7 +23,6 @@ and why, and nothing is raised. A file that is no capture at all raises :class:`
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import struct
 from collections import Counter
@@ -162,42 +161,41 @@ class Packets:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
 
 
-class _GuardedFile(io.RawIOBase):
+class _GuardedFile:
     """A file wrapper that notes short reads and refuses impossible record lengths, so that a
     damaged capture ends cleanly at the last whole record instead of yielding a cut packet.
 
     :meth:`mark` is called before each record: an empty read as the first read of a record is
     the clean end of the file; any other short read is truncation."""
 
+    __slots__ = ("_read", "offset", "_reads", "short", "refused", "damaged")
+
     def __init__(self, fh):
-        self._fh = fh
+        self._read = fh.read
         self.offset = 0
         self._reads = 0
         self.short: tuple[int, int, int] | None = None     # (offset, wanted, got)
         self.refused: tuple[int, int] | None = None         # (offset, wanted)
+        self.damaged = False
 
     def mark(self) -> None:
         self._reads = 0
-
-    @property
-    def damaged(self) -> bool:
-        return self.short is not None or self.refused is not None
 
     def read(self, n: int = -1) -> bytes:
         if self.damaged:
             return b""
         if n is None or n < 0 or n > MAX_RECORD:
             self.refused = (self.offset, -1 if n is None else n)
+            self.damaged = True
             return b""
-        data = self._fh.read(n)
+        data = self._read(n)
         self._reads += 1
-        if len(data) < n and (len(data) or self._reads > 1):
-            self.short = (self.offset, n, len(data))
-        self.offset += len(data)
+        got = len(data)
+        if got < n and (got or self._reads > 1):
+            self.short = (self.offset, n, got)
+            self.damaged = True
+        self.offset += got
         return data
-
-    def readable(self) -> bool:
-        return True
 
 
 def _records(path: Path, report: CaptureReport) -> Iterator[tuple[int, bytes, int]]:
