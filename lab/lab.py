@@ -181,7 +181,7 @@ class Event:
 class Lab:
     def __init__(self, out: Path, minutes: float, seed: int, benign_fraction: float = 0.3,
                  attacks: tuple[Attack, ...] = ATTACKS, clients: tuple[str, ...] = ("c1", "c2", "c3"),
-                 log=print):
+                 log=print, sessions_per_client: int = 1):
         self.out = Path(out)
         self.seconds = minutes * 60.0
         self.seed = seed
@@ -189,6 +189,7 @@ class Lab:
         self.benign_fraction = benign_fraction
         self.attacks = attacks
         self.clients = clients
+        self.sessions_per_client = sessions_per_client     # parallel benign users per client host
         self.log = log
         self.work = Path(tempfile.mkdtemp(prefix="deepids-lab-"))
         self.procs: list[subprocess.Popen] = []
@@ -442,8 +443,9 @@ xferlog_enable=NO
         self.t0 = time.time()
         events = self.plan()
         self.events = events
+        users = [h for h in self.clients for _ in range(self.sessions_per_client)] + ["att"]
         threads = [threading.Thread(target=self.benign_client, args=(h, self.seed * 100 + i), daemon=True)
-                   for i, h in enumerate([*self.clients, "att"])]
+                   for i, h in enumerate(users)]
         for th in threads:
             th.start()
         attacker = threading.Thread(target=self.run_attacks, args=(events,), daemon=True)
@@ -496,6 +498,7 @@ xferlog_enable=NO
             "label_rule": f"flow from/to {ATTACKER} whose first packet lies in [start, end + {LABEL_MARGIN_S}s] "
                           f"of an attack -> its label; everything else BENIGN",
             "benign_sessions": self.benign_counts,
+            "users_per_client": self.sessions_per_client,
             "capture": meter.to_dict(),
             "flows": cic.height,
             "labels": dict(zip(labels["Label"].to_list(), labels["count"].to_list())),
@@ -630,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=7)
     r.add_argument("--benign-fraction", type=float, default=0.3)
     r.add_argument("--attacks", default=None, help="comma-separated attack kinds (default: all)")
+    r.add_argument("--users-per-client", type=int, default=1, help="parallel benign users on each client host")
     sub.add_parser("teardown", help="remove leftovers of an interrupted lab")
     sub.add_parser("check", help="say whether the lab can run here")
     args = ap.parse_args(argv)
@@ -648,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         want = args.attacks.split(",")
         attacks = tuple(a for a in ATTACKS if a.kind in want)
     lab = Lab(args.out, args.minutes, args.seed, args.benign_fraction, attacks,
-              log=lambda m: print(f"[{datetime.now().strftime('%H:%M:%S')}] {m}", flush=True))
+              log=lambda m: print(f"[{datetime.now().strftime('%H:%M:%S')}] {m}", flush=True),
+              sessions_per_client=args.users_per_client)
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
