@@ -215,6 +215,9 @@ def main() -> None:
         result["results"]["deepids_capture_flows_subset"] = {"packets": k, "seconds": round(sk, 4),
                                                              "packets_per_s": round(k / sk),
                                                              "flows": fl_sub.height}
+    import resource
+
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["loadavg_after"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

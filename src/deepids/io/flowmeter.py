@@ -50,6 +50,9 @@ Differences from CICFlowMeter (documented, deliberate)
   them as they end). ``timestamp`` is the first packet's time in **UTC**, to the microsecond
   (CICIDS2017 timestamps are local time, to the minute or second).
 * IPv6 extension headers are not followed, and non-first IPv4 fragments are skipped (counted).
+
+Memory: the headers of the whole capture are held while flows are made; the peak measured is
+about 0.7 KB per packet (docs/RESULTS.md). Split very large captures first.
 """
 
 from __future__ import annotations
