@@ -49,7 +49,7 @@ CAPTURE_SUFFIXES: tuple[str, ...] = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".p
 SNAP = 128
 #: a record longer than this is taken as damage (pcap's own maximum snap length is 256 KiB)
 MAX_RECORD = 1 << 20
-_CHUNK = 100_000
+_CHUNK = 20_000
 
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
