@@ -659,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)      # also when started with SIGINT ignored (background jobs)
     atexit.register(lab.teardown)
     try:
         manifest = lab.go()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -115,6 +116,7 @@ def test_short_lab_run_captures_labels_and_tears_down(tmp_path):
         manifest = run.go()
     finally:
         run.teardown()
+        shutil.rmtree(run.work, ignore_errors=True)
     assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
                 if n.startswith(lab.PREFIX + "-")]
     assert subprocess.run(["id", lab.LAB_USER], capture_output=True).returncode != 0
