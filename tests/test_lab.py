@@ -71,9 +71,11 @@ needs_lab_data = pytest.mark.skipif(not (LAB_DATA / "manifest.json").exists(), r
 
 
 @needs_lab_data
-def test_committed_lab_flows_match_the_manifest():
-    manifest = json.loads((LAB_DATA / "manifest.json").read_text())
-    df, report = read_flows(LAB_DATA / "lab_flows.parquet")
+@pytest.mark.parametrize("folder", ["lab", "lab_dense"])
+def test_committed_lab_flows_match_the_manifest(folder):
+    data = REPO / "data" / folder
+    manifest = json.loads((data / "manifest.json").read_text())
+    df, report = read_flows(data / "lab_flows.parquet")
     assert report.layout == "cicids2017-labelled" and report.n_rejected == 0
     assert df.height == manifest["flows"]
     counts = df["label"].value_counts()
@@ -85,7 +87,7 @@ def test_committed_lab_flows_match_the_manifest():
     first = min(e["start"] for e in manifest["schedule"] if e["start"])
     cut = datetime.fromtimestamp(first - 1, timezone.utc).replace(tzinfo=None)
     assert (df.filter(pl.col("timestamp") < cut)["label"] == "benign").all()
-    assert df.filter(pl.col("timestamp") < cut).height > 300          # 382 benign flows in the first 9 min
+    assert df.filter(pl.col("timestamp") < cut).height > 300          # 382 (lab) and 1,445 (lab_dense)
 
 
 @needs_lab_data
