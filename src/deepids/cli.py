@@ -73,6 +73,8 @@ def _report_read(report, what: str = "read") -> None:
         reasons = ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items())
         line += f"; rejected {d['rejected']:,}: {reasons}"
     _info(line)
+    for note in d.get("notes", ()):     # e.g. what a packet capture held, damage
+        _info(note)
 
 
 # --------------------------------------------------------------------------- train
@@ -304,6 +306,8 @@ def inspect(
         if d.get(key):
             table.add_row(key.replace("_", " "), "\n".join(f"{n:>8,}  {k}" for k, n in d[key].items()))
     labels = d.get("labels") or {}
+    if d.get("notes"):
+        table.add_row("notes", "\n".join(d["notes"]))
     table.add_row("labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
                   or "none")
     out.print(table)
@@ -392,6 +396,42 @@ def _is_logs(paths) -> bool:
     from deepids.io.logs import looks_like_logs
 
     return looks_like_logs(paths)
+
+# --------------------------------------------------------------------------- flows
+@app.command()
+def flows(
+    capture: Annotated[Path, typer.Argument(help="Packet capture: pcap or pcapng, optionally gzip-compressed.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv.")],
+    flow_timeout: Annotated[float, typer.Option(help="Seconds after a flow's first packet that end it (CICFlowMeter: 120).")] = 120.0,
+    activity_timeout: Annotated[float, typer.Option(help="Gap in seconds that separates active and idle periods (CICFlowMeter: 5).")] = 5.0,
+    end_on_rst: Annotated[bool, typer.Option("--end-on-rst/--fin-only", help="Whether a TCP RST ends a flow like FIN does.")] = True,
+    min_packets: Annotated[int, typer.Option(help="Drop flows with fewer packets (CICFlowMeter: 2).")] = 2,
+    cic_names: Annotated[bool, typer.Option(help="Name the metadata as GeneratedLabelledFlows does (Flow ID, Source IP, ...).")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the capture report as JSON here ('-' for stdout).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Extract bidirectional flows with the CICFlowMeter features from a packet capture."""
+    import time as _time
+
+    from deepids.errors import ConfigError
+    from deepids.io.flowmeter import capture_flows, to_cic_layout, write_flows
+
+    if flow_timeout <= 0 or activity_timeout <= 0 or min_packets < 1:
+        raise ConfigError("--flow-timeout and --activity-timeout must be positive, --min-packets at least 1")
+    if not str(out_file).lower().endswith((".parquet", ".pq", ".csv")):
+        raise ConfigError(f"cannot tell the output format of {out_file}: use .parquet or .csv")
+    started = _time.perf_counter()
+    table, report = capture_flows(capture, flow_timeout=flow_timeout, activity_timeout=activity_timeout,
+                                  end_on_rst=end_on_rst, min_packets=min_packets)
+    seconds = _time.perf_counter() - started
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    write_flows(to_cic_layout(table) if cic_names else table, out_file)
+    _info(report.line())
+    if not quiet:
+        _info(f"{report.capture.packets:,} packets in {seconds:.2f}s ({report.capture.packets / max(seconds, 1e-9):,.0f} packets/s)")
+    if json_out:
+        _write_json({**report.to_dict(), "seconds": round(seconds, 3), "out": str(out_file)}, json_out)
+    out.print(f"wrote {table.height:,} flows to {out_file}", highlight=False)
 
 
 # ---------------------------------------------------------------------------- demo

@@ -58,6 +58,7 @@ import pyarrow.parquet as pq
 
 from deepids.errors import ConfigError, InputError, SchemaError
 from deepids.io.labels import normalise_labels
+from deepids.io.pcap import CAPTURE_SUFFIXES, is_capture
 from deepids.io.schema import (
     FLOW_FEATURES,
     FLOW_METADATA,
@@ -89,7 +90,8 @@ FLOW_FILE_SUFFIXES: tuple[str, ...] = (
 
 CIC_LAYOUTS = ("cicids2017", "cicids2017-labelled", "cse-cic-ids2018")
 _FAMILY = {"cicids2017": "cic", "cicids2017-labelled": "cic", "cse-cic-ids2018": "cic",
-           "nsl-kdd": "nsl-kdd", "generic": "generic"}
+           "nsl-kdd": "nsl-kdd", "generic": "generic",
+           "pcap": "cic"}   # captures become CIC flows (deepids.io.flowmeter)
 
 _META_KIND = {"flow_id": "str", "src_ip": "str", "dst_ip": "str", "src_port": "int",
               "dst_port": "int", "protocol": "int", "timestamp": "ts"}
@@ -144,6 +146,7 @@ class ReadReport:
     time_range: tuple[str, str] | None = None
     entities: dict[str, int] = field(default_factory=dict)
     unparsed_timestamps: int = 0
+    notes: list[str] = field(default_factory=list)    # e.g. what a packet capture held, damage
     _row_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
     _entity_values: dict[str, set] | None = field(default=None, repr=False, compare=False)
 
@@ -166,6 +169,7 @@ class ReadReport:
             "time_range": list(self.time_range) if self.time_range else None,
             "unparsed_timestamps": int(self.unparsed_timestamps),
             "entities": {k: int(v) for k, v in self.entities.items()},
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
     def merge(self, other: ReadReport) -> ReadReport:
@@ -222,6 +226,7 @@ class ReadReport:
             time_range=_merge_ranges(self.time_range, other.time_range),
             entities=entities,
             unparsed_timestamps=self.unparsed_timestamps + other.unparsed_timestamps,
+            notes=list(self.notes) + [n for n in other.notes if n not in self.notes],
             _row_hashes=hashes,
             _entity_values=values,
         )
@@ -243,7 +248,7 @@ def _merge_ranges(a: tuple[str, str] | None, b: tuple[str, str] | None) -> tuple
 
 def _is_flow_file_name(name: str) -> bool:
     low = name.lower()
-    return any(low.endswith(s) for s in FLOW_FILE_SUFFIXES)
+    return any(low.endswith(s) for s in FLOW_FILE_SUFFIXES + CAPTURE_SUFFIXES)
 
 
 def _resolve_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
@@ -371,6 +376,8 @@ class _Header:
 
 
 def _read_header(path: Path) -> _Header:
+    if is_capture(path):            # pcap/pcapng: flows are made by deepids.io.flowmeter
+        return _Header(path, "pcap", None, [], True)
     fmt, compression = _sniff(path)
     if fmt == "parquet":
         try:
@@ -389,6 +396,8 @@ def _read_header(path: Path) -> _Header:
 
 
 def _detect(header: _Header) -> str:
+    if header.fmt == "pcap":
+        return "pcap"
     if header.fmt == "csv" and not header.has_header:
         return "nsl-kdd"
     names = [_clean(f) for f in header.fields]
@@ -566,6 +575,8 @@ def _plan_generic(header: _Header, label_column: str | None, srcs: list[str],
 
 
 def _make_plan(header: _Header, layout: str, label_column: str | None) -> _Plan:
+    if header.fmt == "pcap":
+        return _Plan(header, "pcap", [], [], 0)
     if header.fmt == "parquet":
         if layout == "nsl-kdd":
             raise SchemaError(f"{header.path} is a parquet file; the nsl-kdd layout is a "
@@ -938,7 +949,24 @@ def _rechunk(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(buf) if len(buf) > 1 else buf[0]
 
 
+def _iter_capture(plan: _Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, ReadReport]]:
+    """Flows of a packet capture (deepids.io.flowmeter); dropped flows count as rejected rows,
+    and what the capture held (packets skipped, damage) goes into the report's notes."""
+    from deepids.io.flowmeter import capture_flows
+
+    frame, meter = capture_flows(plan.path)
+    for start in range(0, max(frame.height, 1), batch_size):
+        part = frame.slice(start, batch_size)
+        report = _batch_report(plan, part, dict(meter.dropped) if start == 0 else {}, 0)
+        if start == 0:
+            report.notes = [meter.line()]
+        yield part, report
+
+
 def _iter_file(plan: _Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, ReadReport]]:
+    if plan.header.fmt == "pcap":
+        yield from _iter_capture(plan, batch_size)
+        return
     pending = [0]
     if plan.header.fmt == "parquet":
         raw_tables: Iterator[pa.Table] = _raw_batches_parquet(plan, batch_size)
@@ -990,7 +1018,7 @@ def _plans(paths, layout: str | None, label_column: str | None) -> list[_Plan]:
     plans = []
     for f in files:
         header = _read_header(f)
-        lay = layout or _detect(header)
+        lay = "pcap" if header.fmt == "pcap" else (layout or _detect(header))
         plans.append(_make_plan(header, lay, label_column))
     families = {_FAMILY[p.layout] for p in plans}
     if len(families) > 1:

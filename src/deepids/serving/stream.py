@@ -157,6 +157,16 @@ class LineReader:
             self._put(rest)
 
     def _read_file(self, path: Path) -> None:
+        from deepids.io.flowmeter import capture_lines
+        from deepids.io.pcap import is_capture
+
+        if is_capture(path):             # a packet capture: its flows, as CSV lines
+            if self.follow:
+                raise InputError(f"{path} is a packet capture; --follow needs a text file")
+            for line in capture_lines(path):
+                if not self._put(line):
+                    return
+            return
         with open(path, "rb") as probe:
             gz = probe.read(2) == b"\x1f\x8b"
         if gz:
