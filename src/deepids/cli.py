@@ -242,7 +242,7 @@ def score(
     label_column: LabelColumn = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Score every record of flow files, chunk by chunk, into CSV, Parquet or JSON Lines."""
+    """Score every record of flow files, packet captures or event logs into CSV, Parquet or JSON Lines."""
     from deepids.models import load_model
     from deepids.scoring import output_format, score_files
 
@@ -251,22 +251,15 @@ def score(
     if _is_logs(data):
         from deepids.hunting.logs import score_log_files
 
-        d = score_log_files(detector, data, out_file, top_k=top_k, progress=not quiet)
-        line = (f"scored {d['records_scored']:,} events, {d['alerts']:,} alerts "
-                f"(threshold {detector.threshold_.value:.4g}), rejected {d['records_rejected']:,}")
-        if d["rejected_reasons"]:
-            line += " (" + ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items()) + ")"
-        _info(line + f"; {d['records_per_second'] or 0:,.0f} events/s")
-        out.print(f"wrote {out_file}", highlight=False)
-        return
-    summary = score_files(detector, data, out_file, layout=layout, label_column=label_column,
-                          batch_size=batch_size, top_k=top_k, progress=not quiet)
-    d = summary.to_dict()
-    line = (f"scored {d['records_scored']:,} records, {d['alerts']:,} alerts "
+        d, unit = score_log_files(detector, data, out_file, top_k=top_k, progress=not quiet), "events"
+    else:
+        d, unit = score_files(detector, data, out_file, layout=layout, label_column=label_column,
+                              batch_size=batch_size, top_k=top_k, progress=not quiet).to_dict(), "records"
+    line = (f"scored {d['records_scored']:,} {unit}, {d['alerts']:,} alerts "
             f"(threshold {detector.threshold_.value:.4g}), rejected {d['records_rejected']:,}")
     if d["rejected_reasons"]:
         line += " (" + ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items()) + ")"
-    _info(line + f"; {d['records_per_second'] or 0:,.0f} records/s")
+    _info(line + f"; {d['records_per_second'] or 0:,.0f} {unit}/s")
     out.print(f"wrote {out_file}", highlight=False)
 
 
