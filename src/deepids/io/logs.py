@@ -495,3 +495,53 @@ def raw_fields(raw: str | None) -> dict:
     except json.JSONDecodeError:
         return {}
     return out if isinstance(out, dict) else {}
+
+
+# ------------------------------------------------------------------ records that arrive one by one
+R_EVENT_NOT_OBJECT = "not a JSON object"
+R_NO_EVENT_ID = "no event id"
+R_FLOW_RECORD = "a network flow, not a Windows event (this is a log model)"
+R_BAD_EVENT = "malformed event"
+
+
+def events_from_records(items) -> tuple[pl.DataFrame, "np.ndarray", list]:
+    """Windows events as they arrive (HTTP bodies, NDJSON lines) -> (canonical event table, the input
+    position of each row, rejections).
+
+    Each item is a flat NXLog-style object (the OTRF layout) or a nested Winlogbeat / Elastic one
+    (``winlog.*``, ``host.name``), flattened as :func:`read_events` flattens them. An item that is
+    not a JSON object, has no event id, or is a network flow is rejected with its position, the
+    field at fault and the reason (a `deepids.io.records.Rejection`); the rest keep input order.
+    """
+    import numpy as np
+
+    from deepids.io.records import Rejection, Unparsable, canonical_name
+    from deepids.io.schema import FLOW_FEATURES
+
+    flow_names = set(FLOW_FEATURES)
+    rows: list[dict] = []
+    index: list[int] = []
+    rejected: list = []
+    for i, item in enumerate(items):
+        if isinstance(item, Unparsable):
+            rejected.append(Rejection(i, item.field, item.reason))
+            continue
+        if not isinstance(item, dict):
+            rejected.append(Rejection(i, None, R_EVENT_NOT_OBJECT))
+            continue
+        nested = isinstance(item.get("winlog"), dict)
+        try:
+            flat = flatten_winlogbeat(item) if nested else item
+            row = canonical_event(flat, None, keep_raw=False)
+        except (TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
+            rejected.append(Rejection(i, None, f"{R_BAD_EVENT}: {type(exc).__name__}"))
+            continue
+        if row is None:
+            if any(canonical_name(k) in flow_names for k in list(item)[:20]):
+                rejected.append(Rejection(i, None, R_FLOW_RECORD))
+            else:
+                rejected.append(Rejection(i, "winlog.event_id" if nested else "EventID", R_NO_EVENT_ID))
+            continue
+        rows.append(row)
+        index.append(i)
+    return events_frame(rows), np.asarray(index, dtype=np.int64), rejected
