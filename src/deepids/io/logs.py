@@ -264,7 +264,8 @@ def flatten_winlogbeat(obj: dict) -> dict:
         if isinstance(w.get(k), dict):
             flat.update(w[k])
     host = obj.get("host")
-    flat["EventID"] = w.get("event_id", (obj.get("event") or {}).get("code"))
+    event = obj.get("event") if isinstance(obj.get("event"), dict) else {}
+    flat["EventID"] = w.get("event_id", event.get("code"))
     flat["Channel"] = w.get("channel")
     flat["SourceName"] = w.get("provider_name")
     flat["RecordNumber"] = w.get("record_id")
@@ -530,11 +531,12 @@ def events_from_records(items) -> tuple[pl.DataFrame, "np.ndarray", list]:
             rejected.append(Rejection(i, None, R_EVENT_NOT_OBJECT))
             continue
         nested = isinstance(item.get("winlog"), dict)
+        flat = item
         try:
             flat = flatten_winlogbeat(item) if nested else item
             row = canonical_event(flat, None, keep_raw=False)
-        except (TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
-            rejected.append(Rejection(i, None, f"{R_BAD_EVENT}: {type(exc).__name__}"))
+        except (TypeError, ValueError, AttributeError, OverflowError, OSError):
+            rejected.append(_bad_event(i, flat if isinstance(flat, dict) else item, nested))
             continue
         if row is None:
             if any(canonical_name(k) in flow_names for k in list(item)[:20]):
@@ -545,3 +547,19 @@ def events_from_records(items) -> tuple[pl.DataFrame, "np.ndarray", list]:
         rows.append(row)
         index.append(i)
     return events_frame(rows), np.asarray(index, dtype=np.int64), rejected
+
+
+def _bad_event(i: int, flat: dict, nested: bool):
+    """The rejection of an event whose fields broke canonicalisation: the first field of a wrong type."""
+    from deepids.io.records import Rejection
+
+    for k, v in flat.items():
+        if k in _CONSUMED and k != "Message" and (isinstance(v, (dict, list, bool)) or
+                                                  (isinstance(v, (int, float)) and abs(v) > 2 ** 53)):
+            return Rejection(i, f"winlog.event_data.{k}" if nested and k not in _WINLOG_TOP else k, R_WRONG_TYPE_EVENT)
+    return Rejection(i, None, R_BAD_EVENT)
+
+
+R_WRONG_TYPE_EVENT = "wrong type"
+_WINLOG_TOP = {"EventID", "Channel", "SourceName", "RecordNumber", "Hostname", "@timestamp", "ExecutionProcessID",
+               "EventType"}

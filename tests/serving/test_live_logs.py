@@ -95,7 +95,8 @@ def test_streaming_events_gives_the_batch_scores_and_alerts_name_host_and_user(
 def test_posted_events_good_and_malformed_add_up(log_model, empire_events, empire_batch_scores):
     flow = {"Destination Port": 80, "Flow Duration": 1200, "Total Fwd Packets": 3}
     no_id = {k: v for k, v in empire_events[1].items() if k != "EventID"}
-    body = [empire_events[0], "not an event", no_id, empire_events[2], flow, 42, empire_events[3]]
+    bad_time = dict(empire_events[7], **{"@timestamp": 2 ** 70})
+    body = [empire_events[0], "not an event", no_id, empire_events[2], flow, 42, empire_events[3], bad_time]
     scorer = LiveScorer(log_model)
     with TestClient(create_app(scorer)) as client:
         r = client.post("/v1/score", json=body)
@@ -106,9 +107,10 @@ def test_posted_events_good_and_malformed_add_up(log_model, empire_events, empir
                                    rtol=1e-5, atol=1e-6)
         assert set(doc["results"][0]) == {"index", "score", "is_anomaly", "threshold", "top_features"}
         rejected = {x["index"]: x for x in doc["rejected"]}
-        assert sorted(rejected) == [1, 2, 4, 5] and doc["scored"] + doc["n_rejected"] == len(body)
+        assert sorted(rejected) == [1, 2, 4, 5, 7] and doc["scored"] + doc["n_rejected"] == len(body)
         assert rejected[2]["field"] == "EventID" and rejected[2]["reason"] == R_NO_EVENT_ID
         assert rejected[4]["reason"] == R_FLOW_RECORD
+        assert (rejected[7]["field"], rejected[7]["reason"]) == ("@timestamp", "wrong type")
         assert rejected[1]["reason"] == rejected[5]["reason"] == "not a JSON object"
         # NDJSON with a line that is not JSON
         nd = "\n".join([json.dumps(empire_events[4]), "{oops", json.dumps(empire_events[5])]) + "\n"
@@ -124,7 +126,7 @@ def test_posted_events_good_and_malformed_add_up(log_model, empire_events, empir
     snap = scorer.metrics.snapshot()
     assert snap["records_received"] == len(body) + 3 + 2
     assert snap["records_scored"] + snap["records_rejected"] == snap["records_received"]
-    assert snap["records_scored"] == 5
+    assert snap["records_scored"] == 5 and snap["rejected_reasons"]["not a JSON object"] == 2
     assert "deepids_records_scored_total 5" in metrics
 
 
@@ -151,6 +153,8 @@ def test_nested_winlogbeat_events_score_as_their_flat_form(log_model, empire_eve
     scorer = LiveScorer(log_model)
     flat = scorer.score(picked)
     nested = scorer.score([_winlogbeat(e) for e in picked])
+    odd = dict(_winlogbeat(picked[0]), event="not an object")     # an ECS `event` that is not an object
+    assert len(scorer.score([odd]).index) == 1
     assert len(flat.index) == len(nested.index) == len(picked)
     np.testing.assert_allclose(nested.score, flat.score, rtol=1e-6)
     assert nested.top_features == flat.top_features
