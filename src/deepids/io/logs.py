@@ -264,7 +264,8 @@ def flatten_winlogbeat(obj: dict) -> dict:
         if isinstance(w.get(k), dict):
             flat.update(w[k])
     host = obj.get("host")
-    flat["EventID"] = w.get("event_id", (obj.get("event") or {}).get("code"))
+    event = obj.get("event") if isinstance(obj.get("event"), dict) else {}
+    flat["EventID"] = w.get("event_id", event.get("code"))
     flat["Channel"] = w.get("channel")
     flat["SourceName"] = w.get("provider_name")
     flat["RecordNumber"] = w.get("record_id")
@@ -495,3 +496,70 @@ def raw_fields(raw: str | None) -> dict:
     except json.JSONDecodeError:
         return {}
     return out if isinstance(out, dict) else {}
+
+
+# ------------------------------------------------------------------ records that arrive one by one
+R_EVENT_NOT_OBJECT = "not a JSON object"
+R_NO_EVENT_ID = "no event id"
+R_FLOW_RECORD = "a network flow, not a Windows event (this is a log model)"
+R_BAD_EVENT = "malformed event"
+
+
+def events_from_records(items) -> tuple[pl.DataFrame, "np.ndarray", list]:
+    """Windows events as they arrive (HTTP bodies, NDJSON lines) -> (canonical event table, the input
+    position of each row, rejections).
+
+    Each item is a flat NXLog-style object (the OTRF layout) or a nested Winlogbeat / Elastic one
+    (``winlog.*``, ``host.name``), flattened as :func:`read_events` flattens them. An item that is
+    not a JSON object, has no event id, or is a network flow is rejected with its position, the
+    field at fault and the reason (a `deepids.io.records.Rejection`); the rest keep input order.
+    """
+    import numpy as np
+
+    from deepids.io.records import Rejection, Unparsable, canonical_name
+    from deepids.io.schema import FLOW_FEATURES
+
+    flow_names = set(FLOW_FEATURES)
+    rows: list[dict] = []
+    index: list[int] = []
+    rejected: list = []
+    for i, item in enumerate(items):
+        if isinstance(item, Unparsable):
+            rejected.append(Rejection(i, item.field, item.reason))
+            continue
+        if not isinstance(item, dict):
+            rejected.append(Rejection(i, None, R_EVENT_NOT_OBJECT))
+            continue
+        nested = isinstance(item.get("winlog"), dict)
+        flat = item
+        try:
+            flat = flatten_winlogbeat(item) if nested else item
+            row = canonical_event(flat, None, keep_raw=False)
+        except (TypeError, ValueError, AttributeError, OverflowError, OSError):
+            rejected.append(_bad_event(i, flat if isinstance(flat, dict) else item, nested))
+            continue
+        if row is None:
+            if any(canonical_name(k) in flow_names for k in list(item)[:20]):
+                rejected.append(Rejection(i, None, R_FLOW_RECORD))
+            else:
+                rejected.append(Rejection(i, "winlog.event_id" if nested else "EventID", R_NO_EVENT_ID))
+            continue
+        rows.append(row)
+        index.append(i)
+    return events_frame(rows), np.asarray(index, dtype=np.int64), rejected
+
+
+def _bad_event(i: int, flat: dict, nested: bool):
+    """The rejection of an event whose fields broke canonicalisation: the first field of a wrong type."""
+    from deepids.io.records import Rejection
+
+    for k, v in flat.items():
+        if k in _CONSUMED and k != "Message" and (isinstance(v, (dict, list, bool)) or
+                                                  (isinstance(v, (int, float)) and abs(v) > 2 ** 53)):
+            return Rejection(i, f"winlog.event_data.{k}" if nested and k not in _WINLOG_TOP else k, R_WRONG_TYPE_EVENT)
+    return Rejection(i, None, R_BAD_EVENT)
+
+
+R_WRONG_TYPE_EVENT = "wrong type"
+_WINLOG_TOP = {"EventID", "Channel", "SourceName", "RecordNumber", "Hostname", "@timestamp", "ExecutionProcessID",
+               "EventType"}

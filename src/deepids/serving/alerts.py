@@ -95,12 +95,16 @@ def ecs_alert(record: Any, row: dict, *, score: float, threshold: float, model: 
     proto = row.get("protocol")
     if proto is not None:
         doc["network"] = {"iana_number": str(proto), **({"transport": _TRANSPORT[proto]} if proto in _TRANSPORT else {})}
-    if isinstance(record, dict):
+    if "user_name" in row:                     # a Windows event: its canonical host and user
+        host, user = row.get("host"), row.get("user_name")
+    elif isinstance(record, dict):
         host, user = _lookup(record, _HOST_KEYS), _lookup(record, _USER_KEYS)
-        if host:
-            doc["host"] = {"name": host}
-        if user:
-            doc["user"] = {"name": user}
+    else:
+        host = user = None
+    if host:
+        doc["host"] = {"name": host}
+    if user:
+        doc["user"] = {"name": user}
     deepids = {"score": float(score), "threshold": float(threshold), "model": model,
                "top_features": list(top_features), "record": _json_safe(record)}
     if row.get("flow_id"):

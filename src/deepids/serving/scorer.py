@@ -6,6 +6,11 @@ per-entity history, and counts everything in `ServingMetrics`. Scoring one recor
 in micro-batches, or a whole file at once gives the same scores, because the history carries
 each entity's last records from batch to batch (bounded by `max_entities` with LRU eviction
 and by `idle_ttl`).
+
+A model trained on Windows event logs (its inputs are `event_features`) is recognised at
+construction: its records are Windows events (flat NXLog or nested Winlogbeat JSON), turned
+into canonical events by `io.logs.events_from_records` and into features by `event_features`,
+each scored on its own. The flow path is not touched by that choice.
 """
 
 from __future__ import annotations
@@ -213,6 +218,13 @@ class LiveScorer:
         self.idle_ttl = idle_ttl
         self.metrics = metrics or ServingMetrics()
         self._lock = threading.Lock()
+        # the kind of record the model reads is decided once: flows (the default path) or
+        # Windows events (a model trained on `event_features`)
+        from deepids.features.events import is_log_model
+
+        self.kind = "logs" if is_log_model(self.required) else "flows"
+        if self.kind == "logs":
+            self.canonicalise = self._canonicalise_events
 
     # --------------------------------------------------------------- steps
     def canonicalise(self, items: Sequence[Any]) -> CanonicalRecords:
@@ -222,6 +234,21 @@ class LiveScorer:
         if canon.rejected:
             self.metrics.count_rejected(canon.rejected)
         return canon
+
+    def _canonicalise_events(self, items: Sequence[Any]) -> CanonicalRecords:
+        """Windows events -> the model's per-event features, plus `timestamp`, `host` and `user_name`
+        (the canonical event's, for alerts); rejections are counted."""
+        from deepids.features.events import event_features
+        from deepids.io.logs import events_from_records
+
+        events, index, rejected = events_from_records(items)
+        table = event_features(events).with_columns(
+            events.get_column("timestamp"), events.get_column("host"),
+            events.get_column("user").alias("user_name"))
+        self.metrics.count_received(len(items))
+        if rejected:
+            self.metrics.count_rejected(rejected)
+        return CanonicalRecords(table, index, rejected)
 
     def score_table(self, table: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         """(score, is_anomaly, top_features) for a canonical table, carrying per-entity state."""
@@ -262,6 +289,7 @@ class LiveScorer:
         return _jsonable({
             "model": self.name,
             "class": type(d).__name__,
+            "records": "windows-events" if self.kind == "logs" else "flows",
             "deepids_version": __version__,
             "format_version": FORMAT_VERSION,
             "hyperparameters": d.get_params() if hasattr(d, "get_params") else {},

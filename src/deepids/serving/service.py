@@ -256,8 +256,9 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
     app.state.inflight = inflight
 
     record_schema = {"type": "object", "additionalProperties": True,
-                     "description": "One record in the model's column vocabulary (raw CICFlowMeter names in "
-                                    "either dataset's spelling, or canonical names)."}
+                     "description": "One record in the model's column vocabulary: for a flow model, raw "
+                                    "CICFlowMeter names in either dataset's spelling, or canonical names; for a "
+                                    "log model, a Windows event (flat NXLog layout, or nested Winlogbeat)."}
     openapi_body = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [{"type": "array", "items": record_schema}, record_schema]}},
         "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON record per line"}},
