@@ -7,6 +7,7 @@ recording it never saw is streamed, posted and nested into the Winlogbeat layout
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from deepids.hunting.logs import read_log_features, score_events
 from deepids.io.logs import R_FLOW_RECORD, R_NO_EVENT_ID
 from deepids.serving import LiveScorer
+from deepids.serving.alerts import MemorySink
 from deepids.serving.service import create_app
 from deepids.serving.stream import run_stream
 
@@ -54,24 +56,13 @@ def empire_batch_scores(log_model):
     return score_events(log_model, features).score
 
 
-class _Collect:
-    def __init__(self):
-        self.alerts = []
-
-    def emit(self, alerts):
-        self.alerts += alerts
-
-    def close(self):
-        return {"sink": "memory", "written": len(self.alerts)}
-
-
 def test_streaming_events_gives_the_batch_scores_and_alerts_name_host_and_user(
         log_model, empire_events, empire_batch_scores, tmp_path):
     path = tmp_path / "winlogbeat.ndjson"
     path.write_text("".join(json.dumps(e) + "\n" for e in empire_events))
     scorer = LiveScorer(log_model)
     assert scorer.kind == "logs"
-    scores, sink = __import__("io").StringIO(), _Collect()
+    scores, sink = io.StringIO(), MemorySink()
     summary = run_stream(scorer, path, [sink], batch_size=100, scores_out=scores)
     got = [json.loads(line) for line in scores.getvalue().splitlines()]
     assert summary.format == "ndjson"

@@ -14,25 +14,14 @@ from typer.testing import CliRunner
 from deepids.cli import app
 from deepids.io import read_flows
 from deepids.serving import LiveScorer
-from deepids.serving.alerts import WebhookSink, ecs_alert
+from deepids.serving.alerts import MemorySink, WebhookSink, ecs_alert
 from deepids.serving.stream import run_stream
-
-
-class _Collect:
-    def __init__(self):
-        self.alerts = []
-
-    def emit(self, alerts):
-        self.alerts += alerts
-
-    def close(self):
-        return {"sink": "memory", "written": len(self.alerts)}
 
 
 def test_streaming_a_file_gives_the_batch_scores(seq_model, friday_path):
     scorer = LiveScorer(seq_model)
     scores = io.StringIO()
-    summary = run_stream(scorer, friday_path, [_Collect()], batch_size=37, scores_out=scores)
+    summary = run_stream(scorer, friday_path, [MemorySink()], batch_size=37, scores_out=scores)
     got = [json.loads(line) for line in scores.getvalue().splitlines()]
     table, _ = read_flows(friday_path)
     whole = seq_model.score_records(table)
@@ -55,7 +44,7 @@ def test_good_and_malformed_lines_add_up_and_alerts_are_ecs(seq_model, friday_li
     path.write_text("\n".join(lines) + "\n")
     scorer = LiveScorer(seq_model)
     scorer.threshold = 0.0                                     # every scored record raises an alert
-    sink = _Collect()
+    sink = MemorySink()
     summary = run_stream(scorer, path, [sink], batch_size=16)
     assert summary.read == 62                                  # 60 data lines + header again + empty row
     assert summary.rejected == {"wrong number of fields": 1, "non-numeric value": 1,
@@ -78,7 +67,7 @@ def test_follow_scores_lines_as_they_are_appended(seq_model, friday_lines, tmp_p
     stop = threading.Event()
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault(
-        "s", run_stream(scorer, path, [_Collect()], follow=True, flush_interval=0.05, poll_interval=0.02,
+        "s", run_stream(scorer, path, [MemorySink()], follow=True, flush_interval=0.05, poll_interval=0.02,
                         stop=stop)))
     thread.start()
 
@@ -113,7 +102,7 @@ def test_stdin_ndjson(seq_model, friday_lines):
 
     records = CsvLineParser(friday_lines[0]).parse(friday_lines[1:21])
     body = "".join(json.dumps(r) + "\n" for r in records) + "not json\n"
-    summary = run_stream(LiveScorer(seq_model), "-", [_Collect()], stdin=io.BytesIO(body.encode()))
+    summary = run_stream(LiveScorer(seq_model), "-", [MemorySink()], stdin=io.BytesIO(body.encode()))
     assert summary.format == "ndjson" and summary.read == 21 and summary.scored == 20
     assert summary.rejected == {"invalid JSON": 1}
 

@@ -129,6 +129,19 @@ class AlertSink(Protocol):
     def close(self) -> dict: ...
 
 
+class MemorySink:
+    """Keeps alerts in a list (`.alerts`), for callers of the Python API and for tests."""
+
+    def __init__(self):
+        self.alerts: list[dict] = []
+
+    def emit(self, alerts: list[dict]) -> None:
+        self.alerts += alerts
+
+    def close(self) -> dict:
+        return {"sink": "memory", "written": len(self.alerts)}
+
+
 class FileSink:
     """Appends alerts as NDJSON to a file, or writes them to stdout (``-``); flushed per batch."""
 
