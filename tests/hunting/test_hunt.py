@@ -53,6 +53,9 @@ def test_window_scores_cover_every_event(labelled):
     _, events, y = labelled
     w = window_scores(events, y.astype(float), by="user", window="1m", top_k=3)
     assert w.get_column("events").sum() == events.filter(pl.col("user").is_not_null()).height
+    # the events without a user are in no window: counted in the summary, not lost
+    summary = hunt(events, Scores(score=y.astype(float)), by="user", window="1m").summary
+    assert summary["events_in_no_window"] == events.filter(pl.col("user").is_null()).height > 0
     with pytest.raises(ConfigError):
         window_scores(events, y, by="ip")
     with pytest.raises(ConfigError):

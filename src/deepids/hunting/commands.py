@@ -33,6 +33,9 @@ def run_hunt(model, data, *, top: int = 20, by: str = "host", window: str = "5m"
     result = hunt(events, scores, by=by, window=window, top=top, top_k=top_k, evidence=evidence,
                   attack_labels=labels)
     result.summary["read"] = {k: v for k, v in report.to_dict().items() if k != "files"}
+    if result.summary["events_in_no_window"]:
+        info(f"{result.summary['events_in_no_window']:,} events in no {by} window (no {by} or no timestamp); "
+             "scored, but not ranked")
     result.summary["model"] = detector.model_name
     if labels:
         result.summary["attack_labels"] = "ATT&CK labels from the OTRF INDEX.csv; shown only, never scored"

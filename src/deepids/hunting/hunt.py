@@ -124,6 +124,8 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
         findings.append(finding)
     summary = {"entity_type": by, "window": str(parse_window(window)), "windows": windows.height,
                "events": events.height, "events_scored": int(np.isfinite(score).sum()),
+               # events with no host/user or no timestamp belong to no window: counted, not dropped silently
+               "events_in_no_window": events.height - (int(windows.get_column("events").sum()) if windows.height else 0),
                "entities": int(windows.get_column("entity").n_unique()) if windows.height else 0,
                "window_score": f"mean of the top {top_k} event scores"}
     return HuntResult(findings=findings, windows=windows.drop("rows"), summary=summary)
