@@ -12,6 +12,18 @@ SAMPLES_DIR = REPO_ROOT / "data" / "samples"
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: small networks train several times faster that way on a
+    shared 2-core machine. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     """data/samples: small unmodified copies of real public datasets (see PROVENANCE.md)."""

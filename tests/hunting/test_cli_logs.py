@@ -13,7 +13,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from deepids.io import read_flows
@@ -22,12 +21,7 @@ ATOMIC = Path(__file__).resolve().parents[2] / "data" / "samples" / "otrf" / "at
 EMPIRE_DIR = ATOMIC / "discovery"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args):

@@ -16,13 +16,7 @@ from deepids.models import MODELS, DenseAutoencoder, load_model
 from deepids.models.gan import GANDetector, GANNet
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small networks train several times faster on one thread on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

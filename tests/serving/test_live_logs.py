@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from deepids.hunting.logs import read_log_features, score_events
 from deepids.io.logs import R_FLOW_RECORD, R_NO_EVENT_ID
@@ -33,16 +32,11 @@ EMPIRE = ATOMIC / "discovery" / "empire_shell_samr_EnumDomainUsers_2020-09-21193
 
 
 @pytest.fixture(scope="module")
-def log_model():
+def log_model(one_thread):
     from deepids.models import MODELS
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _, features, _ = read_log_features([ATOMIC / "lateral_movement", ATOMIC / "execution"])
-        yield MODELS["gan"](epochs=2, verbose=False, seed=0).fit(features)
-    finally:
-        torch.set_num_threads(before)
+    _, features, _ = read_log_features([ATOMIC / "lateral_movement", ATOMIC / "execution"])
+    return MODELS["gan"](epochs=2, verbose=False, seed=0).fit(features)
 
 
 @pytest.fixture(scope="module")
