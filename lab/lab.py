@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -181,7 +182,7 @@ class Event:
 class Lab:
     def __init__(self, out: Path, minutes: float, seed: int, benign_fraction: float = 0.3,
                  attacks: tuple[Attack, ...] = ATTACKS, clients: tuple[str, ...] = ("c1", "c2", "c3"),
-                 log=print, sessions_per_client: int = 1):
+                 log=print, sessions_per_client: int = 1, benign_mistakes: bool = False):
         self.out = Path(out)
         self.seconds = minutes * 60.0
         self.seed = seed
@@ -190,6 +191,9 @@ class Lab:
         self.attacks = attacks
         self.clients = clients
         self.sessions_per_client = sessions_per_client     # parallel benign users per client host
+        # benign users also make a real network's small failures: a mistyped password, a service
+        # that is down, a search form; single attack flows then have benign look-alikes
+        self.benign_mistakes = benign_mistakes
         self.log = log
         self.work = Path(tempfile.mkdtemp(prefix="deepids-lab-"))
         self.procs: list[subprocess.Popen] = []
@@ -373,7 +377,10 @@ xferlog_enable=NO
             if host == "att" and self.attacking.is_set():
                 self.stop.wait(1.0)
                 continue
-            kind = rng.choices(["web", "ssh", "ftp", "dns"], weights=[6, 2, 1.5, 1.5])[0]
+            kinds, weights = ["web", "ssh", "ftp", "dns"], [6, 2, 1.5, 1.5]
+            if self.benign_mistakes:
+                kinds, weights = kinds + ["search", "typo", "closed"], weights + [1.5, 1.0, 0.7]
+            kind = rng.choices(kinds, weights=weights)[0]
             try:
                 if kind == "web":
                     if rng.random() < 0.5:
@@ -389,9 +396,29 @@ xferlog_enable=NO
                     f = f"report{rng.randint(1, 8)}.bin"
                     self.exec(host, ["curl", "-s", "-o", "/dev/null", "--max-time", "30",
                                      f"ftp://{LAB_USER}:{self.password}@{SERVER}/files/{f}"], 35)
-                else:
+                elif kind == "dns":
                     for _ in range(rng.randint(1, 3)):
                         self.exec(host, ["dig", "+short", "+tries=1", "+time=2", f"@{SERVER}", rng.choice(names)], 5)
+                elif kind == "search":           # a form: query strings on pages the server may not have
+                    words = ["quarterly report", "vpn setup", "holiday rota", "printer", "invoice 2024",
+                             "o'brien", "a&b <draft>", "budget; q3"]
+                    path = rng.choice(["/search", "/login", "/product", "/comment", "/page1.html"])
+                    query = urllib.parse.urlencode({rng.choice(["q", "id", "user", "text"]): rng.choice(words)})
+                    self.exec(host, ["curl", "-s", "-o", "/dev/null", "--max-time", "10",
+                                     f"http://{SERVER}{path}?{query}"], 15)
+                elif kind == "typo":             # a mistyped password, then (mostly) the right one
+                    wrong = self.password[:-1] + rng.choice("xyz")
+                    if rng.random() < 0.5:
+                        self.exec(host, ["sshpass", "-p", wrong, *ssh[3:], "true"], 15)
+                        if rng.random() < 0.8:
+                            self.exec(host, [*ssh, "true"], 15)
+                    else:
+                        f = f"ftp://{LAB_USER}:{wrong}@{SERVER}/files/report1.bin"
+                        self.exec(host, ["curl", "-s", "-o", "/dev/null", "--max-time", "10", f], 15)
+                else:                            # "closed": a service that is down (the port answers RST)
+                    port = rng.choice([8080, 8443, 3306, 5432, 3389, 6379])
+                    self.exec(host, ["curl", "-s", "-o", "/dev/null", "--max-time", "3",
+                                     f"http://{SERVER}:{port}/"], 6)
             except Exception as exc:  # noqa: BLE001 - a client failure must not end the lab
                 self.log(f"[{host}] {kind} failed: {exc}")
             self.benign_counts[kind] = self.benign_counts.get(kind, 0) + 1
@@ -499,6 +526,7 @@ xferlog_enable=NO
                           f"of an attack -> its label; everything else BENIGN",
             "benign_sessions": self.benign_counts,
             "users_per_client": self.sessions_per_client,
+            "benign_mistakes": self.benign_mistakes,
             "capture": meter.to_dict(),
             "flows": cic.height,
             "labels": dict(zip(labels["Label"].to_list(), labels["count"].to_list())),
@@ -634,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--benign-fraction", type=float, default=0.3)
     r.add_argument("--attacks", default=None, help="comma-separated attack kinds (default: all)")
     r.add_argument("--users-per-client", type=int, default=1, help="parallel benign users on each client host")
+    r.add_argument("--benign-mistakes", action="store_true",
+                   help="benign users also mistype passwords, hit services that are down and use search forms")
     sub.add_parser("teardown", help="remove leftovers of an interrupted lab")
     sub.add_parser("check", help="say whether the lab can run here")
     args = ap.parse_args(argv)
@@ -653,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         attacks = tuple(a for a in ATTACKS if a.kind in want)
     lab = Lab(args.out, args.minutes, args.seed, args.benign_fraction, attacks,
               log=lambda m: print(f"[{datetime.now().strftime('%H:%M:%S')}] {m}", flush=True),
-              sessions_per_client=args.users_per_client)
+              sessions_per_client=args.users_per_client, benign_mistakes=args.benign_mistakes)
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt

@@ -55,6 +55,11 @@ class ScoreMode(str, Enum):
     window = "window"
 
 
+class Objective(str, Enum):
+    window = "window"
+    last = "last"
+
+
 Layout = Annotated[Optional[str], typer.Option(
     help="Force the input layout: cicids2017, cicids2017-labelled, cse-cic-ids2018, nsl-kdd or generic "
          "(default: detected from the header).")]
@@ -95,6 +100,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     entity: Annotated[str, typer.Option(help="Column that groups records into windows ('none' for file order).")] = "src_ip",
     score_mode: Annotated[ScoreMode, typer.Option(help="Score a record by its own step (last) or the whole window.")] = ScoreMode.last,
+    objective: Annotated[Objective, typer.Option(help="lstm-ae: train on every step of a window (window, the "
+                                                 "published training) or on its newest step only (last).")] = Objective.window,
     threshold: Annotated[ThresholdMethod, typer.Option(help="How to choose the alert threshold.")] = ThresholdMethod.percentile,
     percentile: Annotated[float, typer.Option(help="Percentile of benign validation scores (threshold=percentile).")] = 99.0,
     fpr: Annotated[float, typer.Option(help="Target false-positive rate (threshold=fpr).")] = 0.01,
@@ -129,7 +136,7 @@ def train(
     options = dict(
         sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
-        score_mode=score_mode.value, threshold_method=threshold.value, threshold_percentile=percentile,
+        score_mode=score_mode.value, objective=objective.value, threshold_method=threshold.value, threshold_percentile=percentile,
         threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet, target=target.value)
     if score_method:
         options["score_method"] = score_method

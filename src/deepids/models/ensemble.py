@@ -31,7 +31,7 @@ class LSTMAutoencoderEnsemble(BaseDetector):
                  sequence_lengths: list[int] | None = None, feature_fraction: float = 1.0,
                  validation_fraction: float = 0.2, epochs: int = 20, batch_size: int = 64,
                  learning_rate: float = 3e-3, patience: int = 3, entity: str | None = "src_ip",
-                 threshold_method: str = "percentile", threshold_percentile: float = 99.0,
+                 objective: str = "window", threshold_method: str = "percentile", threshold_percentile: float = 99.0,
                  threshold_fpr: float = 0.01, threshold_value: float | None = None, seed: int = 0,
                  device: str | None = None, verbose: bool = True):
         self.n_members = n_members
@@ -45,6 +45,7 @@ class LSTMAutoencoderEnsemble(BaseDetector):
         self.learning_rate = learning_rate
         self.patience = patience
         self.entity = entity
+        self.objective = objective
         self.threshold_method = threshold_method
         self.threshold_percentile = threshold_percentile
         self.threshold_fpr = threshold_fpr
@@ -82,7 +83,7 @@ class LSTMAutoencoderEnsemble(BaseDetector):
             member = LSTMAutoencoder(
                 sequence_length=T, epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                 patience=self.patience, validation_fraction=self.validation_fraction, entity=self.entity,
-                seed=self.seed + k, split_seed=self.seed, device=self.device, verbose=self.verbose)
+                objective=self.objective, seed=self.seed + k, split_seed=self.seed, device=self.device, verbose=self.verbose)
             member.fit(table.select(keep_always + cols))
             self.members_.append(member)
             self.member_columns_.append(cols)

@@ -25,16 +25,24 @@ from deepids.models.training import (TrainingConfig, fit_network, resolve_device
 SCORE_MODES = ("last", "window")
 
 
-def reconstruction_loss(noise: float = 0.0):
+OBJECTIVES = ("window", "last")
+
+
+def reconstruction_loss(noise: float = 0.0, objective: str = "window"):
     """MSE between the clean window and the network's reconstruction of it.
 
     With `noise` > 0 the network sees the window with Gaussian noise added while training
     (a denoising autoencoder), so it learns the shape of normal traffic rather than a copy.
+    `objective="last"` counts only the window's newest step: the network learns to rebuild a
+    record from its own (noisy) values and the entity's earlier records, instead of squeezing
+    the whole window through the code.
     """
 
     def loss(network: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (x,) = batch
         noisy = x + noise * torch.randn_like(x) if (noise > 0 and network.training) else x
+        if objective == "last":
+            return torch.mean((network(noisy)[:, -1] - x[:, -1]) ** 2)
         return torch.mean((network(noisy) - x) ** 2)
 
     return loss
@@ -60,6 +68,11 @@ class ReconstructionDetector(BaseDetector):
             raise ConfigError(f"sequence_length must be at least 1, got {self.sequence_length}")
         if self.score_mode not in SCORE_MODES:
             raise ConfigError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
+        objective = getattr(self, "objective", "window")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective == "last" and self.score_mode != "last":
+            raise ConfigError("objective 'last' trains only each window's newest step; score it with score_mode 'last'")
         if not 0 < self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         for name in self._positive_params:
@@ -85,7 +98,7 @@ class ReconstructionDetector(BaseDetector):
         config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                                 patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
         history = fit_network(
-            self.network_, reconstruction_loss(self.noise),
+            self.network_, reconstruction_loss(self.noise, getattr(self, "objective", "window")),
             window_batches(features, idx[~is_val], self.batch_size, shuffle=True),
             window_batches(features, idx[is_val], 4096, shuffle=False),
             config, n_train=int((~is_val).sum()), description=self.model_name,
