@@ -19,6 +19,8 @@ Sections:
   median), validation loss after each epoch, seconds to reach Keras' final validation loss.
   Inference on the same windows: deepids' full scoring (reconstruction, per-feature errors,
   score) against Keras `predict` (its default batch of 32, as printed; batch 4096 as context).
+  `--fast-batch` (256) and `--fast-lr` (6e-3) add one more deepids run at a changed setting,
+  on all threads, with its own ratios; the JSON names the changed settings.
 - `models`: for each model, training records/s (on the sample), and end-to-end scoring of a
   CSV on disk into a score file on disk (reading, features, windows, model, writing) in a fresh
   process, with that process's peak RSS.

@@ -71,7 +71,7 @@ needs_lab_data = pytest.mark.skipif(not (LAB_DATA / "manifest.json").exists(), r
 
 
 @needs_lab_data
-@pytest.mark.parametrize("folder", ["lab", "lab_dense"])
+@pytest.mark.parametrize("folder", ["lab", "lab_dense", "lab_mistakes"])
 def test_committed_lab_flows_match_the_manifest(folder):
     data = REPO / "data" / folder
     manifest = json.loads((data / "manifest.json").read_text())
@@ -87,7 +87,7 @@ def test_committed_lab_flows_match_the_manifest(folder):
     first = min(e["start"] for e in manifest["schedule"] if e["start"])
     cut = datetime.fromtimestamp(first - 1, timezone.utc).replace(tzinfo=None)
     assert (df.filter(pl.col("timestamp") < cut)["label"] == "benign").all()
-    assert df.filter(pl.col("timestamp") < cut).height > 300          # 382 (lab) and 1,445 (lab_dense)
+    assert df.filter(pl.col("timestamp") < cut).height > 300          # 382 (lab), 1,445 (lab_dense), more (lab_mistakes)
 
 
 @needs_lab_data

@@ -178,34 +178,42 @@ def test_scoring_threads_do_not_change_scores(split):
     np.testing.assert_array_equal(one.feature_error, two.feature_error)
 
 
-LAB_DENSE = Path(__file__).resolve().parents[2] / "data" / "lab_dense"
+LAB_RUN = Path(__file__).resolve().parents[2] / "data" / "lab_mistakes"
 
 
 @pytest.fixture(scope="module")
 def lab_time_split():
-    """The committed lab run: train on the benign-only time before the first attack, test after it."""
-    manifest = json.loads((LAB_DENSE / "manifest.json").read_text())
+    """A committed lab run: train on the benign-only time before the first attack, test after it."""
+    manifest = json.loads((LAB_RUN / "manifest.json").read_text())
     first = min(e["start"] for e in manifest["schedule"] if e["start"])
     cut = datetime.fromtimestamp(first, timezone.utc).replace(tzinfo=None)
-    flows, _ = read_flows(LAB_DENSE / "lab_flows.parquet")
+    flows, _ = read_flows(LAB_RUN / "lab_flows.parquet")
     flows = flows.sort("timestamp", maintain_order=True)
     return flows.filter(pl.col("timestamp") < cut), flows, (flows["timestamp"] >= cut).to_numpy()
 
 
-def test_sequences_per_host_quality_floor_on_the_lab(lab_time_split, tmp_path):
-    """Windows of 10 flows per source host, trained on the newest step (objective "last").
+def test_sequences_per_host_beat_single_flows_on_scans_in_the_lab(lab_time_split, tmp_path):
+    """Windows of 10 flows per source host, trained on the newest step (objective "last"),
+    against one flow at a time, on the lab run whose benign users also hit closed ports.
 
-    lab/compare.py measured overall ROC-AUC 0.990-0.994 over seeds 0-2 (epochs until early
-    stopping); the published objective, every step, stays at 0.77-0.86 on the same split.
+    lab/compare.py (epochs until early stopping, seeds 0-2): overall 0.990 against 0.981, port
+    scans 0.998 against 0.961-0.974. The published objective (every step) stays near 0.81.
     """
     train, flows, is_test = lab_time_split
-    model = LSTMAutoencoder(sequence_length=10, objective="last", epochs=150, patience=20, verbose=False).fit(train)
-    scores = model.score_samples(flows)
     labels = flows["label"].to_numpy()[is_test]
     attack = labels != "benign"
-    assert roc_auc_score(attack, scores[is_test]) >= 0.97
     scans = (labels == "PortScan") | ~attack
-    assert roc_auc_score(labels[scans] == "PortScan", scores[is_test][scans]) >= 0.95
+
+    def fit_and_score(**kw):
+        model = LSTMAutoencoder(epochs=150, patience=20, verbose=False, **kw).fit(train)
+        return model, model.score_samples(flows)
+
+    model, scores = fit_and_score(sequence_length=10, objective="last")
+    _, single = fit_and_score(sequence_length=1, entity=None)
+    assert roc_auc_score(attack, scores[is_test]) >= 0.97
+    seq_scans = roc_auc_score(labels[scans] == "PortScan", scores[is_test][scans])
+    one_scans = roc_auc_score(labels[scans] == "PortScan", single[is_test][scans])
+    assert seq_scans >= 0.99 and seq_scans > one_scans + 0.01
 
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
