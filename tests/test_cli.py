@@ -177,3 +177,17 @@ def test_train_classifier_on_unlabelled_data_is_refused(sample, tmp_path):
     unlabelled = tmp_path / "u.csv"
     pl.read_csv(sample, infer_schema=False).drop(" Label").write_csv(unlabelled)
     assert_user_error(run("train", "--model", "dnn", "-d", unlabelled, "-o", tmp_path / "m"), "need labels")
+
+
+def test_train_streamed_from_files(samples_dir, sample, tmp_path):
+    benign = samples_dir / "cicids2017" / "MachineLearningCVE" / "m1.csv.gz"
+    proc = run("train", "--model", "dense-ae", "--stream", "--chunk-rows", "1500", "-d", benign, "-d", sample,
+               "-o", tmp_path / "m", "--epochs", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "streamed in chunks of 1,500" in proc.stderr and "left out 1,577 attack records" in proc.stderr
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    t = doc["training"]
+    assert t["train_windows"] + t["validation_windows"] + t["held_back_unused"] == t["benign_records"]
+    assert t["benign_records"] + t["attack_records_left_out"] == t["records"]
+    assert run("score", "-m", tmp_path / "m", "-d", sample, "-o", tmp_path / "s.csv", "-q").returncode == 0
+    assert_user_error(run("train", "--model", "dnn", "--stream", "-d", sample, "-o", tmp_path / "c"), "--stream")

@@ -72,7 +72,7 @@ def _info(message: str) -> None:
 
 
 def _report_read(report, what: str = "read") -> None:
-    d = report.to_dict()
+    d = report if isinstance(report, dict) else report.to_dict()
     line = f"{what} {d['records']:,} records ({d['layout']})"
     if d["rejected"]:
         reasons = ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items())
@@ -113,6 +113,9 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     score_method: Annotated[Optional[str], typer.Option(help="gan: latent-search (default), reconstruction "
                                                         "(about 20x faster to score) or discriminator.")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
+                                         "epoch instead of holding them (files larger than memory).")] = False,
+    chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -124,6 +127,14 @@ def train(
 
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    if stream:
+        _train_streamed(MODELS[model], model, data, out_dir, chunk_rows, layout, label_column, dict(
+            sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
+            score_mode=score_mode.value, objective=objective.value, threshold_method=threshold.value,
+            threshold_percentile=percentile, threshold_fpr=fpr, threshold_value=threshold_value, device=device,
+            verbose=not quiet))
+        return
     if _is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features
         from deepids.hunting.logs import read_log_features
 
@@ -157,6 +168,35 @@ def train(
     if h and h.get("best_val_loss") is not None:
         _info(f"trained {model}: {len(h['train_loss'])} epochs, best validation loss {h['best_val_loss']:.5f} "
               f"(epoch {h['best_epoch']}), {h['seconds']:.1f}s")
+    t = detector.threshold_
+    _info(f"threshold {t.value:.6g}: {t.note}")
+    out.print(f"saved {out_dir}", highlight=False)
+
+
+def _train_streamed(cls, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
+                    options: dict) -> None:
+    if not hasattr(cls, "fit_files"):
+        raise InputError(f"--stream trains the autoencoders (lstm-ae, dense-ae), not {model}")
+    if _is_logs(data):
+        raise InputError("--stream reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
+    accepted = set(cls._param_names())
+    detector = cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+    detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
+    summary = detector.training_summary_
+    read = summary.pop("read") or {}
+    _report_read(read)
+    _info(f"streamed in chunks of {chunk_rows:,}: {summary['train_windows']:,} training windows, "
+          f"{summary['validation_windows']:,} for validation; features fitted on "
+          f"{summary['streamed']['feature_sample_rows']:,} sampled benign records")
+    if summary.get("attack_records_left_out"):
+        _info(f"left out {summary['attack_records_left_out']:,} attack records; trained on "
+              f"{summary['benign_records']:,} benign records")
+    summary["data"] = [str(p) for p in data]
+    summary["read"] = read
+    detector.save(out_dir)
+    h = summary["history"]
+    _info(f"trained {model}: {len(h['train_loss'])} epochs, best validation loss {h['best_val_loss']:.5f} "
+          f"(epoch {h['best_epoch']}), {h['seconds']:.1f}s")
     t = detector.threshold_
     _info(f"threshold {t.value:.6g}: {t.note}")
     out.print(f"saved {out_dir}", highlight=False)

@@ -219,3 +219,25 @@ def test_sequences_per_host_beat_single_flows_on_scans_in_the_lab(lab_time_split
     loaded = load_model(tmp_path / "m")
     assert loaded.objective == "last"
     np.testing.assert_array_equal(loaded.score_samples(flows), scores)
+
+
+def test_training_streamed_from_a_file_in_chunks(split, tmp_path):
+    """`fit_files` reads the file in chunks every epoch; quality stays near the in-memory fit.
+
+    Measured on this split (T=1): 0.931 with chunks of 1,000 (in memory: 0.941).
+    """
+    train, test = split
+    train.write_parquet(tmp_path / "train.parquet")
+    model = LSTMAutoencoder(sequence_length=1, verbose=False).fit_files(tmp_path / "train.parquet", chunk_rows=1000)
+    s = model.training_summary_
+    assert s["attack_records_left_out"] == int((train["label"] != "benign").sum())
+    assert s["train_windows"] + s["validation_windows"] + s["held_back_unused"] == s["benign_records"]
+    assert s["read"]["records"] == train.height
+    y = (test["label"] != "benign").to_numpy()
+    scores = model.score_samples(test)
+    assert roc_auc_score(y, scores) >= 0.90
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_model(tmp_path / "m").score_samples(test), scores)
+    with pytest.raises(ConfigError, match="best-f1"):
+        LSTMAutoencoder(sequence_length=1, epochs=1, threshold_method="best-f1",
+                        verbose=False).fit_files(tmp_path / "train.parquet", chunk_rows=1000)

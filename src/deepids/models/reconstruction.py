@@ -18,11 +18,13 @@ from torch import nn
 from deepids.errors import ConfigError
 from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
 from deepids.features.windows import EntityHistory, window_order, windows_by_entity
+from deepids.io.schema import LABEL
 from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.training import (TrainingConfig, fit_network, resolve_device, run_batches, seed_everything,
                                      window_batches)
 
 SCORE_MODES = ("last", "window")
+SAMPLE_KEY = "__deepids_sample_key"
 
 
 OBJECTIVES = ("window", "last")
@@ -141,6 +143,130 @@ class ReconstructionDetector(BaseDetector):
         split_seed = getattr(self, "split_seed", None)
         return benign_validation_mask(n_benign, self.validation_fraction, self.seed if split_seed is None else split_seed)
 
+    # ------------------------------------------------------- training from files, streamed
+    def fit_files(self, paths, *, layout: str | None = None, label_column: str | None = None,
+                  chunk_rows: int = 100_000, sample_rows: int = 200_000, max_validation: int = 20_000,
+                  progress: bool | None = None) -> "ReconstructionDetector":
+        """Train on flow files too large to hold at once, reading them in chunks every epoch.
+
+        Memory is bounded by the chunk, the feature sample and the validation set, not by the
+        files. The differences from `fit`, which holds the whole table:
+        - the features are fitted on a uniform sample of `sample_rows` benign records, drawn in
+          a first pass over the files, not on every training record;
+        - windows are shuffled within each chunk of `chunk_rows` records, not across the file;
+        - each benign record is held back for validation with probability
+          `validation_fraction`, drawn per chunk from the seed (the same records every epoch);
+          the first `max_validation` of those windows are kept for early stopping and the
+          threshold, and the rest are left out of training too (counted in the summary).
+        Attack records, when labelled, are left out and counted, as in `fit`.
+        """
+        from deepids.io.flows import iter_flow_batches
+
+        self._validate_params()
+        if self.threshold_method == "best-f1":
+            raise ConfigError("best-f1 is not available when training from files; use percentile, fpr or fixed")
+        verbose = self.verbose if progress is None else progress
+        chunks = lambda: iter_flow_batches(paths, layout=layout, label_column=label_column,  # noqa: E731
+                                           batch_size=chunk_rows)
+        rng = np.random.default_rng(self.seed)
+        sample: pl.DataFrame | None = None
+        seen = records = attacks = 0
+        labelled = False
+        read = None
+        columns: list[str] | None = None
+        for chunk, report in chunks():                 # pass 1: counts and the feature sample
+            read = report if read is None else read.merge(report)
+            if not chunk.height:
+                continue
+            chunk = check_table(chunk)
+            columns = columns or feature_columns(chunk)
+            labelled = labelled or LABEL in chunk.columns
+            benign, _, n_attacks = benign_training_rows(chunk, minimum=0)
+            records += chunk.height
+            attacks += n_attacks
+            seen += benign.height
+            # a uniform sample without replacement: every benign record draws a random key, and
+            # the sample_rows smallest keys of the stream are kept (bottom-k sampling)
+            keyed = benign.with_columns(pl.Series(SAMPLE_KEY, rng.random(benign.height)))
+            if sample is not None and sample.height >= sample_rows:
+                keyed = keyed.filter(pl.col(SAMPLE_KEY) < sample[SAMPLE_KEY].max())
+            pool = keyed if sample is None else pl.concat([sample, keyed], how="vertical_relaxed")
+            sample = pool.sort(SAMPLE_KEY).head(sample_rows)
+        if seen < 2 or sample is None:
+            raise ConfigError(f"need at least 2 benign records to train, got {seen}")
+        sample = sample.drop(SAMPLE_KEY)
+        self.preprocessor_ = fit_preprocessor(sample, columns, clip=self.clip)
+        self.feature_names_ = self.preprocessor_.output_names
+        self.input_columns_ = self.preprocessor_.input_columns
+        del sample
+
+        T = self.sequence_length
+        val_windows: list[np.ndarray] = []
+        counts = {"train_windows": 0, "validation_windows": 0, "held_back_unused": 0}
+        first_epoch = [True]
+
+        def stream(epoch_rng: np.random.Generator | None):
+            history = self.new_history()
+            for i, (chunk, _) in enumerate(chunks()):
+                if not chunk.height:
+                    continue
+                benign, _, _ = benign_training_rows(check_table(chunk), minimum=0)
+                if not benign.height:
+                    continue
+                matrix, idx = self._chunk_windows(benign, history)
+                held = np.random.default_rng([self.seed, i]).random(len(idx)) < self.validation_fraction
+                if first_epoch[0]:
+                    room = max(max_validation - counts["validation_windows"], 0)
+                    keep = np.flatnonzero(held)[:room]
+                    if len(keep):
+                        val_windows.append(matrix[idx[keep]].reshape(-1, matrix.shape[1]))
+                    counts["validation_windows"] += len(keep)
+                    counts["held_back_unused"] += int(held.sum()) - len(keep)
+                    counts["train_windows"] += int((~held).sum())
+                yield from window_batches(torch.from_numpy(matrix), idx[~held], self.batch_size,
+                                          shuffle=True)(epoch_rng)
+            first_epoch[0] = False
+
+        def validation(_rng):
+            if val_windows:
+                yield from window_batches(torch.from_numpy(np.concatenate(val_windows)), self._stored_index(
+                    sum(len(v) for v in val_windows) // T), 4096, shuffle=False)(None)
+
+        seed_everything(self.seed)
+        self.network_ = self._build_network(len(self.feature_names_))
+        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                patience=self.patience, seed=self.seed, device=self.device, verbose=verbose)
+        history = fit_network(self.network_, reconstruction_loss(self.noise, getattr(self, "objective", "window")),
+                              stream, validation, config, n_train=0, description=f"{self.model_name} (streamed)")
+        history.samples_per_second = counts["train_windows"] * len(history.train_loss) / max(history.seconds, 1e-9)
+        self.network_.to("cpu")
+        if not counts["validation_windows"]:
+            raise ConfigError("no benign record was held back for validation; raise validation_fraction")
+        stored = np.concatenate(val_windows)
+        validation_scores = self._score_windows(stored, self._stored_index(len(stored) // T))
+        self.error_scale_ = np.ones(len(self.feature_names_), dtype=np.float32)
+        val_scores = validation_scores.score
+        if self.normalise_errors:
+            self.error_scale_ = np.maximum(validation_scores.feature_error.mean(axis=0), 1e-3).astype(np.float32)
+            val_scores = (validation_scores.feature_error / self.error_scale_).mean(axis=1)
+        self.set_threshold(self.threshold_method, benign_scores=val_scores, percentile=self.threshold_percentile,
+                           fpr=self.threshold_fpr, value=self.threshold_value)
+        self.training_summary_ = {
+            "records": records, "benign_records": seen, "attack_records_left_out": attacks,
+            **counts, "streamed": {"chunk_rows": chunk_rows, "feature_sample_rows": min(seen, sample_rows),
+                                   "max_validation": max_validation},
+            "labelled": labelled,
+            "features": len(self.feature_names_), "dropped_constant": self.preprocessor_.dropped_constant_,
+            "entity": self.entity, "history": history.to_dict(), "validation_score_quantiles": _quantiles(val_scores),
+            "read": read.to_dict() if read is not None else None,
+        }
+        return self
+
+    def _stored_index(self, n_windows: int) -> np.ndarray:
+        """Index of windows stored whole, one after another: window w is rows w*T .. w*T+T-1."""
+        T = self.sequence_length
+        return np.arange(n_windows * T, dtype=np.int64).reshape(n_windows, T)
+
     # ---------------------------------------------------------------- scoring
     def _entity_column(self, X: pl.DataFrame) -> str | None:
         return self.entity if self.entity and self.entity in X.columns else None
@@ -158,13 +284,16 @@ class ReconstructionDetector(BaseDetector):
     def score_chunk(self, X: pl.DataFrame, history: EntityHistory) -> Scores:
         """Score one chunk of a larger input, carrying each entity's recent records in `history`."""
         self._check_fitted()
+        return self._score_windows(*self._chunk_windows(X, history))
+
+    def _chunk_windows(self, X: pl.DataFrame, history: EntityHistory) -> tuple[np.ndarray, np.ndarray]:
+        """(feature matrix, window index) of one chunk, each entity's earlier records from `history`."""
         features = self.preprocessor_.transform(X)
         entity = self._entity_column(X)
         keys = (X.get_column(entity).cast(pl.Utf8).fill_null("").to_numpy() if entity
                 else np.zeros(X.height, dtype=object).astype(str))
         _, order = window_order(X, entity)
-        matrix, idx = history.windows(features, keys, order)
-        return self._score_windows(matrix, idx)
+        return history.windows(features, keys, order)
 
     def new_history(self) -> EntityHistory:
         return EntityHistory(self.sequence_length)
