@@ -157,12 +157,17 @@ def train(
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted})
     detector.fit(table)
+    _save_trained(detector, model, data, out_dir, report.to_dict())
+
+
+def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: dict) -> None:
+    """Say what training left out and reached, record the inputs in the summary, and save."""
     summary = detector.training_summary_
     if summary.get("attack_records_left_out"):
         _info(f"left out {summary['attack_records_left_out']:,} attack records; trained on "
               f"{summary['benign_records']:,} benign records")
     summary["data"] = [str(p) for p in data]
-    summary["read"] = report.to_dict()
+    summary["read"] = read
     detector.save(out_dir)
     h = summary.get("history")
     if h and h.get("best_val_loss") is not None:
@@ -188,18 +193,7 @@ def _train_streamed(cls, model: str, data: list[Path], out_dir: Path, chunk_rows
     _info(f"streamed in chunks of {chunk_rows:,}: {summary['train_windows']:,} training windows, "
           f"{summary['validation_windows']:,} for validation; features fitted on "
           f"{summary['streamed']['feature_sample_rows']:,} sampled benign records")
-    if summary.get("attack_records_left_out"):
-        _info(f"left out {summary['attack_records_left_out']:,} attack records; trained on "
-              f"{summary['benign_records']:,} benign records")
-    summary["data"] = [str(p) for p in data]
-    summary["read"] = read
-    detector.save(out_dir)
-    h = summary["history"]
-    _info(f"trained {model}: {len(h['train_loss'])} epochs, best validation loss {h['best_val_loss']:.5f} "
-          f"(epoch {h['best_epoch']}), {h['seconds']:.1f}s")
-    t = detector.threshold_
-    _info(f"threshold {t.value:.6g}: {t.note}")
-    out.print(f"saved {out_dir}", highlight=False)
+    _save_trained(detector, model, data, out_dir, read)
 
 
 # ------------------------------------------------------------------------ evaluate

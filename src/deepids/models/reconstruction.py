@@ -107,14 +107,7 @@ class ReconstructionDetector(BaseDetector):
         )
         self.network_.to("cpu")
 
-        self.error_scale_ = np.ones(len(self.feature_names_), dtype=np.float32)
-        validation = self._score_windows(features.numpy(), idx[is_val])
-        val_scores = validation.score
-        if self.normalise_errors:
-            # each feature's error in units of its typical benign error, so that features the
-            # network reconstructs loosely even on normal traffic do not drown the rest
-            self.error_scale_ = np.maximum(validation.feature_error.mean(axis=0), 1e-3).astype(np.float32)
-            val_scores = (validation.feature_error / self.error_scale_).mean(axis=1)
+        val_scores = self._validation_scores(features.numpy(), idx[is_val])
         if self.threshold_method == "best-f1":
             if benign is None or n_attacks == 0:
                 raise ConfigError("best-f1 needs labelled training data with attack records in it")
@@ -243,12 +236,7 @@ class ReconstructionDetector(BaseDetector):
         if not counts["validation_windows"]:
             raise ConfigError("no benign record was held back for validation; raise validation_fraction")
         stored = np.concatenate(val_windows)
-        validation_scores = self._score_windows(stored, self._stored_index(len(stored) // T))
-        self.error_scale_ = np.ones(len(self.feature_names_), dtype=np.float32)
-        val_scores = validation_scores.score
-        if self.normalise_errors:
-            self.error_scale_ = np.maximum(validation_scores.feature_error.mean(axis=0), 1e-3).astype(np.float32)
-            val_scores = (validation_scores.feature_error / self.error_scale_).mean(axis=1)
+        val_scores = self._validation_scores(stored, self._stored_index(len(stored) // T))
         self.set_threshold(self.threshold_method, benign_scores=val_scores, percentile=self.threshold_percentile,
                            fpr=self.threshold_fpr, value=self.threshold_value)
         self.training_summary_ = {
@@ -261,6 +249,17 @@ class ReconstructionDetector(BaseDetector):
             "read": read.to_dict() if read is not None else None,
         }
         return self
+
+    def _validation_scores(self, features: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Scores of the held-back benign windows; sets `error_scale_` (with `normalise_errors`)."""
+        self.error_scale_ = np.ones(len(self.feature_names_), dtype=np.float32)
+        validation = self._score_windows(features, idx)
+        if not self.normalise_errors:
+            return validation.score
+        # each feature's error in units of its typical benign error, so that features the
+        # network reconstructs loosely even on normal traffic do not drown the rest
+        self.error_scale_ = np.maximum(validation.feature_error.mean(axis=0), 1e-3).astype(np.float32)
+        return (validation.feature_error / self.error_scale_).mean(axis=1)
 
     def _stored_index(self, n_windows: int) -> np.ndarray:
         """Index of windows stored whole, one after another: window w is rows w*T .. w*T+T-1."""
