@@ -115,7 +115,8 @@ def main() -> None:
     train_ctx = context.filter(pl.col("timestamp") < cut)
     for name, table, fit_on, kw in [
         ("lab: LSTM-AE T=1", lab, train, dict(sequence_length=1, entity=None)),
-        ("lab: LSTM-AE T=10 per src_ip, objective window (published)", lab, train, dict(sequence_length=10)),
+        ("lab: LSTM-AE T=10 per src_ip, objective window (published)", lab, train,
+         dict(sequence_length=10, objective="window")),
         ("lab: LSTM-AE T=10 per src_ip, objective last", lab, train, dict(sequence_length=10, objective="last")),
         ("ablation: T=1 + inter-flow context", context, train_ctx, dict(sequence_length=1, entity=None)),
         ("ablation: T=10 per src_ip, objective last + inter-flow context", context, train_ctx,

@@ -100,8 +100,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     entity: Annotated[str, typer.Option(help="Column that groups records into windows ('none' for file order).")] = "src_ip",
     score_mode: Annotated[ScoreMode, typer.Option(help="Score a record by its own step (last) or the whole window.")] = ScoreMode.last,
-    objective: Annotated[Objective, typer.Option(help="lstm-ae: train on every step of a window (window, the "
-                                                 "published training) or on its newest step only (last).")] = Objective.window,
+    objective: Annotated[Optional[Objective], typer.Option(help="lstm-ae: train on every step of a window (window, "
+                                                           "the published training) or on its newest step only (last); "
+                                                           "default: what --score-mode scores.")] = None,
     threshold: Annotated[ThresholdMethod, typer.Option(help="How to choose the alert threshold.")] = ThresholdMethod.percentile,
     percentile: Annotated[float, typer.Option(help="Percentile of benign validation scores (threshold=percentile).")] = 99.0,
     fpr: Annotated[float, typer.Option(help="Target false-positive rate (threshold=fpr).")] = 0.01,
@@ -131,7 +132,7 @@ def train(
         _train_streamed(MODELS[model], model, data, out_dir, chunk_rows, layout, label_column, dict(
             sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
-            score_mode=score_mode.value, objective=objective.value, threshold_method=threshold.value,
+            score_mode=score_mode.value, objective=objective and objective.value, threshold_method=threshold.value,
             threshold_percentile=percentile, threshold_fpr=fpr, threshold_value=threshold_value, device=device,
             verbose=not quiet))
         return
@@ -147,7 +148,8 @@ def train(
     options = dict(
         sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
-        score_mode=score_mode.value, objective=objective.value, threshold_method=threshold.value, threshold_percentile=percentile,
+        score_mode=score_mode.value, objective=objective and objective.value, threshold_method=threshold.value,
+        threshold_percentile=percentile,
         threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet, target=target.value)
     if score_method:
         options["score_method"] = score_method

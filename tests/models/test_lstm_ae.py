@@ -241,3 +241,9 @@ def test_training_streamed_from_a_file_in_chunks(split, tmp_path):
     with pytest.raises(ConfigError, match="best-f1"):
         LSTMAutoencoder(sequence_length=1, epochs=1, threshold_method="best-f1",
                         verbose=False).fit_files(tmp_path / "train.parquet", chunk_rows=1000)
+
+
+def test_training_objective_follows_the_score_mode_unless_set():
+    assert LSTMAutoencoder().training_objective() == "last"
+    assert LSTMAutoencoder(score_mode="window").training_objective() == "window"
+    assert LSTMAutoencoder(objective="window").training_objective() == "window"

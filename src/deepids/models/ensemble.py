@@ -31,7 +31,7 @@ class LSTMAutoencoderEnsemble(BaseDetector):
                  sequence_lengths: list[int] | None = None, feature_fraction: float = 1.0,
                  validation_fraction: float = 0.2, epochs: int = 20, batch_size: int = 64,
                  learning_rate: float = 3e-3, patience: int = 3, entity: str | None = "src_ip",
-                 objective: str = "window", threshold_method: str = "percentile", threshold_percentile: float = 99.0,
+                 objective: str | None = None, threshold_method: str = "percentile", threshold_percentile: float = 99.0,
                  threshold_fpr: float = 0.01, threshold_value: float | None = None, seed: int = 0,
                  device: str | None = None, verbose: bool = True):
         self.n_members = n_members

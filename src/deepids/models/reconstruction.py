@@ -70,9 +70,9 @@ class ReconstructionDetector(BaseDetector):
             raise ConfigError(f"sequence_length must be at least 1, got {self.sequence_length}")
         if self.score_mode not in SCORE_MODES:
             raise ConfigError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
-        objective = getattr(self, "objective", "window")
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        objective = getattr(self, "objective", None)
+        if objective is not None and objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES} (or None: the score mode's), got {objective!r}")
         if objective == "last" and self.score_mode != "last":
             raise ConfigError("objective 'last' trains only each window's newest step; score it with score_mode 'last'")
         if not 0 < self.validation_fraction < 1:
@@ -100,7 +100,7 @@ class ReconstructionDetector(BaseDetector):
         config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                                 patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
         history = fit_network(
-            self.network_, reconstruction_loss(self.noise, getattr(self, "objective", "window")),
+            self.network_, reconstruction_loss(self.noise, self.training_objective()),
             window_batches(features, idx[~is_val], self.batch_size, shuffle=True),
             window_batches(features, idx[is_val], 4096, shuffle=False),
             config, n_train=int((~is_val).sum()), description=self.model_name,
@@ -127,6 +127,10 @@ class ReconstructionDetector(BaseDetector):
             "history": history.to_dict(), "validation_score_quantiles": _quantiles(val_scores),
         }
         return self
+
+    def training_objective(self) -> str:
+        """What training minimises: the `objective` set, else the steps the score reads (`score_mode`)."""
+        return getattr(self, "objective", None) or self.score_mode
 
     def validation_mask(self, n_benign: int) -> np.ndarray:
         """Which benign training records are held back for early stopping and the threshold.
@@ -229,7 +233,7 @@ class ReconstructionDetector(BaseDetector):
         self.network_ = self._build_network(len(self.feature_names_))
         config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                                 patience=self.patience, seed=self.seed, device=self.device, verbose=verbose)
-        history = fit_network(self.network_, reconstruction_loss(self.noise, getattr(self, "objective", "window")),
+        history = fit_network(self.network_, reconstruction_loss(self.noise, self.training_objective()),
                               stream, validation, config, n_train=0, description=f"{self.model_name} (streamed)")
         history.samples_per_second = counts["train_windows"] * len(history.train_loss) / max(history.seconds, 1e-9)
         self.network_.to("cpu")
