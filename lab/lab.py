@@ -2,7 +2,9 @@
 
 One command (as root) builds the network, runs it, captures it and writes labelled flows:
 
-    sudo python3 lab/lab.py run --minutes 30 --out data/lab --seed 7
+    sudo .venv/bin/python lab/lab.py run --minutes 30 --out data/lab --seed 7
+
+(deepids' own environment: the lab writes the flows with `deepids flows`, which needs polars.)
 
 Network: a switch namespace holding a bridge, and one namespace per host joined to it by a
 veth pair, all in 10.77.0.0/24. The namespaces have no default route, no NAT, and no link to
@@ -14,7 +16,9 @@ Hosts: ``srv`` 10.77.0.10 (nginx :80, OpenSSH :22, vsftpd :21, dnsmasq :53), ben
 ``c1``-``c3`` 10.77.0.21-23, and ``att`` 10.77.0.66, which browses benignly between attacks.
 The first ``--benign-fraction`` of the run is benign only (time to train on); then the
 attacks of :data:`ATTACKS` run one after the other with benign gaps, each bounded in rate,
-count and time (the tools' own limits plus a wall-clock ``timeout``).
+count and time (the tools' own limits plus a wall-clock ``timeout``). With
+``--benign-mistakes``, benign users also mistype SSH/FTP passwords, request services that are
+down (closed ports: a reset) and send search forms, as users of a real network do.
 
 Outputs in ``--out``: ``lab.pcap`` (tcpdump on the bridge, 128-byte snap length: headers
 only), ``lab_flows.parquet`` (GeneratedLabelledFlows layout: ``Flow ID``, ``Source IP``, ...
