@@ -165,6 +165,25 @@ class BaseDetector(ABC):
                                               value=value, scores=scores, y=y)
         return self.threshold_
 
+    # ------------------------------------------------ fitted features (models with a preprocessor)
+    def _use_preprocessor(self, preprocessor) -> None:
+        """Adopt a fitted `FlowPreprocessor`: the input columns and feature names follow from it."""
+        self.preprocessor_ = preprocessor
+        self.feature_names_ = preprocessor.output_names
+        self.input_columns_ = preprocessor.input_columns
+
+    def _feature_state(self) -> dict:
+        """The fitted features as saved in `model.json` (see `_restore_features`)."""
+        return {"feature_names": self.feature_names_, "input_columns": self.input_columns_,
+                "preprocessor": self.preprocessor_.to_dict()}
+
+    def _restore_features(self, state: dict) -> None:
+        from deepids.features.preprocess import FlowPreprocessor
+
+        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
+        self.feature_names_ = list(state["feature_names"])
+        self.input_columns_ = list(state["input_columns"])
+
     # ------------------------------------------------------------- persistence
     @abstractmethod
     def _state(self) -> dict:

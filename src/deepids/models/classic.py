@@ -25,7 +25,7 @@ import polars as pl
 import torch
 
 from deepids.errors import ConfigError, SchemaError
-from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
+from deepids.features.preprocess import feature_columns, fit_preprocessor
 from deepids.io.schema import BENIGN
 from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.supervised import BaseClassifier, class_weights, training_targets
@@ -271,9 +271,7 @@ class RandomForestFlowClassifier(BaseClassifier):
             raise RuntimeError(f"scikit-learn saw classes {forest.classes_}, expected 0..{len(classes) - 1}")
 
         self.classes_ = classes
-        self.preprocessor_ = preprocessor
-        self.feature_names_ = preprocessor.output_names
-        self.input_columns_ = preprocessor.input_columns
+        self._use_preprocessor(preprocessor)
         self._set_engine(TreeEnsemble.from_sklearn(forest.estimators_),
                          np.concatenate([e.tree_.value[:, 0, :] for e in forest.estimators_]))
         rows = _check_rows(X.height, self.seed)
@@ -317,8 +315,7 @@ class RandomForestFlowClassifier(BaseClassifier):
         return self._proba_features(self.preprocessor_.transform(check_table(X)))
 
     def _state(self) -> dict:
-        return {"classes": self.classes_, "feature_names": self.feature_names_, "input_columns": self.input_columns_,
-                "preprocessor": self.preprocessor_.to_dict(), "n_trees": self.trees_.n_trees,
+        return {"classes": self.classes_, **self._feature_state(), "n_trees": self.trees_.n_trees,
                 "n_nodes": int(self.trees_.offsets[-1])}
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -326,9 +323,7 @@ class RandomForestFlowClassifier(BaseClassifier):
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.classes_ = list(state["classes"])
-        self.feature_names_ = list(state["feature_names"])
-        self.input_columns_ = list(state["input_columns"])
-        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
+        self._restore_features(state)
         trees = TreeEnsemble.from_tensors(tensors)
         if trees.n_trees != state["n_trees"] or trees.n_features_in > len(self.feature_names_):
             raise ValueError("the saved trees do not match the model description")
@@ -413,9 +408,7 @@ class IsolationForestDetector(BaseDetector):
         # sklearn gives trees a column subset only when max_features < 1 (see its _compute_chunked_score_samples)
         per_tree = forest.estimators_features_ if forest._max_features != n_features else None
 
-        self.preprocessor_ = preprocessor
-        self.feature_names_ = preprocessor.output_names
-        self.input_columns_ = preprocessor.input_columns
+        self._use_preprocessor(preprocessor)
         self._set_engine(TreeEnsemble.from_sklearn(forest.estimators_, per_tree),
                          np.concatenate([e.tree_.n_node_samples for e in forest.estimators_]),
                          int(forest.max_samples_))
@@ -479,17 +472,14 @@ class IsolationForestDetector(BaseDetector):
                       feature_names=list(self.feature_names_))
 
     def _state(self) -> dict:
-        return {"feature_names": self.feature_names_, "input_columns": self.input_columns_,
-                "preprocessor": self.preprocessor_.to_dict(), "n_trees": self.trees_.n_trees,
+        return {**self._feature_state(), "n_trees": self.trees_.n_trees,
                 "n_nodes": int(self.trees_.offsets[-1]), "max_samples": self.max_samples_}
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {**self.trees_.tensors(), "n_node_samples": torch.from_numpy(self.n_node_samples_.copy())}
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        self.feature_names_ = list(state["feature_names"])
-        self.input_columns_ = list(state["input_columns"])
-        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
+        self._restore_features(state)
         trees = TreeEnsemble.from_tensors(tensors)
         if trees.n_trees != state["n_trees"] or trees.n_features_in > len(self.feature_names_):
             raise ValueError("the saved trees do not match the model description")

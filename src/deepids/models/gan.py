@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepids.errors import ConfigError
-from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
+from deepids.features.preprocess import feature_columns, fit_preprocessor
 from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
 from deepids.models.training import TrainingConfig, fit_network, record_batches, resolve_device, seed_everything
 
@@ -183,9 +183,7 @@ class GANDetector(BaseDetector):
         table, benign, n_attacks = benign_training_rows(X, y, minimum=2)
         is_val = benign_validation_mask(table.height, self.validation_fraction, self.seed)
         fit_rows = table.filter(pl.Series(~is_val))
-        self.preprocessor_ = fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip)
-        self.feature_names_ = self.preprocessor_.output_names
-        self.input_columns_ = self.preprocessor_.input_columns
+        self._use_preprocessor(fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip))
         features = torch.from_numpy(self.preprocessor_.transform(table))
         seed_everything(self.seed)
         self.network_ = self._build_network(features.shape[1])
@@ -270,16 +268,13 @@ class GANDetector(BaseDetector):
 
     # ------------------------------------------------------------ persistence
     def _state(self) -> dict:
-        return {"feature_names": self.feature_names_, "input_columns": self.input_columns_,
-                "preprocessor": self.preprocessor_.to_dict()}
+        return self._feature_state()
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.network_.state_dict())
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
-        self.feature_names_ = list(state["feature_names"])
-        self.input_columns_ = list(state["input_columns"])
+        self._restore_features(state)
         self.network_ = self._build_network(len(self.feature_names_))
         self.network_.load_state_dict(tensors)
         self.network_.eval()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from deepids.errors import ConfigError
-from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
+from deepids.features.preprocess import feature_columns, fit_preprocessor
 from deepids.features.windows import EntityHistory, window_order, windows_by_entity
 from deepids.io.schema import LABEL
 from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
@@ -89,9 +89,7 @@ class ReconstructionDetector(BaseDetector):
 
         is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
-        self.preprocessor_ = fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip)
-        self.feature_names_ = self.preprocessor_.output_names
-        self.input_columns_ = self.preprocessor_.input_columns
+        self._use_preprocessor(fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip))
 
         features = torch.from_numpy(self.preprocessor_.transform(train_table))
         idx = self._window_index(train_table)
@@ -192,9 +190,7 @@ class ReconstructionDetector(BaseDetector):
         if seen < 2 or sample is None:
             raise ConfigError(f"need at least 2 benign records to train, got {seen}")
         sample = sample.drop(SAMPLE_KEY)
-        self.preprocessor_ = fit_preprocessor(sample, columns, clip=self.clip)
-        self.feature_names_ = self.preprocessor_.output_names
-        self.input_columns_ = self.preprocessor_.input_columns
+        self._use_preprocessor(fit_preprocessor(sample, columns, clip=self.clip))
         del sample
 
         T = self.sequence_length
@@ -340,16 +336,13 @@ class ReconstructionDetector(BaseDetector):
 
     # ------------------------------------------------------------ persistence
     def _state(self) -> dict:
-        return {"feature_names": self.feature_names_, "input_columns": self.input_columns_,
-                "preprocessor": self.preprocessor_.to_dict(), "error_scale": self.error_scale_.tolist()}
+        return {**self._feature_state(), "error_scale": self.error_scale_.tolist()}
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.network_.state_dict())
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
-        self.feature_names_ = list(state["feature_names"])
-        self.input_columns_ = list(state["input_columns"])
+        self._restore_features(state)
         self.error_scale_ = np.asarray(state["error_scale"], dtype=np.float32)
         self.network_ = self._build_network(len(self.feature_names_))
         self.network_.load_state_dict(tensors)

@@ -27,7 +27,7 @@ from torch import nn
 
 from deepids.errors import ConfigError, SchemaError
 from deepids.features.families import attack_families
-from deepids.features.preprocess import FlowPreprocessor, feature_columns, fit_preprocessor
+from deepids.features.preprocess import feature_columns, fit_preprocessor
 from deepids.io.schema import BENIGN, LABEL
 from deepids.models.base import BaseDetector, Scores, check_table
 from deepids.models.training import (TrainingConfig, fit_network, record_batches, resolve_device,
@@ -118,9 +118,7 @@ class TorchClassifier(BaseClassifier):
         codes = np.asarray([lookup[c] for c in names], dtype=np.int64)
         rng = np.random.default_rng(self.seed)
         is_val = rng.random(X.height) < self.validation_fraction
-        self.preprocessor_ = fit_preprocessor(X.filter(pl.Series(~is_val)), feature_columns(X))
-        self.feature_names_ = self.preprocessor_.output_names
-        self.input_columns_ = self.preprocessor_.input_columns
+        self._use_preprocessor(fit_preprocessor(X.filter(pl.Series(~is_val)), feature_columns(X)))
         features = torch.from_numpy(self.preprocessor_.transform(X))
         target = torch.from_numpy(codes.astype(np.int64))
         weighting = self.target == "family" if self.class_weighting is None else self.class_weighting
@@ -162,17 +160,14 @@ class TorchClassifier(BaseClassifier):
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), dtype=np.float32)
 
     def _state(self) -> dict:
-        return {"classes": self.classes_, "feature_names": self.feature_names_,
-                "input_columns": self.input_columns_, "preprocessor": self.preprocessor_.to_dict()}
+        return {"classes": self.classes_, **self._feature_state()}
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.network_.state_dict())
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.classes_ = list(state["classes"])
-        self.feature_names_ = list(state["feature_names"])
-        self.input_columns_ = list(state["input_columns"])
-        self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
+        self._restore_features(state)
         self.network_ = self._build_network(len(self.feature_names_), len(self.classes_))
         self.network_.load_state_dict(tensors)
         self.network_.eval()
