@@ -133,8 +133,8 @@ class GANDetector(BaseDetector):
 
     def __init__(self, latent_dim: int = 16, generator_hidden: tuple[int, ...] = (32, 64, 128, 128, 256, 256),
                  discriminator_hidden: tuple[int, ...] = (256, 128, 64, 32), encoder_hidden: tuple[int, ...] = (128, 64),
-                 score_method: str = "latent-search", kappa: float = 1.0, latent_steps: int = 20,
-                 epochs: int = 30, batch_size: int = 128, learning_rate: float = 2e-4, patience: int = 8,
+                 score_method: str = "reconstruction", kappa: float = 1.0, latent_steps: int = 20,
+                 epochs: int = 8, batch_size: int = 512, learning_rate: float = 1e-3, patience: int = 3,
                  validation_fraction: float = 0.2, threshold_method: str = "percentile",
                  threshold_percentile: float = 99.0, threshold_fpr: float = 0.01,
                  threshold_value: float | None = None, clip: float = 3.0, seed: int = 0,
