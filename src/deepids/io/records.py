@@ -33,7 +33,9 @@ import numpy as np
 import orjson
 import polars as pl
 
-from deepids.io.flows import R_EMPTY_ROW, R_FIELDS, R_HEADER, _clean, parse_timestamps
+from deepids.io.cast import R_EMPTY_ROW, R_FIELDS, R_HEADER
+from deepids.io.layouts import clean_name
+from deepids.io.timestamps import parse_timestamps
 from deepids.io.schema import FLOW_FEATURES, FLOW_METADATA, IDS2018_TO_CANONICAL, LABEL, METADATA_COLUMNS
 
 __all__ = [
@@ -137,7 +139,7 @@ def canonical_name(name: str) -> str | None:
         pass
     except TypeError:                 # unhashable: cannot be a field name
         return None
-    cleaned = _clean(str(name))
+    cleaned = clean_name(str(name))
     canon = _NAMES.get(cleaned, cleaned)
     if len(_NAMES) < 100_000:        # bounded cache of spellings seen
         _NAMES[name] = canon
@@ -496,7 +498,7 @@ class CsvLineParser:
         seen: dict[str, int] = {}
         self.fields: list[str] = []
         for f in raw:          # a repeated name becomes "name.1" (the readers keep the first)
-            key = _clean(f)
+            key = clean_name(f)
             k = seen.get(key, 0)
             seen[key] = k + 1
             self.fields.append(f if k == 0 else f"{key}.{k}")
