@@ -16,23 +16,23 @@ import pyarrow as pa
 from deepids.errors import SchemaError
 from deepids.io.layouts import CIC_LAYOUTS, SPECIFIC_2017, Header, clean_name
 from deepids.io.schema import (
+    DUPLICATE_FWD_HEADER,
     FLOW_FEATURES,
     FLOW_METADATA,
     IDS2018_TO_CANONICAL,
     LABEL,
     METADATA_COLUMNS,
+    METADATA_KINDS,
     NSL_KDD_CATEGORICAL,
     NSL_KDD_COLUMNS,
 )
 
 __all__ = ["Column", "Plan", "make_plan", "infer_kinds"]
 
-_META_KIND = {"flow_id": "str", "src_ip": "str", "dst_ip": "str", "src_port": "int",
-              "dst_port": "int", "protocol": "int", "timestamp": "ts"}
+
 _LABELLED_REQUIRED = ("Flow ID", "Source IP", "Source Port", "Destination IP",
                       "Destination Port", "Protocol", "Timestamp")
 _CANONICAL_TO_2018 = {v: k for k, v in IDS2018_TO_CANONICAL.items()}
-_DUPLICATE_FWD_HEADER = "Fwd Header Length.1"
 
 
 @dataclass
@@ -93,7 +93,7 @@ def _plan_cic(header: Header, layout: str, label_column: str | None, srcs: list[
     features: dict[str, Column] = {}
     meta: dict[str, Column] = {}
     for i, n in enumerate(names):
-        if i == label_idx or n == _DUPLICATE_FWD_HEADER:
+        if i == label_idx or n == DUPLICATE_FWD_HEADER:
             continue
         if rename and n in SPECIFIC_2017:
             continue                        # CSE-CIC-IDS2018 files spell these differently
@@ -104,7 +104,7 @@ def _plan_cic(header: Header, layout: str, label_column: str | None, srcs: list[
         elif n in FLOW_METADATA:
             m = FLOW_METADATA[n]
             if m not in meta:
-                meta[m] = Column(srcs[i], n, m, _META_KIND[m], i)
+                meta[m] = Column(srcs[i], n, m, METADATA_KINDS[m], i)
     missing = [(_CANONICAL_TO_2018.get(f, f) if rename else f)
                for f in FLOW_FEATURES if f not in features]
     if layout == "cicids2017-labelled":
@@ -141,11 +141,11 @@ def _plan_generic(header: Header, label_column: str | None, srcs: list[str],
     for i, n in enumerate(names):
         if i == label_idx:
             continue
-        if n == _DUPLICATE_FWD_HEADER and "Fwd Header Length" in present:
+        if n == DUPLICATE_FWD_HEADER and "Fwd Header Length" in present:
             continue
-        m = FLOW_METADATA.get(n, n if n in _META_KIND else None)
+        m = FLOW_METADATA.get(n, n if n in METADATA_KINDS else None)
         if m is not None and m not in meta:
-            kind = _META_KIND[m]
+            kind = METADATA_KINDS[m]
             if kind == "int":
                 # Int64 if numeric, else kept as text under its own name
                 if types is not None and (pa.types.is_integer(types[i]) or pa.types.is_floating(types[i])):
@@ -155,11 +155,11 @@ def _plan_generic(header: Header, label_column: str | None, srcs: list[str],
             meta[m] = Column(srcs[i], n, m, kind, i)
             continue
         out = IDS2018_TO_CANONICAL.get(n, n)
-        if out in used or out == LABEL or out in _META_KIND:
+        if out in used or out == LABEL or out in METADATA_KINDS:
             out = n
         k = 1
         base = out
-        while out in used or out == LABEL or out in _META_KIND:
+        while out in used or out == LABEL or out in METADATA_KINDS:
             out = f"{base}.{k}"
             k += 1
         used.add(out)
