@@ -41,6 +41,21 @@ def _scorer(model: Path, max_entities: int, idle_ttl: float, top_k: int, threads
     return LiveScorer(detector, top_k=top_k, max_entities=max_entities or None, idle_ttl=idle_ttl or None)
 
 
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    for p in (cert, key):
+        if p is not None and not p.is_file():
+            raise ConfigError(f"{p}: no such file")
+    if cert is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot use {cert} and {key} for TLS: {exc}") from None
+
+
 def _say(message: str) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
@@ -62,18 +77,40 @@ def serve(
     threads: Threads = 1,
     limit_concurrency: Annotated[int, typer.Option(help="Open connections before uvicorn answers 503.")] = 1024,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    token: Annotated[Optional[str], typer.Option(
+        help="Bearer token every route but /healthz requires (default: $DEEPIDS_TOKEN). Prefer the "
+             "environment variable: a command line is visible to other users.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="PEM certificate: serve HTTPS.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert.")] = None,
+    insecure: Annotated[bool, typer.Option(
+        help="Allow a non-loopback --host without a token (only behind a proxy that authenticates).")] = False,
+    docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json (rendered offline).")] = True,
+    body_timeout: Annotated[float, typer.Option(help="Seconds a request body may take to arrive "
+                                                     "before 408.")] = 30.0,
 ) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /healthz, /v1/model, /metrics (Prometheus)."""
+    from deepids.serving.security import check_bind, resolve_token
     from deepids.serving.service import serve as run_server
 
-    if min(max_body_bytes, max_queue, max_batch, max_inflight_bytes) < 1:
-        raise ConfigError("--max-body-bytes, --max-queue, --max-batch and --max-inflight-bytes must be positive")
+    if min(max_body_bytes, max_queue, max_batch, max_inflight_bytes) < 1 or body_timeout <= 0:
+        raise ConfigError("--max-body-bytes, --max-queue, --max-batch, --max-inflight-bytes and "
+                          "--body-timeout must be positive")
+    token = resolve_token(token)
+    warning = check_bind(host, token, insecure)
+    _check_tls(tls_cert, tls_key)
     scorer = _scorer(model, max_entities, idle_ttl, top_k, threads)
-    _say(f"deepids: serving {scorer.name} from {model} on http://{host}:{port} "
-         f"(threshold {scorer.threshold:.4g}; docs at /docs)")
+    if warning:
+        _say("deepids: WARNING: " + warning)
+    scheme = "https" if tls_cert else "http"
+    _say(f"deepids: serving {scorer.name} from {model} on {scheme}://{host}:{port} "
+         f"(threshold {scorer.threshold:.4g}; {'bearer token required' if token else 'no token'}"
+         f"{'; docs at /docs' if docs else ''})")
     run_server(scorer, host, port, max_body_bytes=max_body_bytes, max_queue_records=max_queue,
                max_batch_records=max_batch, max_inflight_bytes=max_inflight_bytes,
-               limit_concurrency=limit_concurrency, log_level=log_level)
+               limit_concurrency=limit_concurrency, log_level=log_level, token=token,
+               tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
+               body_timeout=body_timeout, docs=docs)
+
 
 def stream(
     model: ModelDir,
@@ -85,6 +122,9 @@ def stream(
                                                         "default: stdout unless --webhook is given).")] = None,
     webhook: Annotated[Optional[str], typer.Option(help="POST alerts as NDJSON to this URL (retried with "
                                                          "backoff).")] = None,
+    webhook_token: Annotated[Optional[str], typer.Option(
+        envvar="DEEPIDS_WEBHOOK_TOKEN", show_envvar=True,
+        help="Bearer token sent with every webhook POST.")] = None,
     webhook_buffer: Annotated[int, typer.Option(help="Alerts held for the webhook while it is unreachable; "
                                                      "beyond that the oldest are dropped and counted.")] = 10_000,
     scores: Annotated[Optional[Path], typer.Option(help="Also write every record's score as NDJSON here.")] = None,
@@ -122,7 +162,7 @@ def stream(
         if webhook is not None:
             if not webhook.startswith(("http://", "https://")):
                 raise ConfigError(f"--webhook must be an http:// or https:// URL, got {webhook!r}")
-            sinks.append(WebhookSink(webhook, max_buffer=webhook_buffer))
+            sinks.append(WebhookSink(webhook, max_buffer=webhook_buffer, token=webhook_token or None))
         scores_out = stack.enter_context(open(scores, "w", encoding="utf-8")) if scores else None
         rejected_out = stack.enter_context(open(rejected, "w", encoding="utf-8")) if rejected else None
 
