@@ -178,5 +178,6 @@ def stream(
             signal.signal(signal.SIGTERM, previous)
     _say("deepids: " + summary.line())
     if summary_json:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        from deepids.atomic import write_text
+
+        write_text(summary_json, json.dumps(summary.to_dict(), indent=2) + "\n")
