@@ -19,3 +19,7 @@ class ModelFormatError(DeepidsError):
 
 class ConfigError(DeepidsError):
     """A hyperparameter or option has an invalid value."""
+
+
+class OutputError(DeepidsError):
+    """An output cannot be written (disk full, permission, a symlink in the way); nothing partial is left."""

@@ -80,7 +80,7 @@ class ClusterScoringSummary:
 
 def input_files(data) -> list[str]:
     """Absolute paths of the flow files named by folders, files or glob patterns (sorted per pattern)."""
-    from deepids.io.flows import _resolve_paths
+    from deepids.io.paths import resolve_paths
 
     items = [data] if isinstance(data, (str, Path)) else list(data)
     expanded: list[str] = []
@@ -93,7 +93,7 @@ def input_files(data) -> list[str]:
             expanded.extend(found)
         else:
             expanded.append(text)
-    return [str(Path(p).resolve()) for p in _resolve_paths(expanded)]
+    return [str(Path(p).resolve()) for p in resolve_paths(expanded)]
 
 
 def needs_entity_order(model) -> bool:
