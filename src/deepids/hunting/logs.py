@@ -33,14 +33,20 @@ def require_log_model(model: BaseDetector, where: str = "model") -> None:
                           "(deepids train --model gan --data LOGS)")
 
 
-def read_log_features(paths, progress: bool = False, model: BaseDetector | None = None
-                      ) -> tuple[pl.DataFrame, pl.DataFrame, LogReadReport]:
-    """(canonical events, their model features, the read report). With a `model` trained with process-tree
-    context, its context makes the features and the events gain `process` and `process_tree` columns."""
+def read_log_events(paths, progress: bool = False) -> tuple[pl.DataFrame, LogReadReport]:
+    """(canonical events, the read report); no events at all is an InputError."""
     events, report = read_events(paths, progress=progress)
     if events.height == 0:
         raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
                          + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
+    return events, report
+
+
+def read_log_features(paths, progress: bool = False, model: BaseDetector | None = None
+                      ) -> tuple[pl.DataFrame, pl.DataFrame, LogReadReport]:
+    """(canonical events, their model features, the read report). With a `model` trained with process-tree
+    context, its context makes the features and the events gain `process` and `process_tree` columns."""
+    events, report = read_log_events(paths, progress)
     if model is None:
         return events, event_features(events), report
     features, processes = LogFeatures(model).with_processes(events)
