@@ -41,8 +41,8 @@ def train(
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Quiet = False,
-    score_method: Annotated[Optional[str], typer.Option(help="gan: latent-search (default), reconstruction "
-                                                        "(about 20x faster to score) or discriminator.")] = None,
+    score_method: Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), latent-search "
+                                                        "(AnoGAN, about 20x slower to score) or discriminator.")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
                                          "epoch instead of holding them (files larger than memory).")] = False,
     chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
