@@ -31,19 +31,26 @@ from deepids.io.logs import read_events
 from deepids.io.otrf import read_otrf_index, recording_agents
 
 
-def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> dict:
-    """recording -> best rank (1-based) of a finding whose evidence holds one of its attack events."""
+def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> tuple[dict, list]:
+    """(recording -> best rank (1-based) of a finding whose evidence holds one of its attack events,
+    the top findings: entity, window, score, the recordings of their evidence and its attack events)."""
     groups = (group_scores(events, score, by=by) if by in ("tree", "process")
               else window_scores(events, score, by=by, window="5m"))
     ranked = groups.sort(["score", "entity", "window_start"], descending=[True, False, False])
     files = events.get_column("source_file").to_numpy()
     best: dict = {}
-    for rank, rows in enumerate(ranked.get_column("rows").to_list(), start=1):
-        rows = np.asarray(rows)
+    head = []
+    for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
+        rows = np.asarray(row["rows"])
         shown = rows[np.argsort(-score[rows], kind="stable")][:evidence]
         for r in shown[labels[shown] == 1]:
             best.setdefault(files[r], rank)
-    return best
+        if rank <= top:
+            head.append({"rank": rank, "entity": row["entity"], "window_start": str(row["window_start"]),
+                         "score": round(float(row["score"]), 5), "events": int(row["events"]),
+                         "evidence_recordings": sorted(set(files[shown].tolist())),
+                         "evidence_attack_events": int(labels[shown].sum())})
+    return best, head
 
 
 def main(argv=None) -> None:
@@ -96,11 +103,11 @@ def main(argv=None) -> None:
     for by in [b for b in args.by.split(",") if b]:
         results["by"][by] = {}
         for d in LABELS:
-            best = evidence_ranks(hunted, score, labels[d], by, args.top, args.evidence)
+            best, head = evidence_ranks(hunted, score, labels[d], by, args.top, args.evidence)
             per = {r.name: best.get(r.name) for r in labelled}
             missed = sorted(k for k, v in per.items() if v is None or v > args.top)
             results["by"][by][d] = {"best_rank_per_recording": per, f"in_top{args.top}": len(per) - len(missed),
-                                    "recordings": len(per), "missed": missed}
+                                    "recordings": len(per), "missed": missed, "top_findings": head}
             print(f"{by}, {d} labels: {len(per) - len(missed)}/{len(per)} Empire recordings have an attack event as "
                   f"evidence in the top {args.top} findings; missed: {missed}", flush=True)
     results["seconds"] = round(time.time() - started, 1)
