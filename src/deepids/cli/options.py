@@ -37,8 +37,9 @@ class HuntBy(str, Enum):
 
 
 Layout = Annotated[Optional[str], typer.Option(
-    help="Force the input layout: cicids2017, cicids2017-labelled, cse-cic-ids2018, nsl-kdd or generic "
-         "(default: detected from the header).")]
+    help="Force the input layout: cicids2017, cicids2017-labelled, cse-cic-ids2018, nsl-kdd or generic; "
+         "connection logs: zeek-conn, zeek-conn-json, suricata-eve, nfdump-csv or nfstream "
+         "(default: detected from the header or first record).")]
 LabelColumn = Annotated[Optional[str], typer.Option(help="Label column of a generic CSV/Parquet file.")]
 DataFiles = Annotated[list[Path], typer.Option("--data", "-d", help="Flow file (CSV, CSV.gz or Parquet); repeat for more.")]
 ModelDir = Annotated[Path, typer.Option("--model", "-m", help="Saved model directory.")]

@@ -122,6 +122,8 @@ def inspect_table(d: dict, title: str) -> Table:
     table.add_row("layout", d["layout"])
     table.add_row("records", f"{d['records']:,}")
     table.add_row("rejected", f"{d['rejected']:,}" + "".join(f"\n  {n:,} {r}" for r, n in d["rejected_reasons"].items()))
+    if d.get("ignored"):
+        table.add_row("ignored", f"{sum(d['ignored'].values()):,}" + "".join(f"\n  {n:,} {r}" for r, n in d["ignored"].items()))
     table.add_row("exact duplicates", f"{d.get('duplicates', 0):,}")
     if d.get("time_range"):
         table.add_row("time range", " to ".join(d["time_range"]))

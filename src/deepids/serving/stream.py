@@ -27,7 +27,7 @@ from deepids.io.records import CsvLineParser, parse_ndjson
 from deepids.serving.alerts import AlertSink, dumps, ecs_alert
 from deepids.serving.scorer import LiveScorer
 
-FORMATS = ("auto", "csv", "ndjson")
+FORMATS = ("auto", "csv", "ndjson", "zeek-conn", "zeek-conn-json", "suricata-eve", "nfdump-csv", "nfstream")
 _EOF = object()
 
 
@@ -42,6 +42,7 @@ class StreamSummary:
     interrupted: bool = False
     sinks: list[dict] = field(default_factory=list)
     state: dict = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)   # lines of a connection log that are no records
 
     @property
     def n_rejected(self) -> int:
@@ -52,7 +53,8 @@ class StreamSummary:
                 "rejected_reasons": dict(sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
                 "alerts": self.alerts,
                 "seconds": round(self.seconds, 3), "format": self.format, "interrupted": self.interrupted,
-                "sinks": self.sinks, "state": self.state}
+                "sinks": self.sinks, "state": self.state,
+                **({"ignored": dict(self.ignored)} if self.ignored else {})}
 
     def line(self) -> str:
         text = (f"read {self.read:,} records: scored {self.scored:,}, rejected {self.n_rejected:,}"
@@ -230,11 +232,28 @@ class StreamScorer:
         self.model_label = model_label or scorer.name
         self.summary = StreamSummary()
         self._csv: CsvLineParser | None = None
+        self._conn = None       # a connection log (Zeek, Suricata EVE, nfdump, NFStream): io.connlogs.live
 
     def _decide_format(self, line: str) -> None:
+        from deepids.io.connlogs import source_of_line
+
         if self.fmt == "auto":
-            self.fmt = "ndjson" if line.lstrip().startswith(("{", "[")) else "csv"
+            self.fmt = source_of_line(line) or ("ndjson" if line.lstrip().startswith(("{", "[")) else "csv")
         self.summary.format = self.fmt
+        if self.fmt not in ("csv", "ndjson"):
+            from deepids.io.connlogs.live import ConnLineParser
+
+            self._conn = ConnLineParser(self.fmt)
+            metrics = self.scorer.metrics
+
+            def canonicalise(items):
+                canon = self._conn.canonicalise(items)
+                metrics.count_received(len(items))
+                if canon.rejected:
+                    metrics.count_rejected(canon.rejected)
+                return canon
+
+            self.scorer.canonicalise = canonicalise
 
     def _items(self, lines: list[str]) -> list[Any]:
         items: list[Any] = []
@@ -243,9 +262,13 @@ class StreamScorer:
             if not lines:
                 return []
             self._decide_format(lines[0])
+            if self._conn is not None:
+                return self._conn.records(lines)
             if self.fmt == "csv":
                 self._csv = CsvLineParser(lines[0])
                 lines = lines[1:]
+        if self._conn is not None:
+            return self._conn.records(lines)
         if self.fmt == "ndjson":
             return parse_ndjson(lines)
         lines = [ln for ln in lines if ln.strip()]      # blank lines are not records (as the readers)
@@ -293,6 +316,8 @@ class StreamScorer:
             sink.emit(alerts)
 
     def close(self) -> StreamSummary:
+        if self._conn is not None:
+            self.summary.ignored = dict(self._conn.ignored)
         self.summary.sinks = [sink.close() for sink in self.sinks]
         self.summary.state = self.scorer.state()
         return self.summary
