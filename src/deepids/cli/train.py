@@ -46,6 +46,11 @@ def train(
     stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
                                          "epoch instead of holding them (files larger than memory).")] = False,
     chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
+    entity_context: Annotated[bool, typer.Option("--entity-context", help="Add what each source host has been doing "
+                                                 "(flows, destinations, ports in the last --context-seconds and last "
+                                                 "--context-flows records, inter-arrival, failed share) as features.")] = False,
+    context_seconds: Annotated[float, typer.Option(help="Entity context: time window in seconds.")] = 60.0,
+    context_flows: Annotated[int, typer.Option(help="Entity context: the last records per host.")] = 20,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -86,7 +91,14 @@ def train(
         if options[name] is None:           # left unset: the model's own default
             del options[name]
     accepted = set(cls._param_names())
-    detector = cls(**{k: v for k, v in options.items() if k in accepted})
+    params = {k: v for k, v in options.items() if k in accepted}
+    if entity_context:
+        from deepids.models.context import ContextDetector
+
+        detector = ContextDetector(detector=model, detector_params=params, window_seconds=context_seconds,
+                                   last_flows=context_flows)
+    else:
+        detector = cls(**params)
     detector.fit(table)
     _save_trained(detector, model, data, out_dir, report.to_dict())
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from deepids.errors import ModelFormatError
 from deepids.models.base import BaseDetector, Scores, read_model_document
+from deepids.models.context import ContextDetector
 from deepids.models.classic import IsolationForestDetector, RandomForestFlowClassifier
 from deepids.models.dense_ae import DenseAutoencoder
 from deepids.models.ensemble import LSTMAutoencoderEnsemble
@@ -22,6 +23,7 @@ MODELS: dict[str, type[BaseDetector]] = {
     IsolationForestDetector.model_name: IsolationForestDetector,
     TwoStageDetector.model_name: TwoStageDetector,
     GANDetector.model_name: GANDetector,
+    ContextDetector.model_name: ContextDetector,
 }
 
 
@@ -45,4 +47,4 @@ def load_model(path: str | Path) -> BaseDetector:
 
 __all__ = ["MODELS", "BaseDetector", "BaseClassifier", "Scores", "LSTMAutoencoder", "LSTMAutoencoderNet", "DenseAutoencoder", "LSTMAutoencoderEnsemble",
            "DNNClassifier", "CNNClassifier", "TwoStageDetector", "RandomForestFlowClassifier",
-           "IsolationForestDetector", "GANDetector", "load_model", "model_from_document"]
+           "IsolationForestDetector", "GANDetector", "ContextDetector", "load_model", "model_from_document"]
