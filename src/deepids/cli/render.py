@@ -164,3 +164,16 @@ def hunt_table(findings: list[dict], by: str) -> Table:
         table.add_row(str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
                       ", ".join(x["feature"] for x in f["top_features"][:3]), "; ".join(f.get("attack_labels", [])))
     return table
+
+
+def models_table(rows: list[dict]) -> Table:
+    """`deepids models`: one row per model; parameters as name=default, with the train option that sets it."""
+    table = Table(title="models (deepids train --model NAME)", title_justify="left", show_lines=True)
+    table.add_column("model")
+    table.add_column("kind")
+    table.add_column("parameters (default) [train option]")
+    for row in rows:
+        params = "\n".join(f"{p['name']}={p['default']!r}" + (f"  {p['option']}" if p["option"] else "")
+                           for p in row["parameters"])
+        table.add_row(row["model"], row["kind"], params)
+    return table
