@@ -34,6 +34,8 @@ class Objective(str, Enum):
 class HuntBy(str, Enum):
     host = "host"
     user = "user"
+    process = "process"
+    tree = "tree"
 
 
 Layout = Annotated[Optional[str], typer.Option(

@@ -74,14 +74,16 @@ def train(
         return
     if was_given(ctx, "chunk_rows"):
         raise ConfigError("--chunk-rows applies with --stream")
-    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features
-        from deepids.hunting.logs import read_log_features
+    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
+        from deepids.hunting.logs import fit_log_model, read_log_events
 
-        _, table, report = read_log_features(data, progress=not quiet)
+        log_events, report = read_log_events(data, progress=not quiet)
+        report_read(report)
+        fit_log_model(estimator, log_events)
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
-    report_read(report)
-    estimator.fit(table)
+        report_read(report)
+        estimator.fit(table)
     _save_trained(estimator, model, data, out_dir, report.to_dict())
 
 
