@@ -39,6 +39,8 @@ class Engine(str, Enum):
 class HuntBy(str, Enum):
     host = "host"
     user = "user"
+    process = "process"
+    tree = "tree"
 
 
 Layout = Annotated[Optional[str], typer.Option(

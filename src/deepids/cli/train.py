@@ -73,10 +73,11 @@ def train(
             threshold_percentile=percentile, threshold_fpr=fpr, threshold_value=threshold_value, device=device,
             verbose=not quiet))
         return
-    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features
-        from deepids.hunting.logs import read_log_features
+    log_events = None
+    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
+        from deepids.hunting.logs import read_log_events
 
-        _, table, report = read_log_features(data, progress=not quiet)
+        log_events, report = read_log_events(data, progress=not quiet)
         report_read(report)
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
@@ -95,7 +96,12 @@ def train(
             del options[name]
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted})
-    detector.fit(table)
+    if log_events is not None:
+        from deepids.hunting.logs import fit_log_model
+
+        fit_log_model(detector, log_events)
+    else:
+        detector.fit(table)
     _save_trained(detector, model, data, out_dir, report.to_dict())
 
 
