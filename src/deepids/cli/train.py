@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from deepids.cli.configure import build_model, given_options, was_given
-from deepids.cli.options import (DataFiles, LabelColumn, Layout, Objective, Quiet, ScoreMode, Target,
-                                 ThresholdMethod, is_logs)
+from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
+                                 ScoreMode, Target, ThresholdMethod, is_logs)
 from deepids.cli.render import info, report_read, said
 from deepids.errors import ConfigError, InputError
 
@@ -56,7 +56,13 @@ def train(
     quiet: Quiet = False,
     stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
                                          "epoch instead of holding them (files larger than memory).")] = False,
-    chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
+    chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream or --engine ray.", min=1)] = 100_000,
+    engine: EngineOption = Engine.local,
+    address: Address = None,
+    num_workers: Annotated[int, typer.Option(help="--engine ray: data-parallel training workers (DDP).", min=1)] = 2,
+    storage: Annotated[Optional[str], typer.Option(help="--engine ray: where Ray Train keeps its checkpoint, on "
+                                                   "storage every node sees (a shared path or s3://...); default: "
+                                                   "a temporary folder, enough on one machine.")] = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -69,11 +75,17 @@ def train(
     from deepids.io import read_flows
 
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
-    if stream:
-        _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column)
+    if engine is not Engine.ray:
+        for name in ("address", "num_workers", "storage"):
+            if was_given(ctx, name):
+                raise ConfigError(f"--{name.replace('_', '-')} applies with --engine ray")
+    if stream or engine is Engine.ray:
+        ray = ({"num_workers": num_workers, "address": address, "storage_path": storage} if engine is Engine.ray
+               else None)
+        _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, ray)
         return
     if was_given(ctx, "chunk_rows"):
-        raise ConfigError("--chunk-rows applies with --stream")
+        raise ConfigError("--chunk-rows applies with --stream or --engine ray")
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
         from deepids.hunting.logs import fit_log_model, read_log_events
 
@@ -105,13 +117,22 @@ def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: d
     said(f"saved {out_dir}")
 
 
-def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout,
-                    label_column) -> None:
+def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
+                    ray: dict | None) -> None:
+    how = "--engine ray" if ray else "--stream"
     if not hasattr(detector, "fit_files"):
-        raise InputError(f"--stream trains the autoencoders (lstm-ae, dense-ae), not {model}")
+        raise InputError(f"{how} trains the autoencoders (lstm-ae, dense-ae), not {model}")
     if is_logs(data):
-        raise InputError("--stream reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
-    detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
+        raise InputError(f"{how} reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
+    if ray:
+        from deepids.distributed.ray_train import train_ray
+
+        detector = train_ray(detector, data, None, layout=layout, label_column=label_column, chunk_rows=chunk_rows,
+                             **ray)
+        info(f"trained on {ray['num_workers']} Ray workers (DDP, "
+             f"{detector.training_summary_['distributed']['backend']})")
+    else:
+        detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
     summary = detector.training_summary_
     read = summary.pop("read") or {}
     report_read(read)
