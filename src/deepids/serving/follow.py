@@ -200,7 +200,13 @@ class LineReader:
                     return
             return
         with open(path, "rb") as probe:
-            gz = probe.read(2) == b"\x1f\x8b"
+            magic = probe.read(8)
+        gz = magic[:2] == b"\x1f\x8b"
+        for sig, what in ((b"ElfFile\x00", "a Windows EVTX log"), (b"PAR1", "a Parquet file"),
+                          (b"BZh", "bzip2-compressed"), (b"\x28\xb5\x2f\xfd", "zstd-compressed")):
+            if magic.startswith(sig):
+                raise InputError(f"{path} is {what}; stream reads CSV or NDJSON text (plain or gzip). "
+                                 f"Use deepids score for it")
         if gz:
             if self.follow:
                 raise InputError(f"{path} is gzip-compressed; --follow needs a plain text file")

@@ -18,6 +18,7 @@ at-least-once: those of the batch in flight at a crash are sent again, with the 
 
 from __future__ import annotations
 
+import csv
 import json
 import queue
 import threading
@@ -115,7 +116,7 @@ class StreamScorer:
             self.fmt = s.format = doc["format"]
         if doc.get("csv_header"):
             self.header = doc["csv_header"]
-            self._csv = CsvLineParser(self.header)
+            self._csv = _csv_parser(self.header)
 
     # ------------------------------------------------------------------ records
     def _records(self, raw: Sequence[Line | LongLine | bytes]) -> tuple[list[Any], list[str | None]]:
@@ -139,8 +140,8 @@ class StreamScorer:
                     self.fmt = "ndjson" if text.lstrip().startswith(("{", "[")) else "csv"
                 self.summary.format = self.fmt
                 if self.fmt == "csv":
+                    self._csv = _csv_parser(text)
                     self.header = text
-                    self._csv = CsvLineParser(text)
                     continue
             texts.append(text)
             keys.append(item.key)
@@ -210,6 +211,18 @@ class StreamScorer:
         self.summary.sinks = [sink.close() for sink in self.sinks]
         self.summary.state = self.scorer.state()
         return self.summary
+
+
+def _csv_parser(header: str) -> CsvLineParser:
+    """The parser of a CSV stream's header line; a line that cannot be one is an InputError."""
+    if "\x00" in header:
+        raise InputError("the first line holds NUL bytes: the input is not CSV or NDJSON text")
+    if "\r" in header.rstrip("\r"):
+        raise InputError("the first line holds a bare carriage return (CR): lines must end with LF or CRLF")
+    try:
+        return CsvLineParser(header)
+    except csv.Error as exc:
+        raise InputError(f"the first line is not a CSV header ({exc})") from None
 
 
 class _Checkpointer:
