@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepids.cli.options import (DataFiles, LabelColumn, Layout, Objective, Quiet, ScoreMode, Target,
-                                 ThresholdMethod, is_logs)
+from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
+                                 ScoreMode, Target, ThresholdMethod, is_logs)
 from deepids.cli.render import info, report_read, said
 from deepids.errors import InputError
 
@@ -45,7 +45,13 @@ def train(
                                                         "(about 20x faster to score) or discriminator.")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
                                          "epoch instead of holding them (files larger than memory).")] = False,
-    chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
+    chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream or --engine ray.", min=1)] = 100_000,
+    engine: EngineOption = Engine.local,
+    address: Address = None,
+    num_workers: Annotated[int, typer.Option(help="--engine ray: data-parallel training workers (DDP).", min=1)] = 2,
+    storage: Annotated[Optional[str], typer.Option(help="--engine ray: where Ray Train keeps its checkpoint, on "
+                                                   "storage every node sees (a shared path or s3://...); default: "
+                                                   "a temporary folder, enough on one machine.")] = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -57,18 +63,21 @@ def train(
 
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
-    if stream:
-        _train_streamed(MODELS[model], model, data, out_dir, chunk_rows, layout, label_column, dict(
+    if stream or engine is Engine.ray:
+        ray = ({"num_workers": num_workers, "address": address, "storage_path": storage} if engine is Engine.ray
+               else None)
+        _train_streamed(MODELS[model], model, data, out_dir, chunk_rows, layout, label_column, ray, dict(
             sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
             score_mode=score_mode.value, objective=objective and objective.value, threshold_method=threshold.value,
             threshold_percentile=percentile, threshold_fpr=fpr, threshold_value=threshold_value, device=device,
             verbose=not quiet))
         return
-    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features
-        from deepids.hunting.logs import read_log_features
+    log_events = None
+    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
+        from deepids.hunting.logs import read_log_events
 
-        _, table, report = read_log_features(data, progress=not quiet)
+        log_events, report = read_log_events(data, progress=not quiet)
         report_read(report)
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
@@ -87,7 +96,12 @@ def train(
             del options[name]
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted})
-    detector.fit(table)
+    if log_events is not None:
+        from deepids.hunting.logs import fit_log_model
+
+        fit_log_model(detector, log_events)
+    else:
+        detector.fit(table)
     _save_trained(detector, model, data, out_dir, report.to_dict())
 
 
@@ -110,14 +124,23 @@ def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: d
 
 
 def _train_streamed(cls, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
-                    options: dict) -> None:
+                    ray: dict | None, options: dict) -> None:
+    how = "--engine ray" if ray else "--stream"
     if not hasattr(cls, "fit_files"):
-        raise InputError(f"--stream trains the autoencoders (lstm-ae, dense-ae), not {model}")
+        raise InputError(f"{how} trains the autoencoders (lstm-ae, dense-ae), not {model}")
     if is_logs(data):
-        raise InputError("--stream reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
+        raise InputError(f"{how} reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
-    detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
+    if ray:
+        from deepids.distributed.ray_train import train_ray
+
+        detector = train_ray(detector, data, None, layout=layout, label_column=label_column, chunk_rows=chunk_rows,
+                             **ray)
+        info(f"trained on {ray['num_workers']} Ray workers (DDP, "
+             f"{detector.training_summary_['distributed']['backend']})")
+    else:
+        detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
     summary = detector.training_summary_
     read = summary.pop("read") or {}
     report_read(read)

@@ -614,7 +614,7 @@ def events_from_records(items) -> tuple[pl.DataFrame, "np.ndarray", list]:
         flat = item
         try:
             flat = flatten_winlogbeat(item) if nested else item
-            row = canonical_event(flat, None, keep_raw=False)
+            row = canonical_event(flat, None, keep_raw=True)   # raw: process GUIDs etc. for process context
         except (TypeError, ValueError, AttributeError, OverflowError, OSError):
             rejected.append(_bad_event(i, flat if isinstance(flat, dict) else item, nested))
             continue
