@@ -53,8 +53,9 @@ def write_json(obj: dict, path: Path) -> None:
     if str(path) == "-":
         sys.stdout.write(text + "\n")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    from deepids.atomic import write_text
+
+    write_text(path, text + "\n")          # whole or not at all, 0640, never through a symlink
     info(f"wrote {path}")
 
 
