@@ -49,6 +49,8 @@ class ConnLineParser:
         self.header = zeek.ZeekHeader()
         self.names: list[str] | None = None
         self.footer = False
+        self.header_lines: list[str] = []
+        self._ignored_total = 0
         self.fields: list[Field] = []
         if source == "zeek-conn-json":
             self.fields = list(zeek.CONN_FIELDS) + [Field(n, n, k) for n, k in zeek._JSON_EXTRAS]
@@ -59,13 +61,26 @@ class ConnLineParser:
     def records(self, lines: list[str]) -> list[dict]:
         out: list[dict] = []
         for line in lines:
-            text = line.lstrip("\ufeff").rstrip("\r")
-            if not text.strip():
-                continue
-            rec = self._record(text)
+            rec = self.record(line)
             if rec is not None:
                 out.append(rec)
         return out
+
+    def record(self, line: str) -> dict | None:
+        """One line: its record (a dict of text; a rejected one carries its reason), or None
+        for a line that is no record (a header, a directive, another event type, a footer)."""
+        text = line.lstrip("\ufeff").rstrip("\r")
+        if not text.strip():
+            return None
+        rec = self._record(text)
+        if rec is None and not self.ignored_changed():
+            self.header_lines.append(text)      # a header line: kept, so that a resumed stream knows it
+        return rec
+
+    def ignored_changed(self) -> bool:
+        total = sum(self.ignored.values())
+        changed, self._ignored_total = total != self._ignored_total, total
+        return changed
 
     def _record(self, text: str) -> dict | None:
         if self.source == "zeek-conn":
@@ -130,7 +145,8 @@ class ConnLineParser:
 
     # ---------------------------------------------------------------- records -> table
     def canonicalise(self, items: list[Any]) -> CanonicalRecords:
-        bad = [(i, it[_BAD]) for i, it in enumerate(items) if isinstance(it, dict) and _BAD in it]
+        bad = [(i, it[_BAD] if isinstance(it, dict) else getattr(it, "reason", "unreadable record"))
+               for i, it in enumerate(items) if not isinstance(it, dict) or _BAD in it]
         good = [i for i, it in enumerate(items) if isinstance(it, dict) and _BAD not in it]
         names = list(dict.fromkeys(f.src for f in self.fields))
         extra = {"suricata-eve": ("flow.start", "flow.end"), "nfstream": ("bidirectional_duration_ms",)}
