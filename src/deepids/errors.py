@@ -19,3 +19,7 @@ class ModelFormatError(DeepidsError):
 
 class ConfigError(DeepidsError):
     """A hyperparameter or option has an invalid value."""
+
+
+class NotFittedError(DeepidsError):
+    """A model was asked to score, predict or save before it was fitted (or loaded)."""
