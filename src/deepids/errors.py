@@ -23,3 +23,7 @@ class ConfigError(DeepidsError):
 
 class NotFittedError(DeepidsError):
     """A model was asked to score, predict or save before it was fitted (or loaded)."""
+
+
+class OutputError(DeepidsError):
+    """An output cannot be written (disk full, permission, a symlink in the way); nothing partial is left."""

@@ -268,3 +268,23 @@ def _std_line(line):
         return json.loads(line)
     except ValueError:
         return Unparsable("invalid JSON")
+
+
+def test_live_records_and_file_cells_follow_one_rule(flow_sample, tmp_path):
+    """A cell means the same in a file and in a live record: the column rules of deepids.io.cast."""
+    from deepids.io.records import CsvLineParser
+
+    cells = ["1_000", " 12 ", "Infinity", "", "0x10"]
+    rec = _good(flow_sample, 1)[0]
+    lines = [",".join(["Flow Duration", "Destination Port"] + [f for f in FLOW_FEATURES if f != "Flow Duration"])]
+    for c in cells:
+        lines.append(",".join([c, "80"] + [str(rec[f]) for f in FLOW_FEATURES if f != "Flow Duration"]))
+    lines.append(",".join(["5", "NaN"] + [str(rec[f]) for f in FLOW_FEATURES if f != "Flow Duration"]))
+    path = tmp_path / "cells.csv"
+    path.write_text("\n".join(lines) + "\n")
+    table, report = read_flows(path)
+    live = records_to_table(CsvLineParser(lines[0]).parse(lines[1:]), REQUIRED)
+    assert [r.index for r in live.rejected] == [0, 4, 5]
+    assert {r.reason for r in live.rejected} == {"non-numeric value", "non-integer value"}
+    assert report.n_rejected == 3
+    assert table["Flow Duration"].to_list()[:2] == live.table["Flow Duration"].to_list()[:2] == [12.0, math.inf]

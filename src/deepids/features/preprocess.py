@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from deepids.errors import SchemaError
-from deepids.io.schema import LABEL, METADATA_COLUMNS
+from deepids.io.roles import column_roles, feature_names
 
 UNSEEN = "<unseen>"
 RARITY_JOIN = "+"
@@ -40,9 +40,10 @@ RARITY_FLOOR = 1e-5
 
 
 def feature_columns(df: pl.DataFrame) -> list[str]:
-    """The columns of a canonical table that are model inputs: everything but metadata and label."""
-    skip = set(METADATA_COLUMNS) | {LABEL}
-    return [c for c in df.columns if c not in skip]
+    """The columns of a canonical table that are model inputs: those whose role is `feature`
+    (see `deepids.io.roles`: never the label, a second label-like column, an identifier, a
+    time, entity or metadata column, or a constant)."""
+    return feature_names(column_roles(df))
 
 
 def signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -65,6 +66,8 @@ class FlowPreprocessor:
     std_: list[float] = field(default_factory=list)
     vocabularies_: dict[str, list[str]] = field(default_factory=dict)
     frequencies_: dict[str, dict[str, float]] = field(default_factory=dict)
+    roles_: list[dict] = field(default_factory=list)    # every input column's role and why (io.roles)
+    numeric_sources_: list[str] = field(default_factory=list)   # input columns read as numbers
 
     # ---------------------------------------------------------------- fit
     def fit(self, df: pl.DataFrame, columns: list[str] | None = None) -> "FlowPreprocessor":
@@ -75,6 +78,7 @@ class FlowPreprocessor:
             raise SchemaError("cannot fit features on zero records")
         numeric = [c for c in columns if df.schema[c].is_numeric()]
         categorical = [c for c in columns if c not in numeric]
+        self.roles_ = _input_roles(df, columns)
         self.frequencies_ = {}
         for key in self.frequency:
             parts = key.split(RARITY_JOIN)
@@ -119,6 +123,7 @@ class FlowPreprocessor:
                 continue
             self.categorical_.append(c)
             self.vocabularies_[c] = [v for v in values if v != UNSEEN]
+        self.numeric_sources_ = [c for c in self.input_columns if c not in self.categorical_]
         return self
 
     # ---------------------------------------------------------- transform
@@ -152,6 +157,12 @@ class FlowPreprocessor:
             shown = ", ".join(repr(c) for c in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise SchemaError(f"the data lacks {len(missing)} column(s) the model needs: {shown}{more}")
+        text = [c for c in self.numeric_sources_ if c in df.columns and not df.schema[c].is_numeric()
+                and df.schema[c] != pl.Null]
+        if text:
+            raise SchemaError(f"column(s) {', '.join(repr(c) for c in text[:5])} held numbers when the model "
+                              f"was trained and hold text here: the columns disagree with the model's "
+                              f"(is this the same kind of file, read with the same --layout/--label-column?)")
 
     def transform(self, df: pl.DataFrame) -> np.ndarray:
         """Model inputs, float32, shape (n_records, n_outputs)."""
@@ -209,7 +220,7 @@ class FlowPreprocessor:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
             "clip", "frequency", "port_feature", "scaling", "numeric_", "categorical_", "dropped_constant_", "fill_nan_", "fill_posinf_",
-            "fill_neginf_", "mean_", "std_", "vocabularies_", "frequencies_")}
+            "fill_neginf_", "mean_", "std_", "vocabularies_", "frequencies_", "roles_", "numeric_sources_")}
 
     @classmethod
     def from_dict(cls, state: dict) -> "FlowPreprocessor":
@@ -225,6 +236,20 @@ def fit_preprocessor(rows: pl.DataFrame, columns: list[str], clip: float = 3.0) 
     if not preprocessor.output_names:
         raise SchemaError("no usable feature columns: every column is constant in the training data")
     return preprocessor
+
+def _input_roles(df: pl.DataFrame, columns: list[str]) -> list[dict]:
+    """The role of every column of the training table: the model inputs are `columns`."""
+    chosen = set(columns)
+    out = []
+    for r in column_roles(df):
+        if r.column in chosen and r.role != "feature":
+            out.append({"column": r.column, "role": "feature", "reason": "feature: chosen by the caller"})
+        elif r.column not in chosen and r.role == "feature":
+            out.append({"column": r.column, "role": "excluded", "reason": "not among the model's input columns"})
+        else:
+            out.append(r.to_dict())
+    return out
+
 
 def _rarity_key(columns: list[str]) -> pl.Expr:
     exprs = [pl.col(c).cast(pl.Utf8).fill_null("") for c in columns]

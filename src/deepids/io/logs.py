@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator
 import polars as pl
 
 from deepids.errors import InputError
+from deepids.io.timestamps import parse_timestamps
 
 LOG_LAYOUT = "windows-events"
 LOG_SUFFIXES = (".evtx", ".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz")
@@ -192,15 +193,7 @@ def events_frame(rows: list[dict]) -> pl.DataFrame:
     ts = data.pop("timestamp")
     df = pl.DataFrame(data, schema={c: (pl.Utf8 if c == "timestamp" else t) for c, t in EVENT_SCHEMA.items()
                                     if c != "timestamp"}, strict=False)
-    stamps = pl.Series("timestamp", ts, dtype=pl.Utf8)
-    parsed = pl.DataFrame({"t": stamps}).select(
-        pl.coalesce([
-            pl.col("t").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False),
-            pl.col("t").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%z", strict=False),
-            pl.col("t").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%d %H:%M:%S%.f UTC", strict=False),
-            pl.col("t").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f", strict=False),
-            pl.col("t").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%d %H:%M:%S%.f", strict=False),
-        ]).dt.replace_time_zone(None).alias("timestamp")).to_series()
+    parsed = parse_timestamps(pl.Series("timestamp", ts, dtype=pl.Utf8))
     return df.with_columns(parsed).select(EVENT_COLUMNS)
 
 

@@ -15,6 +15,12 @@ ports and protocol must be integers; timestamps are parsed by :func:`parse_times
 read as Unix seconds when they are numbers, and an unparseable timestamp becomes null (counted,
 not rejected). Unknown fields are ignored (they stay in the caller's original record).
 
+The rules are not copied here: a JSON value becomes a cell, and the cell is cast by the flows'
+column rules in :mod:`deepids.io.cast`, the ones the file readers apply. Only what a CSV cell
+cannot be is decided here: an object, array or boolean where a number or text belongs is
+``wrong type``, an integer beyond the float range is ``number out of range``, a number in
+``timestamp`` is Unix seconds.
+
 Reasons a record is rejected (low cardinality, usable as metric labels): see ``REASONS``.
 """
 
@@ -33,8 +39,27 @@ import numpy as np
 import orjson
 import polars as pl
 
-from deepids.io.flows import R_EMPTY_ROW, R_FIELDS, R_HEADER, _clean, parse_timestamps
-from deepids.io.schema import FLOW_FEATURES, FLOW_METADATA, IDS2018_TO_CANONICAL, LABEL, METADATA_COLUMNS
+from deepids.io.cast import (
+    R_EMPTY_ROW,
+    R_FIELDS,
+    R_HEADER,
+    R_NON_INTEGER,
+    R_NON_NUMERIC,
+    cast_float,
+    cast_int,
+    cast_text,
+    cast_timestamp,
+)
+from deepids.io.layouts import clean_name
+from deepids.io.schema import (
+    DUPLICATE_FWD_HEADER,
+    FLOW_FEATURES,
+    FLOW_METADATA,
+    IDS2018_TO_CANONICAL,
+    LABEL,
+    METADATA_COLUMNS,
+    METADATA_KINDS,
+)
 
 __all__ = [
     "Rejection",
@@ -51,17 +76,11 @@ __all__ = [
 R_NOT_JSON = "invalid JSON"
 R_NOT_OBJECT = "not a JSON object"
 R_MISSING = "missing field"
-R_NON_NUMERIC = "non-numeric value"
-R_NON_INTEGER = "non-integer value"
 R_OUT_OF_RANGE = "number out of range"
 R_WRONG_TYPE = "wrong type"
 REASONS = (R_NOT_JSON, R_NOT_OBJECT, R_MISSING, R_NON_NUMERIC, R_NON_INTEGER, R_OUT_OF_RANGE,
            R_WRONG_TYPE, R_FIELDS, R_EMPTY_ROW, R_HEADER)
 
-_META_KIND = {"flow_id": "str", "src_ip": "str", "dst_ip": "str", "src_port": "int",
-              "dst_port": "int", "protocol": "int", "timestamp": "ts"}
-_DUPLICATE_FWD_HEADER = "Fwd Header Length.1"
-_INT64_MAX = float(2 ** 63)
 
 
 @dataclass(frozen=True)
@@ -121,7 +140,7 @@ def _build_names() -> None:
         _NAMES[raw] = canon
     for m in METADATA_COLUMNS:
         _NAMES[m] = m
-    _NAMES[_DUPLICATE_FWD_HEADER] = None
+    _NAMES[DUPLICATE_FWD_HEADER] = None
     _NAMES["Label"] = LABEL
     _NAMES["label"] = LABEL
 
@@ -137,99 +156,121 @@ def canonical_name(name: str) -> str | None:
         pass
     except TypeError:                 # unhashable: cannot be a field name
         return None
-    cleaned = _clean(str(name))
+    cleaned = clean_name(str(name))
     canon = _NAMES.get(cleaned, cleaned)
     if len(_NAMES) < 100_000:        # bounded cache of spellings seen
         _NAMES[name] = canon
     return canon
 
 
-def _parse_number(v: Any) -> tuple[float, str | None]:
-    """(value, None) or (nan, reason)."""
-    t = type(v)
-    if t is float:
-        return v, None
-    if t is int:
-        try:
-            return float(v), None
-        except OverflowError:
-            return math.nan, R_OUT_OF_RANGE
-    if v is None:
-        return math.nan, None
-    if t is str:
-        s = v.strip()
-        if not s:
-            return math.nan, None
-        try:
-            return float(s), None
-        except ValueError:
-            return math.nan, R_NON_NUMERIC
-    if t is bool or isinstance(v, (dict, list, tuple)):
-        return math.nan, R_WRONG_TYPE
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        try:
-            return float(v), None
-        except OverflowError:
-            return math.nan, R_OUT_OF_RANGE
-    return math.nan, R_WRONG_TYPE
+# --------------------------------------------------------------------------------------
+# JSON values -> cells. What a value means is then decided by the flows' column rules in
+# deepids.io.cast, the ones the file readers apply; only what a CSV cell cannot hold (objects,
+# arrays, booleans, integers beyond the float range, numbers as Unix-time timestamps) is
+# decided here.
+# --------------------------------------------------------------------------------------
+
+_NONE = type(None)
+_NUMBER_TYPES = {float, int, _NONE}
+_NONFINITE_TEXT = {True: "Infinity", False: "-Infinity"}
 
 
-def _float_column(values: list) -> tuple[np.ndarray, dict[int, str]]:
-    """Float64 values and {position: reason} for those refused."""
+def _number_cells(values: Sequence) -> tuple[pl.Series, dict[int, str]]:
+    """A numeric column's values as cells (Float64 when all are numbers or null, else text), and
+    those refused before any rule: {position: reason}."""
     types = set(map(type, values))
-    if types <= {float, int} or types == {str}:
-        try:        # numpy parses numbers and numeric text (inf, Infinity, NaN) as float() does
-            return np.array(values, dtype=np.float64), {}
-        except (OverflowError, ValueError):
-            pass
-    out = np.empty(len(values), dtype=np.float64)
+    if types <= _NUMBER_TYPES:
+        try:
+            col = pl.Series(np.array(values, dtype=np.float64))     # overflow raises
+        except (OverflowError, TypeError, ValueError):
+            col = None
+        if col is not None:
+            if _NONE in types:          # null stays null (an empty cell), not NaN
+                col = col.scatter([i for i, v in enumerate(values) if v is None], None)
+            return col, {}
+    if types == {str}:
+        return _text_series(list(values)), {}
+    cells: list = [None] * len(values)
     bad: dict[int, str] = {}
     for i, v in enumerate(values):
-        x, reason = _parse_number(v)
-        out[i] = x
-        if reason is not None:
-            bad[i] = reason
-    return out, bad
-
-
-def _int_column(values: list) -> tuple[list, dict[int, str]]:
-    floats, bad = _float_column(values)
-    out: list = [None] * len(values)
-    for i, x in enumerate(floats.tolist()):
-        if i in bad or x != x:      # NaN: empty / null -> null
-            continue
-        if not math.isfinite(x) or x != math.floor(x) or abs(x) >= _INT64_MAX:
-            bad[i] = R_NON_INTEGER
-            continue
-        out[i] = int(x)
-    return out, bad
-
-
-def _str_column(values: list) -> tuple[list, dict[int, str]]:
-    out: list = [None] * len(values)
-    bad: dict[int, str] = {}
-    for i, v in enumerate(values):
+        t = type(v)
         if v is None:
             continue
-        if isinstance(v, (dict, list, tuple)):
+        if t is str:
+            cells[i] = v
+        elif t is bool or not isinstance(v, (int, float, np.integer, np.floating)):
             bad[i] = R_WRONG_TYPE
-            continue
-        if isinstance(v, float):
+        else:
+            try:
+                cells[i] = repr(float(v))
+            except OverflowError:
+                bad[i] = R_OUT_OF_RANGE
+    return _text_series(cells), bad
+
+
+def _text_series(values: list) -> pl.Series:
+    """Text cells; a string that is not valid Unicode (a lone surrogate from JSON) is replaced
+    character by character, as the file readers decode invalid bytes."""
+    try:
+        return pl.Series(values, dtype=pl.Utf8)
+    except Exception:  # noqa: BLE001 - polars raises its own error types for bad strings
+        return pl.Series([v if v is None else v.encode("utf-8", "replace").decode("utf-8") for v in values],
+                         dtype=pl.Utf8)
+
+
+def _positions(mask: pl.Series | None, reason: str, bad: dict[int, str]) -> None:
+    if mask is not None:
+        for i in np.flatnonzero(mask.to_numpy()).tolist():
+            bad.setdefault(i, reason)
+
+
+def _float_column(values: Sequence) -> tuple[pl.Series, dict[int, str]]:
+    """Float64 values (the file readers' rule: numbers, numeric text, NaN for empty or null) and
+    {position: reason} for those refused."""
+    types = set(map(type, values))
+    if types <= _NUMBER_TYPES:
+        try:        # the usual case, plain numbers: None -> NaN as the rule reads an empty cell
+            return pl.Series(np.array(values, dtype=np.float64)), {}
+        except (OverflowError, TypeError, ValueError):
+            pass
+    cells, bad = _number_cells(values)
+    col, nonnumeric = cast_float(cells)
+    _positions(nonnumeric, R_NON_NUMERIC, bad)
+    return col, bad
+
+
+def _int_column(values: Sequence) -> tuple[pl.Series, dict[int, str]]:
+    cells, bad = _number_cells(values)
+    col, nonnumeric, nonint = cast_int(cells)
+    _positions(nonnumeric, R_NON_NUMERIC, bad)
+    _positions(nonint, R_NON_INTEGER, bad)
+    return col, bad
+
+
+def _str_column(values: Sequence) -> tuple[pl.Series, dict[int, str]]:
+    out: list = [None] * len(values)
+    bad: dict[int, str] = {}
+    for i, v in enumerate(values):
+        if v is None or type(v) is str:
+            out[i] = v
+        elif isinstance(v, (dict, list, tuple)):
+            bad[i] = R_WRONG_TYPE
+        elif isinstance(v, float):
             if v.is_integer():
-                v = int(v)   # 6.0 -> "6", as a CSV cell would be written
+                out[i] = str(int(v))    # 6.0 -> "6", as a CSV cell would be written
             elif not math.isfinite(v):
-                v = _NONFINITE_TEXT[v > 0] if v == v else "NaN"   # as JSON and CSV spell them
-        s = str(v).strip()
-        out[i] = s or None
-    return out, bad
+                out[i] = _NONFINITE_TEXT[v > 0] if v == v else "NaN"   # as JSON and CSV spell them
+            else:
+                out[i] = str(v)
+        else:
+            out[i] = str(v)
+    return cast_text(_text_series(out)), bad
 
 
-_NONFINITE_TEXT = {True: "Infinity", False: "-Infinity"}
-_NUMBER_TYPES = {float, int, type(None)}
-
-
-def _timestamp_column(values: list) -> tuple[pl.Series, np.ndarray]:
-    """Datetime("us") values and a mask of the values given but not understood."""
+def _timestamp_column(values: Sequence) -> tuple[pl.Series, np.ndarray]:
+    """Datetime("us") values and a mask of the values given but not understood. Text is parsed by
+    the file readers' rule (each distinct text once, remembered: live records repeat their
+    timestamps); a number is Unix seconds."""
     text: list = [None] * len(values)
     epoch: list = [None] * len(values)
     given = np.zeros(len(values), dtype=bool)
@@ -246,7 +287,6 @@ def _timestamp_column(values: list) -> tuple[pl.Series, np.ndarray]:
             given[i] = bool(v.strip())
         else:
             given[i] = True
-    # parse each distinct text once, and remember it: live records repeat their timestamps
     known: dict[str, datetime | None] = {}
     new = []
     for t in dict.fromkeys(text):
@@ -257,7 +297,7 @@ def _timestamp_column(values: list) -> tuple[pl.Series, np.ndarray]:
         except KeyError:
             new.append(t)
     if new:
-        parsed_new = dict(zip(new, parse_timestamps(pl.Series("timestamp", new, dtype=pl.Utf8)).to_list()))
+        parsed_new = dict(zip(new, cast_timestamp(pl.Series("timestamp", new, dtype=pl.Utf8))[0].to_list()))
         known.update(parsed_new)
         if len(_TS_CACHE) + len(new) > _TS_CACHE_SIZE:
             _TS_CACHE.clear()
@@ -269,6 +309,73 @@ def _timestamp_column(values: list) -> tuple[pl.Series, np.ndarray]:
 
 _TS_CACHE: dict[str, datetime | None] = {}
 _TS_CACHE_SIZE = 65_536
+_MISSING = object()
+
+
+def _key_maps(records: Sequence[Any]) -> tuple[list[dict], list[dict], dict[int, tuple[str | None, str]]]:
+    """(the records as dicts, each one's {canonical column: its own key}, first errors).
+
+    Records usually share one set of field names: each distinct set is mapped once."""
+    dicts: list[dict] = []
+    maps: list[dict] = []
+    first_error: dict[int, tuple[str | None, str]] = {}
+    by_keys: dict[tuple, dict] = {}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            dicts.append({})
+            maps.append({})
+            first_error[i] = (rec.field, rec.reason) if isinstance(rec, Unparsable) else (None, R_NOT_OBJECT)
+            continue
+        try:
+            keys = tuple(rec)
+            mapping = by_keys.get(keys)
+        except TypeError:
+            keys, mapping = None, None
+        if mapping is None:
+            mapping = {}
+            for k in rec:
+                c = canonical_name(k)
+                if c is not None:
+                    mapping[c] = k
+            if keys is not None and len(by_keys) < 1000:
+                by_keys[keys] = mapping
+        dicts.append(rec)
+        maps.append(mapping)
+    return dicts, maps, first_error
+
+
+def _transposed(columns: list[str], dicts: list[dict], one_mapping: dict | None) -> dict[str, tuple]:
+    """The common case, every record an object with the same keys in the same order: the values
+    column by column, read in C (itemgetter + transpose)."""
+    if one_mapping is None:
+        return {}
+    present = [c for c in columns if c in one_mapping]
+    if len(present) == 1:
+        key = one_mapping[present[0]]
+        return {present[0]: tuple(r[key] for r in dicts)}
+    if present:
+        return dict(zip(present, zip(*map(itemgetter(*[one_mapping[c] for c in present]), dicts))))
+    return {}
+
+
+def _values(c: str, dicts: list[dict], maps: list[dict], one_mapping: dict | None) -> list:
+    """Column c of every record; _MISSING where a record lacks it."""
+    if one_mapping is not None:
+        raw = one_mapping.get(c, _MISSING)
+        return [_MISSING] * len(dicts) if raw is _MISSING else [r.get(raw, _MISSING) for r in dicts]
+    return [r[m[c]] if c in m else _MISSING for r, m in zip(dicts, maps)]
+
+
+def _cast_column(kind: str, values: Sequence) -> tuple[pl.Series, dict[int, str], np.ndarray | None]:
+    """(values cast by kind, {position: reason} refused, mask of unparsed timestamps)."""
+    if kind == "float":
+        return (*_float_column(values), None)
+    if kind == "int":
+        return (*_int_column(values), None)
+    if kind == "str":
+        return (*_str_column(values), None)
+    col, unparsed = _timestamp_column(values)
+    return col, {}, unparsed
 
 
 def records_to_table(
@@ -291,107 +398,39 @@ def records_to_table(
     """
     required = list(dict.fromkeys(required))
     text = set(text_columns)
-    meta = [m for m in metadata if m in _META_KIND and m not in required]
+    meta = [m for m in metadata if m in METADATA_KINDS and m not in required]
     extra = [c for c in dict.fromkeys(optional_text) if c not in required and c not in meta]
     n = len(records)
-    first_error: dict[int, tuple[str | None, str]] = {}
-    # records usually share one set of field names: map each distinct set once
-    # (canonical column -> the record's own key), instead of re-keying every record
-    dicts: list[dict] = []
-    maps: list[dict] = []
-    by_keys: dict[tuple, dict] = {}
-    for i, rec in enumerate(records):
-        if isinstance(rec, dict):
-            try:
-                keys = tuple(rec)
-                mapping = by_keys.get(keys)
-            except TypeError:
-                keys, mapping = None, None
-            if mapping is None:
-                mapping = {}
-                for k in rec:
-                    c = canonical_name(k)
-                    if c is not None:
-                        mapping[c] = k
-                if keys is not None and len(by_keys) < 1000:
-                    by_keys[keys] = mapping
-            dicts.append(rec)
-            maps.append(mapping)
-        else:
-            dicts.append({})
-            maps.append({})
-            if isinstance(rec, Unparsable):
-                first_error[i] = (rec.field, rec.reason)
-            else:
-                first_error[i] = (None, R_NOT_OBJECT)
+    dicts, maps, first_error = _key_maps(records)
     one_mapping = maps[0] if n and all(m is maps[0] for m in maps) else None
-
-    missing = object()
-    columns: dict[str, Any] = {}
+    order = [*meta, *extra, *required]
+    kinds = {c: METADATA_KINDS.get(c) or ("str" if c in text or c in extra else "float") for c in order}
+    transposed = _transposed(order, dicts, one_mapping) if not first_error else {}
+    columns: dict[str, pl.Series] = {}
     unparsed_mask = np.zeros(n, dtype=bool)
-    # the common case: every record is an object with the same keys in the same order. Then
-    # the values are read column by column in C (itemgetter + transpose), no field can be
-    # missing record by record, and a numeric column of plain numbers becomes an array at once.
-    transposed: dict[str, tuple] = {}
-    if one_mapping is not None and not first_error:
-        present = [c for c in (*meta, *extra, *required) if c in one_mapping]
-        if len(present) == 1:
-            key = one_mapping[present[0]]
-            transposed = {present[0]: tuple(r[key] for r in dicts)}
-        elif present:
-            transposed = dict(zip(present, zip(*map(itemgetter(*[one_mapping[c] for c in present]), dicts))))
-    for c in (*meta, *extra, *required):
-        kind = _META_KIND.get(c) or ("str" if c in text or c in extra else "float")
+    for c in order:
         if c in transposed:
             values = transposed[c]
-            if kind == "float" and set(map(type, values)) <= _NUMBER_TYPES:
-                try:            # None -> NaN, as _float_column reads it
-                    columns[c] = np.array(values, dtype=np.float64)
-                    continue
-                except (OverflowError, ValueError, TypeError):
-                    pass
-            values = list(values)
-        elif one_mapping is not None:
-            raw = one_mapping.get(c, missing)
-            values = [missing] * n if raw is missing else [r.get(raw, missing) for r in dicts]
         else:
-            values = [r[m[c]] if c in m else missing for r, m in zip(dicts, maps)]
-        if c not in transposed and missing in values:
-            for i, v in enumerate(values):
-                if v is missing:
-                    values[i] = None
-                    if c in required:
-                        first_error.setdefault(i, (c, R_MISSING))
-        if kind == "float":
-            col, bad = _float_column(values)
-        elif kind == "int":
-            col, bad = _int_column(values)
-        elif kind == "str":
-            col, bad = _str_column(values)
-        else:
-            col, unparsed_mask = _timestamp_column(values)
-            bad = {}
+            values = _values(c, dicts, maps, one_mapping)
+            if _MISSING in values:
+                for i, v in enumerate(values):
+                    if v is _MISSING:
+                        values[i] = None
+                        if c in required:
+                            first_error.setdefault(i, (c, R_MISSING))
+        columns[c], bad, unparsed = _cast_column(kinds[c], values)
+        if unparsed is not None:
+            unparsed_mask = unparsed
         for i, reason in bad.items():
             if i not in first_error and isinstance(records[i], dict):
                 first_error[i] = (str(maps[i].get(c, c)), reason)
-        columns[c] = col
-
     keep = np.ones(n, dtype=bool)
     if first_error:
         keep[list(first_error)] = False
-    dtypes = {"float": pl.Float64, "int": pl.Int64, "str": pl.Utf8, "ts": pl.Datetime("us")}
     ordered = ([m for m in METADATA_COLUMNS if m in meta or m in required] + extra
-               + [c for c in required if c not in _META_KIND])
-    kinds = {c: _META_KIND.get(c) or ("str" if c in text or c in extra else "float") for c in ordered}
-    series = []
-    for c in ordered:
-        col = columns[c]
-        if kinds[c] == "float":
-            series.append(pl.Series(c, col, dtype=pl.Float64))
-            continue
-        s = col if isinstance(col, pl.Series) else pl.Series(c, col, dtype=dtypes[kinds[c]])
-        series.append(s.alias(c))
-    table = pl.DataFrame(series) if series else pl.DataFrame()
+               + [c for c in required if c not in METADATA_KINDS])
+    table = pl.DataFrame([columns[c].alias(c) for c in ordered]) if ordered else pl.DataFrame()
     if first_error:
         table = table.filter(pl.Series(keep))
     rejected = [Rejection(i, f, r) for i, (f, r) in sorted(first_error.items())]
@@ -496,7 +535,7 @@ class CsvLineParser:
         seen: dict[str, int] = {}
         self.fields: list[str] = []
         for f in raw:          # a repeated name becomes "name.1" (the readers keep the first)
-            key = _clean(f)
+            key = clean_name(f)
             k = seen.get(key, 0)
             seen[key] = k + 1
             self.fields.append(f if k == 0 else f"{key}.{k}")

@@ -76,6 +76,11 @@ FLOW_METADATA: dict[str, str] = {
 METADATA_COLUMNS: tuple[str, ...] = (
     "flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp",
 )
+#: how each metadata column is cast (deepids.io.cast): text, integer or timestamp
+METADATA_KINDS: dict[str, str] = {"flow_id": "str", "src_ip": "str", "dst_ip": "str", "src_port": "int",
+                                  "dst_port": "int", "protocol": "int", "timestamp": "ts"}
+#: CICIDS2017 repeats `Fwd Header Length`; the repeat is dropped however it is spelled
+DUPLICATE_FWD_HEADER = "Fwd Header Length.1"
 
 LABEL = "label"          # normalised label: "benign" or one spelling per attack
 BENIGN = "benign"

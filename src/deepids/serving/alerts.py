@@ -123,6 +123,26 @@ def dumps(doc: dict) -> str:
 # Sinks
 # --------------------------------------------------------------------------------------
 
+_SECRET_PARAMS = ("key", "token", "secret", "password", "passwd", "pass", "auth", "signature", "sig",
+                  "credential", "session", "code")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its user info and the values of credential-like query parameters replaced by ``***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rsplit("@", 1)[1]
+        query = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))
+    except ValueError:
+        return "<unparsable URL>"
+
+
 class AlertSink(Protocol):
     def emit(self, alerts: list[dict]) -> None: ...
 
@@ -151,10 +171,9 @@ class FileSink:
             self._fh = sys.stdout
             self._own = False
         else:
-            p = Path(path)
-            if p.parent and not p.parent.exists():
-                p.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(p, "a", encoding="utf-8")
+            from deepids.atomic import open_append
+
+            self._fh = open_append(path)       # created 0640, never through a symlink
             self._own = True
         self.written = 0
 
@@ -182,14 +201,21 @@ class WebhookSink:
     408, 429) is retried with exponential backoff up to ``max_backoff`` seconds; any other 4xx
     means the endpoint refuses the alerts: they are counted as ``refused``. ``close`` waits up
     to ``close_timeout`` seconds for the buffer to drain; what is left is ``undelivered``.
+
+    With a ``token`` every POST carries ``Authorization: Bearer <token>``. Credentials in the
+    URL (``user:pass@``, ``?api_key=...``) are used but never reported: ``close()`` and
+    ``last_error`` show the URL redacted.
     """
 
     def __init__(self, url: str, *, max_buffer: int = 10_000, batch_size: int = 500, timeout: float = 5.0,
                  backoff: float = 0.5, max_backoff: float = 30.0, close_timeout: float = 10.0,
-                 headers: dict | None = None):
+                 headers: dict | None = None, token: str | None = None):
         import httpx
 
         self.url = url
+        self.shown_url = redact_url(url)
+        if token:
+            headers = {**(headers or {}), "authorization": f"Bearer {token}"}
         self.max_buffer = max_buffer
         self.batch_size = batch_size
         self.backoff = backoff
@@ -241,7 +267,7 @@ class WebhookSink:
                 else:
                     outcome = f"refused: HTTP {r.status_code}"
             except httpx.HTTPError as exc:
-                outcome, retry = f"{type(exc).__name__}: {exc}", True
+                outcome, retry = f"{type(exc).__name__}: {str(exc).replace(self.url, self.shown_url)}", True
             last_seq = batch[-1][0]
             with self._cond:
                 if not retry:
@@ -272,5 +298,5 @@ class WebhookSink:
         with self._cond:
             self.undelivered = len(self._buf)
         self._client.close()
-        return {"sink": self.url, "delivered": self.delivered, "dropped": self.dropped, "refused": self.refused,
+        return {"sink": self.shown_url, "delivered": self.delivered, "dropped": self.dropped, "refused": self.refused,
                 "undelivered": self.undelivered, "failed_posts": self.failed_posts, "last_error": self.last_error}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -26,11 +25,9 @@ import polars as pl
 
 from deepids.errors import ConfigError
 from deepids.io.records import CanonicalRecords, Rejection, records_to_table
+from deepids.serving.metrics import ServingMetrics
 
 R_OVERLOADED = "overloaded"
-
-# request latency buckets (seconds)
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def input_spec(detector) -> tuple[list[str], set[str], list[str]]:
@@ -45,126 +42,6 @@ def input_spec(detector) -> tuple[list[str], set[str], list[str]]:
     entity = getattr(detector, "entity", None)
     optional = [entity] if isinstance(entity, str) and entity else []
     return list(cols), text, optional
-
-
-class ServingMetrics:
-    """Counters, a latency histogram and gauges, rendered in Prometheus text format."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.records_received = 0
-        self.records_scored = 0
-        self.alerts = 0
-        self.rejected: dict[str, int] = {}
-        self.requests: dict[str, int] = {}
-        self.refused: dict[str, int] = {}
-        self.batches = 0
-        self.batch_records = 0
-        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self._latency_sum = 0.0
-        self._latency_count = 0
-        self.started = time.time()
-
-    def count_received(self, n: int) -> None:
-        with self._lock:
-            self.records_received += n
-
-    def count_rejected(self, rejected: Sequence[Rejection] | dict[str, int]) -> None:
-        with self._lock:
-            items = rejected.items() if isinstance(rejected, dict) else ((r.reason, 1) for r in rejected)
-            for reason, n in items:
-                self.rejected[reason] = self.rejected.get(reason, 0) + n
-
-    def count_refused(self, reason: str) -> None:
-        """A request answered 503 before its body was read (its records were never seen)."""
-        with self._lock:
-            self.refused[reason] = self.refused.get(reason, 0) + 1
-
-    def count_scored(self, n: int, alerts: int) -> None:
-        with self._lock:
-            self.records_scored += n
-            self.alerts += alerts
-            self.batches += 1
-            self.batch_records += n
-
-    def observe_request(self, status: int, seconds: float) -> None:
-        with self._lock:
-            key = str(status)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            for i, edge in enumerate(LATENCY_BUCKETS):
-                if seconds <= edge:
-                    self._buckets[i] += 1
-                    break
-            else:
-                self._buckets[-1] += 1
-            self._latency_sum += seconds
-            self._latency_count += 1
-
-    @property
-    def records_rejected(self) -> int:
-        return sum(self.rejected.values())
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {"records_received": self.records_received, "records_scored": self.records_scored,
-                    "records_rejected": sum(self.rejected.values()), "rejected_reasons": dict(self.rejected),
-                    "alerts": self.alerts, "requests": dict(self.requests), "batches": self.batches,
-                    "requests_refused_unread": dict(self.refused)}
-
-    def render(self, gauges: dict[str, tuple[str, float]] | None = None,
-               labelled: dict[str, tuple[str, str, dict[str, float]]] | None = None) -> str:
-        """Prometheus text exposition format (version 0.0.4)."""
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            for suffix, value in samples:
-                lines.append(f"{name}{suffix} {_num(value)}")
-
-        with self._lock:
-            metric("deepids_records_received_total", "counter", "Records that arrived (scored + rejected).",
-                   [("", self.records_received)])
-            metric("deepids_records_scored_total", "counter", "Records scored.", [("", self.records_scored)])
-            metric("deepids_records_rejected_total", "counter", "Records refused, by reason.",
-                   [(f'{{reason="{_esc(r)}"}}', n) for r, n in sorted(self.rejected.items())] or [("", 0)])
-            metric("deepids_alerts_total", "counter", "Records scored above the threshold.", [("", self.alerts)])
-            metric("deepids_requests_total", "counter", "HTTP scoring requests answered, by status code.",
-                   [(f'{{code="{c}"}}', n) for c, n in sorted(self.requests.items())] or [("", 0)])
-            metric("deepids_requests_refused_unread_total", "counter",
-                   "Scoring requests answered 503 before their body was read, by reason (their records "
-                   "are in no record count: the sender still holds them).",
-                   [(f'{{reason="{_esc(r)}"}}', n) for r, n in sorted(self.refused.items())] or [("", 0)])
-            metric("deepids_batches_total", "counter", "Micro-batches scored.", [("", self.batches)])
-            metric("deepids_batch_records_total", "counter", "Records in all micro-batches scored.",
-                   [("", self.batch_records)])
-            cum, samples = 0, []
-            for edge, n in zip(LATENCY_BUCKETS, self._buckets):
-                cum += n
-                samples.append((f'_bucket{{le="{edge:g}"}}', cum))
-            samples.append(('_bucket{le="+Inf"}', self._latency_count))
-            samples += [("_sum", self._latency_sum), ("_count", self._latency_count)]
-            metric("deepids_request_duration_seconds", "histogram",
-                   "Time to answer a scoring request, from the first byte read to the answer.", samples)
-        for name, (help_, value) in (gauges or {}).items():
-            metric(name, "gauge", help_, [("", value)])
-        for name, (kind, help_, by_label) in (labelled or {}).items():
-            metric(name, kind, help_, [(f'{{{k}}}', v) for k, v in by_label.items()])
-        return "\n".join(lines) + "\n"
-
-
-def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _num(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
 
 
 @dataclass

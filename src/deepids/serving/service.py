@@ -7,54 +7,60 @@ Endpoints
   ``threshold``, ``top_features``) for those scored and ``rejected`` (``index``, ``field``,
   ``reason``) for those refused. Status 200 when at least one record was scored, 422 when
   every record was refused (same body), 400 for a body that is empty, holds no record, or is
-  neither JSON nor NDJSON, 413 for a body over ``max_body_bytes``, and 503 with
-  ``Retry-After`` when the server is saturated; nothing of a 503'd request was scored, so it
-  can be sent again as it is. A request that finds the scoring queue full, or the bodies
-  being read and parsed holding ``max_inflight_bytes``, is refused before its body is read
-  (cheaply: parsing is most of a record's cost), counted in
-  ``deepids_requests_refused_unread_total{reason=...}``; one whose records find no room in
-  the queue after parsing has them counted as rejected, ``reason="overloaded"``.
-- ``GET /healthz``, ``GET /v1/model`` (the model's metadata), ``GET /metrics`` (Prometheus).
-- ``/docs`` and ``/openapi.json`` as FastAPI serves them.
+  neither JSON nor NDJSON, 408 for a body not received within ``body_timeout`` seconds, 413
+  for a body over ``max_body_bytes`` (refused on its announced length, or as soon as the bytes
+  received pass it), and 503 with ``Retry-After`` when the server is saturated; nothing of a
+  503'd request was scored, so it can be sent again as it is. A request that finds the
+  scoring queue full, or the bodies being read and parsed holding ``max_inflight_bytes``, is
+  refused before its body is read (a chunked body, as soon as its bytes pass the budget),
+  counted in ``deepids_requests_refused_unread_total{reason=...}``; one whose records find no
+  room in the queue after parsing has them counted as rejected, ``reason="overloaded"``.
+- ``GET /healthz`` (always open), ``GET /v1/model`` (the model's metadata, file paths reduced
+  to file names), ``GET /metrics`` (Prometheus, with the process metrics).
+- ``GET /docs`` (documentation rendered on the server, nothing fetched from the internet) and
+  ``/openapi.json``, unless ``docs=False``.
 
-Micro-batching: requests are canonicalised as they arrive, then queued; one worker takes
-everything queued (up to ``max_batch_records``), scores it as one table in a worker thread
-and hands each request its share. An idle server scores a lone request at once, so a
+With a ``token`` every route but ``/healthz`` needs ``Authorization: Bearer <token>``; others
+get 401, counted in ``deepids_requests_unauthorized_total`` (see `serving.security`).
+
+Micro-batching (`serving.batcher`): an idle server scores a lone request at once, so a
 single-record request does not wait for company; a request of a few records that finds the
-server idle is scored on the event loop itself. The queue is bounded in records
-(``max_queue_records``): memory cannot grow without bound under load.
+server idle is scored on the event loop itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
+import logging
 import time
-from collections import deque
 from contextlib import asynccontextmanager
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
-import polars as pl
 from fastapi import FastAPI, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
+from starlette.responses import HTMLResponse, Response
 
 from deepids.errors import DeepidsError
 from deepids.io.records import CanonicalRecords, Unparsable, loads_json, parse_ndjson
+from deepids.serving.batcher import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, MicroBatcher
+from deepids.serving.metrics import CONTENT_TYPE
 from deepids.serving.scorer import R_OVERLOADED, LiveScorer, ScoredBatch
+from deepids.serving.security import BearerTokenGuard, docs_html, without_paths
+
+log = logging.getLogger(__name__)
 
 R_SCORING_FAILED = "scoring failed"
 R_QUEUE_FULL = "queue full"
 R_INFLIGHT = "bodies in flight"
 DEFAULT_MAX_BODY = 16 << 20
-DEFAULT_MAX_QUEUE = 65_536
-DEFAULT_MAX_BATCH = 8_192
 DEFAULT_MAX_INFLIGHT = 64 << 20
+DEFAULT_BODY_TIMEOUT = 30.0
 _THREAD_PARSE_BYTES = 64 << 10
 _INLINE_RECORDS = 16        # an idle server scores requests this small on the event loop
+STATUS_CLIENT_GONE = 499    # the client closed the connection before its answer (nginx's code)
 
 
 class BodyError(Exception):
@@ -107,108 +113,6 @@ def _json_type(doc: Any) -> str:
     return {str: "string", type(None): "null"}.get(type(doc), type(doc).__name__)
 
 
-def _torch_threads() -> int:
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else 0
-
-
-def _same_torch_threads(n: int) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-@dataclass
-class _Pending:
-    table: pl.DataFrame
-    future: asyncio.Future
-    n: int
-
-
-class MicroBatcher:
-    """Bounded queue of canonical tables, scored together by one worker."""
-
-    def __init__(self, scorer: LiveScorer, max_queue_records: int = DEFAULT_MAX_QUEUE,
-                 max_batch_records: int = DEFAULT_MAX_BATCH):
-        self.scorer = scorer
-        self.max_queue_records = max_queue_records
-        self.max_batch_records = max_batch_records
-        self.depth = 0                  # records queued or being scored
-        self._queue: deque[_Pending] = deque()
-        self._event: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        # torch's thread count (`--threads`) is per OS thread for its OpenMP/BLAS kernels: a new
-        # thread starts with one per core. The scoring thread takes the server's own, or else
-        # LSTM calls spin a team of threads on a busy host (a p99 of 300 ms instead of 6 ms).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepids-score",
-                                            initializer=_same_torch_threads, initargs=(_torch_threads(),))
-        # parsing is GIL-bound Python: one thread parses bodies first come, first served (more
-        # threads would only interleave them and make each request wait longer)
-        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepids-parse")
-
-    def ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._event = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def idle(self) -> bool:
-        """Nothing queued, nothing being scored."""
-        return self.depth == 0
-
-    def submit(self, table: pl.DataFrame) -> asyncio.Future | None:
-        """Queue a table; None when the queue has no room for it."""
-        self.ensure_running()
-        n = table.height
-        if self.depth + n > self.max_queue_records and self.depth > 0:
-            return None
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(table, fut, n))
-        self.depth += n
-        self._event.set()
-        return fut
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._event.wait()
-            self._event.clear()
-            while self._queue:
-                batch: list[_Pending] = []
-                rows = 0
-                while self._queue and (not batch or rows + self._queue[0].n <= self.max_batch_records):
-                    p = self._queue.popleft()
-                    batch.append(p)
-                    rows += p.n
-                try:
-                    tables = [p.table for p in batch]
-                    table = tables[0] if len(tables) == 1 else pl.concat(tables, how="vertical_relaxed")
-                    result = await loop.run_in_executor(self._executor, self.scorer.score_table, table)
-                except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
-                    for p in batch:
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                else:
-                    score, flagged, top = result
-                    start = 0
-                    for p in batch:
-                        stop = start + p.n
-                        if not p.future.done():
-                            p.future.set_result((score[start:stop], flagged[start:stop], top[start:stop]))
-                        start = stop
-                finally:
-                    self.depth -= rows
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self.parser.shutdown(wait=False, cancel_futures=True)
-
 
 def _json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
     # orjson writes non-finite floats as null; scores are made JSON-safe before this anyway
@@ -221,26 +125,240 @@ class _Inflight:
     bytes: int = 0
 
 
-def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
-               max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
-               max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, retry_after: int = 1):
-    """The FastAPI application serving one `LiveScorer`.
+@dataclass(frozen=True)
+class Limits:
+    """What one request, and all of them together, may hold."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    max_queue_records: int = DEFAULT_MAX_QUEUE
+    max_batch_records: int = DEFAULT_MAX_BATCH
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    retry_after: int = 1
+
+
+class _Refused(Exception):
+    """A request answered before its records were scored."""
+
+    def __init__(self, response: Response):
+        self.response = response
+
+
+class ScoreHandler:
+    """``POST /v1/score``: admit, read, parse and canonicalise, queue, score, answer.
 
     Memory is bounded by three limits: one body (`max_body_bytes`, else 413), the bodies being
     read and parsed at once (`max_inflight_bytes`: a request arriving while they hold it gets
     503 before its body is read), and the records waiting to be scored (`max_queue_records`:
-    503 after parsing, its records counted as rejected, reason "overloaded").
+    503 after parsing, its records counted as rejected, reason "overloaded"). A body that
+    does not arrive within `body_timeout` seconds gets 408, so stalled uploads hold nothing
+    for long.
     """
-    batcher = MicroBatcher(scorer, max_queue_records, max_batch_records)
-    metrics = scorer.metrics
-    inflight = _Inflight()
 
-    def _busy(why: str, unread: bool = False) -> Response:
-        headers = {"Retry-After": str(retry_after)}
+    def __init__(self, scorer: LiveScorer, batcher: MicroBatcher, limits: Limits, inflight: _Inflight):
+        self.scorer = scorer
+        self.batcher = batcher
+        self.limits = limits
+        self.inflight = inflight
+        self.metrics = scorer.metrics
+
+    async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await self._answer(request)
+            status = response.status_code
+            return response
+        except ClientDisconnect:
+            status = STATUS_CLIENT_GONE         # nobody to answer; counted, not a server error
+            return Response(status_code=STATUS_CLIENT_GONE)
+        finally:
+            self.metrics.observe_request(status, time.perf_counter() - started)
+
+    def _busy(self, why: str, unread: bool = False) -> Response:
+        retry = self.limits.retry_after
+        headers = {"Retry-After": str(retry)}
         if unread:          # close rather than read and throw away a body we refused
             headers["Connection"] = "close"
-        return _json_response({"detail": f"{why}; retry after {retry_after} s. Nothing of this request was scored.",
-                               "retry_after": retry_after}, 503, headers=headers)
+        return _json_response({"detail": f"{why}; retry after {retry} s. Nothing of this request was scored.",
+                               "retry_after": retry}, 503, headers=headers)
+
+    async def _answer(self, request: Request) -> Response:
+        try:
+            body = await self._read_body(request)
+            canon = await self._canonicalise(body, request.headers.get("content-type", "").lower())
+        except _Refused as refused:
+            return refused.response
+        rejected = [r.to_dict() for r in canon.rejected]
+        if canon.table.height == 0:
+            return _json_response({"results": [], "rejected": rejected, "scored": 0, "n_rejected": len(rejected),
+                                   "detail": "no record could be scored; see rejected"}, 422)
+        try:
+            score_, flagged, top = await self._score(canon)
+        except _Refused as refused:
+            return refused.response
+        batch = ScoredBatch(canon.index, score_, flagged, top, self.scorer.threshold, canon.table, canon.rejected)
+        results = batch.results()
+        return _json_response({"results": results, "rejected": rejected, "scored": len(results),
+                               "n_rejected": len(rejected), "alerts": int(np.count_nonzero(flagged))})
+
+    def _admit(self, request: Request) -> int:
+        """The announced body length, once the request may be read; raises _Refused otherwise."""
+        lim, length = self.limits, request.headers.get("content-length")
+        expected = 0
+        if length is not None:
+            try:
+                expected = int(length)
+            except ValueError:
+                raise _Refused(_json_response({"detail": "invalid Content-Length header"}, 400)) from None
+            if expected < 0:
+                raise _Refused(_json_response({"detail": "invalid Content-Length header"}, 400))
+            if expected > lim.max_body_bytes:
+                raise _Refused(_json_response({"detail": f"body of {length} bytes is over the limit of "
+                                                         f"{lim.max_body_bytes} bytes; split it"}, 413,
+                                              headers={"Connection": "close"}))
+        if self.batcher.depth >= lim.max_queue_records:
+            # the queue is full: refuse before reading and parsing, which is most of a record's cost
+            self.metrics.count_refused(R_QUEUE_FULL)
+            raise _Refused(self._busy(f"the scoring queue is full ({self.batcher.depth} records waiting)",
+                                      unread=True))
+        if self.inflight.bytes > 0 and self.inflight.bytes + expected > lim.max_inflight_bytes:
+            # bodies being read or parsed already hold the memory budget: refuse before reading
+            self.metrics.count_refused(R_INFLIGHT)
+            raise _Refused(self._busy(f"the server is reading {self.inflight.bytes} bytes of other requests",
+                                      unread=True))
+        return expected
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The whole body, counted in the in-flight bytes as it arrives (released by `_canonicalise`)."""
+        self._admit(request)
+        lim = self.limits
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(lim.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    self.inflight.bytes += len(chunk)
+                    chunks.append(chunk)
+                    if size > lim.max_body_bytes:
+                        raise _Refused(_json_response({"detail": f"body is over the limit of {lim.max_body_bytes} "
+                                                                 f"bytes; split it"}, 413,
+                                                      headers={"Connection": "close"}))
+                    if self.inflight.bytes > lim.max_inflight_bytes and self.inflight.bytes > size:
+                        # a chunked upload has no announced length: it is refused once it passes the budget
+                        self.metrics.count_refused(R_INFLIGHT)
+                        raise _Refused(self._busy(f"the server is reading {self.inflight.bytes} bytes of "
+                                                  f"request bodies", unread=True))
+        except TimeoutError:
+            self.inflight.bytes -= size
+            raise _Refused(_json_response({"detail": f"the body did not arrive within {lim.body_timeout:g} s"},
+                                          408, headers={"Connection": "close"})) from None
+        except BaseException:
+            self.inflight.bytes -= size
+            raise
+        return b"".join(chunks)
+
+    async def _canonicalise(self, body: bytes, ctype: str) -> CanonicalRecords:
+        held = len(body)
+        try:
+            if held > _THREAD_PARSE_BYTES:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.batcher.parser, _parse_and_canonicalise, self.scorer, body, ctype)
+            return _parse_and_canonicalise(self.scorer, body, ctype)
+        except BodyError as exc:
+            raise _Refused(_json_response({"detail": exc.detail}, exc.status)) from None
+        finally:
+            self.inflight.bytes -= held
+
+    async def _score(self, canon: CanonicalRecords):
+        batcher, metrics = self.batcher, self.metrics
+        inline = batcher.idle() and canon.table.height <= _INLINE_RECORDS
+        fut = None if inline else batcher.submit(canon.table)
+        if fut is None and not inline:
+            metrics.count_rejected({R_OVERLOADED: canon.table.height})
+            raise _Refused(self._busy(f"the scoring queue is full ({batcher.depth} records waiting)"))
+        try:
+            if inline:
+                # nothing queued or being scored: a few records are scored right here, sparing
+                # two thread hand-offs (each a wait for a core on a busy host)
+                return self.scorer.score_table(canon.table)
+            return await fut
+        except DeepidsError as exc:
+            metrics.count_rejected({R_SCORING_FAILED: canon.table.height})
+            raise _Refused(_json_response({"detail": str(exc)}, 422)) from None
+        except Exception as exc:  # noqa: BLE001 - answered, counted, and the server goes on
+            log.exception("scoring failed")
+            metrics.count_rejected({R_SCORING_FAILED: canon.table.height})
+            raise _Refused(_json_response({"detail": f"scoring failed: {type(exc).__name__}"}, 500)) from None
+
+
+_RECORD_SCHEMA = {"type": "object", "additionalProperties": True,
+                  "description": "One record in the model's column vocabulary: for a flow model, raw CICFlowMeter "
+                                 "names in either dataset's spelling, or canonical names; for a log model, a "
+                                 "Windows event (flat NXLog layout, or nested Winlogbeat)."}
+_OPENAPI_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"oneOf": [{"type": "array", "items": _RECORD_SCHEMA}, _RECORD_SCHEMA]}},
+    "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON record per line"}},
+}}}
+
+
+def _add_info_routes(app: FastAPI, scorer: LiveScorer, batcher: MicroBatcher, limits: Limits,
+                     inflight: _Inflight) -> None:
+    metrics = scorer.metrics
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness: the model is loaded and the scoring worker is running (needs no token)."""
+        return {"status": "ok", "model": scorer.name, "queue_depth": batcher.depth,
+                "uptime_seconds": round(time.time() - metrics.started, 3)}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict:
+        """Model metadata: class, version, features, threshold and its provenance, training summary
+        (file paths reduced to file names)."""
+        return without_paths(scorer.model_info())
+
+    def gauges():
+        state = scorer.state()
+        return [
+            ("deepids_queue_depth", "Records queued or being scored.", batcher.depth),
+            ("deepids_queue_capacity", "Most records the queue holds before answering 503.",
+             limits.max_queue_records),
+            ("deepids_inflight_body_bytes", "Bytes of request bodies being read or parsed.", inflight.bytes),
+            ("deepids_state_entities", "Entities with history kept for sequence models.", state["entities"]),
+            ("deepids_state_max_entities", "Bound on entities kept (least recently seen evicted first; "
+                                           "0 = unbounded).", state["max_entities"] or 0),
+            ("deepids_state_idle_ttl_seconds", "Idle time after which an entity's history is forgotten "
+                                               "(0 = never).", state["idle_ttl_seconds"] or 0),
+            ("deepids_threshold", "The model's alert threshold.", scorer.threshold),
+        ]
+
+    def evictions():
+        state = scorer.state()
+        return [("deepids_state_evictions_total", "Entities evicted from the history, by cause.", "cause",
+                 {"lru": state["evicted_lru"], "idle": state["evicted_idle"]})]
+
+    metrics.add_gauges(gauges, evictions)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format: deepids counters and gauges, and the process metrics."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
+               max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
+               max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, retry_after: int = 1,
+               body_timeout: float = DEFAULT_BODY_TIMEOUT, token: str | None = None, docs: bool = True):
+    """The ASGI application serving one `LiveScorer` (see the module's docstring for the routes).
+
+    With `token`, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
+    """
+    limits = Limits(max_body_bytes, max_queue_records, max_batch_records, max_inflight_bytes, body_timeout,
+                    retry_after)
+    batcher = MicroBatcher(scorer, max_queue_records, max_batch_records)
+    inflight = _Inflight()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -250,137 +368,26 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
 
     app = FastAPI(title="deepids", version=_version(),
                   description="Score network flows or host events with a trained deepids detector.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None)
     app.state.scorer = scorer
     app.state.batcher = batcher
     app.state.inflight = inflight
+    _add_info_routes(app, scorer, batcher, limits, inflight)
+    handler = ScoreHandler(scorer, batcher, limits, inflight)
 
-    record_schema = {"type": "object", "additionalProperties": True,
-                     "description": "One record in the model's column vocabulary: for a flow model, raw "
-                                    "CICFlowMeter names in either dataset's spelling, or canonical names; for a "
-                                    "log model, a Windows event (flat NXLog layout, or nested Winlogbeat)."}
-    openapi_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"oneOf": [{"type": "array", "items": record_schema}, record_schema]}},
-        "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON record per line"}},
-    }}}
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        """Liveness: the model is loaded and the scoring worker is running."""
-        return {"status": "ok", "model": scorer.name, "queue_depth": batcher.depth,
-                "uptime_seconds": round(time.time() - metrics.started, 3)}
-
-    @app.get("/v1/model")
-    async def model_info() -> dict:
-        """Model metadata: class, version, features, threshold and its provenance, training summary."""
-        return scorer.model_info()
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus() -> PlainTextResponse:
-        """Prometheus text format."""
-        state = scorer.state()
-        gauges = {
-            "deepids_queue_depth": ("Records queued or being scored.", batcher.depth),
-            "deepids_queue_capacity": ("Most records the queue holds before answering 503.", max_queue_records),
-            "deepids_inflight_body_bytes": ("Bytes of request bodies being read or parsed.", inflight.bytes),
-            "deepids_state_entities": ("Entities with history kept for sequence models.", state["entities"]),
-            "deepids_state_max_entities": ("Bound on entities kept (least recently seen evicted first; "
-                                           "0 = unbounded).", state["max_entities"] or 0),
-            "deepids_state_idle_ttl_seconds": ("Idle time after which an entity's history is forgotten "
-                                               "(0 = never).", state["idle_ttl_seconds"] or 0),
-            "deepids_threshold": ("The model's alert threshold.", scorer.threshold),
-        }
-        labelled = {"deepids_state_evictions_total": (
-            "counter", "Entities evicted from the history, by cause.",
-            {'cause="lru"': state["evicted_lru"], 'cause="idle"': state["evicted_idle"]})}
-        return PlainTextResponse(metrics.render(gauges, labelled),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.post("/v1/score", openapi_extra=openapi_body)
+    @app.post("/v1/score", openapi_extra=_OPENAPI_BODY)
     async def score(request: Request):
         """Score a JSON array of records, one JSON record, or NDJSON."""
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await _score(request)
-            status = response.status_code
-            return response
-        finally:
-            metrics.observe_request(status, time.perf_counter() - started)
+        return await handler(request)
 
-    async def _score(request: Request):
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > max_body_bytes
-            except ValueError:
-                return _json_response({"detail": "invalid Content-Length header"}, 400)
-            if too_big:
-                return _json_response({"detail": f"body of {length} bytes is over the limit of "
-                                                 f"{max_body_bytes} bytes; split it"}, 413)
-        expected = int(length) if length is not None else 0
-        if batcher.depth >= max_queue_records:
-            # the queue is full: refuse before reading and parsing, which is most of a record's cost
-            metrics.count_refused(R_QUEUE_FULL)
-            return _busy(f"the scoring queue is full ({batcher.depth} records waiting)", unread=True)
-        if inflight.bytes > 0 and inflight.bytes + expected > max_inflight_bytes:
-            # bodies being read or parsed already hold the memory budget: refuse before reading
-            metrics.count_refused(R_INFLIGHT)
-            return _busy(f"the server is reading {inflight.bytes} bytes of other requests", unread=True)
-        chunks: list[bytes] = []
-        size = 0
-        held = expected                  # the announced length is reserved at once, so that the
-        inflight.bytes += expected       # requests arriving together cannot all pass the check
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_body_bytes:
-                    return _json_response({"detail": f"body is over the limit of {max_body_bytes} bytes; "
-                                                     f"split it"}, 413)
-                chunks.append(chunk)
-                if size > held:
-                    inflight.bytes += size - held
-                    held = size
-            body = b"".join(chunks)
-            del chunks
-            ctype = request.headers.get("content-type", "").lower()
-            try:
-                if size > _THREAD_PARSE_BYTES:
-                    canon = await asyncio.get_running_loop().run_in_executor(
-                        batcher.parser, _parse_and_canonicalise, scorer, body, ctype)
-                else:
-                    canon = _parse_and_canonicalise(scorer, body, ctype)
-            except BodyError as exc:
-                return _json_response({"detail": exc.detail}, exc.status)
-        finally:
-            inflight.bytes -= held
-        rejected = [r.to_dict() for r in canon.rejected]
-        if canon.table.height == 0:
-            return _json_response({"results": [], "rejected": rejected, "scored": 0, "n_rejected": len(rejected),
-                                   "detail": "no record could be scored; see rejected"}, 422)
-        inline = batcher.idle() and canon.table.height <= _INLINE_RECORDS
-        fut = None if inline else batcher.submit(canon.table)
-        if fut is None and not inline:
-            metrics.count_rejected({R_OVERLOADED: canon.table.height})
-            return _busy(f"the scoring queue is full ({batcher.depth} records waiting)")
-        try:
-            if inline:
-                # nothing queued or being scored: a few records are scored right here, sparing
-                # two thread hand-offs (each a wait for a core on a busy host)
-                score_, flagged, top = scorer.score_table(canon.table)
-            else:
-                score_, flagged, top = await fut
-        except DeepidsError as exc:
-            metrics.count_rejected({R_SCORING_FAILED: canon.table.height})
-            return _json_response({"detail": str(exc)}, 422)
-        except Exception as exc:  # noqa: BLE001 - answered, counted, and the server goes on
-            metrics.count_rejected({R_SCORING_FAILED: canon.table.height})
-            return _json_response({"detail": f"scoring failed: {type(exc).__name__}: {exc}"}, 500)
-        batch = ScoredBatch(canon.index, score_, flagged, top, scorer.threshold, canon.table, canon.rejected)
-        results = batch.results()
-        return _json_response({"results": results, "rejected": rejected, "scored": len(results),
-                               "n_rejected": len(rejected), "alerts": int(np.count_nonzero(flagged))})
+    if docs:
+        @app.get("/docs", include_in_schema=False)
+        async def documentation() -> HTMLResponse:
+            return HTMLResponse(docs_html(app.openapi()))
 
+    if token is not None:
+        app.add_middleware(BearerTokenGuard, token=token, on_refused=scorer.metrics.count_unauthorized)
     return app
 
 
@@ -397,8 +404,10 @@ def _version() -> str:
 
 def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_body_bytes: int = DEFAULT_MAX_BODY,
           max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
-          max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, limit_concurrency: int | None = 1024, log_level: str = "warning") -> None:
-    """Run the service with uvicorn until interrupted."""
+          max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, limit_concurrency: int | None = 1024,
+          log_level: str = "warning", token: str | None = None, tls_cert: str | None = None,
+          tls_key: str | None = None, body_timeout: float = DEFAULT_BODY_TIMEOUT, docs: bool = True) -> None:
+    """Run the service with uvicorn until interrupted (HTTPS when `tls_cert` and `tls_key` are given)."""
     import gc
 
     import uvicorn
@@ -408,6 +417,7 @@ def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     app = create_app(scorer, max_body_bytes=max_body_bytes, max_queue_records=max_queue_records,
-                     max_batch_records=max_batch_records, max_inflight_bytes=max_inflight_bytes)
+                     max_batch_records=max_batch_records, max_inflight_bytes=max_inflight_bytes,
+                     token=token, body_timeout=body_timeout, docs=docs)
     uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=limit_concurrency,
-                access_log=False)
+                access_log=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key, server_header=False)

@@ -1,0 +1,129 @@
+"""What a read accepted, rejected and found: :class:`ReadReport`, shared by every reader."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ReadReport"]
+
+
+
+@dataclass
+class ReadReport:
+    """What a read accepted, rejected and found. Reports of batches or files ``merge``.
+
+    ``duplicates`` counts exact duplicate rows among the accepted rows (they are kept).
+    ``entities`` is the number of distinct values of ``src_ip``, ``dst_ip`` and
+    ``dst_port`` where present. Both stay exact under :meth:`merge`: a report carries the
+    row hashes and entity values it has seen (private fields, excluded from ``to_dict``,
+    ``repr`` and ``==``), about 8 bytes per distinct row.
+    """
+
+    layout: str
+    files: list[str] = field(default_factory=list)
+    records: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    time_range: tuple[str, str] | None = None
+    entities: dict[str, int] = field(default_factory=dict)
+    unparsed_timestamps: int = 0
+    notes: list[str] = field(default_factory=list)    # e.g. what a packet capture held, damage
+    _row_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _entity_values: dict[str, set] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "layout": self.layout,
+            "files": list(self.files),
+            "records": int(self.records),
+            "rejected": int(self.n_rejected),
+            "rejected_reasons": {k: int(v) for k, v in
+                                 sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))},
+            "duplicates": int(self.duplicates),
+            "labels": {k: int(v) for k, v in
+                       sorted(self.labels.items(), key=lambda kv: (-kv[1], kv[0]))},
+            "time_range": list(self.time_range) if self.time_range else None,
+            "unparsed_timestamps": int(self.unparsed_timestamps),
+            "entities": {k: int(v) for k, v in self.entities.items()},
+            **({"notes": list(self.notes)} if self.notes else {}),
+        }
+
+    def merge(self, other: ReadReport) -> ReadReport:
+        """A new report covering both; ``self`` and ``other`` are left unchanged.
+
+        Duplicates across the two are found through the carried row hashes, and distinct
+        entity counts through the carried values; without them (reports built by hand)
+        the counts are summed.
+        """
+        files = list(self.files) + [f for f in other.files if f not in self.files]
+        rejected = Counter(self.rejected)
+        rejected.update(other.rejected)
+        labels = Counter(self.labels)
+        labels.update(other.labels)
+
+        duplicates = self.duplicates + other.duplicates
+        hashes: np.ndarray | None = None
+        a, b = self._row_hashes, other._row_hashes
+        if a is not None and b is not None:
+            if a.size and b.size:
+                pos = np.searchsorted(a, b)
+                pos[pos == a.size] = 0
+                common = a[pos] == b
+                duplicates += int(common.sum())
+                hashes = np.sort(np.concatenate([a, b[~common]]), kind="stable")
+            else:
+                hashes = a if a.size else b
+        elif a is not None or b is not None:
+            hashes = None   # cannot stay exact: drop the hashes
+
+        entities: dict[str, int] = {}
+        values: dict[str, set] | None = None
+        ea, eb = self._entity_values, other._entity_values
+        keys = list(dict.fromkeys([*self.entities, *other.entities]))
+        if ea is not None and eb is not None:
+            values = {}
+            for k in keys:
+                if k in ea and k in eb:
+                    values[k] = ea[k] | eb[k]
+                else:
+                    values[k] = set(ea.get(k, eb.get(k, set())))
+                entities[k] = len(values[k])
+        else:
+            for k in keys:
+                entities[k] = self.entities.get(k, 0) + other.entities.get(k, 0)
+
+        return ReadReport(
+            layout=self.layout,
+            files=files,
+            records=self.records + other.records,
+            rejected=dict(rejected),
+            duplicates=duplicates,
+            labels=dict(labels),
+            time_range=_merge_ranges(self.time_range, other.time_range),
+            entities=entities,
+            unparsed_timestamps=self.unparsed_timestamps + other.unparsed_timestamps,
+            notes=list(self.notes) + [n for n in other.notes if n not in self.notes],
+            _row_hashes=hashes,
+            _entity_values=values,
+        )
+
+
+def _merge_ranges(a: tuple[str, str] | None, b: tuple[str, str] | None) -> tuple[str, str] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    lo = min(datetime.fromisoformat(a[0]), datetime.fromisoformat(b[0]))
+    hi = max(datetime.fromisoformat(a[1]), datetime.fromisoformat(b[1]))
+    return (lo.isoformat(), hi.isoformat())
