@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +10,7 @@ import typer
 
 from deepids.cli.options import (DataFiles, LabelColumn, Layout, Objective, Quiet, ScoreMode, Target,
                                  ThresholdMethod, is_logs)
-from deepids.cli.render import info, report_read, said
+from deepids.cli.render import err, info, report_read, said
 from deepids.errors import InputError
 
 
@@ -46,6 +47,10 @@ def train(
     stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
                                          "epoch instead of holding them (files larger than memory).")] = False,
     chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Write a training checkpoint "
+                                                           "here after every epoch (torch models).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training from its "
+                                                   "checkpoint directory (give the same model, options and data).")] = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -57,13 +62,14 @@ def train(
 
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    fit_options = _fit_options(checkpoint_dir, resume)
     if stream:
         _train_streamed(MODELS[model], model, data, out_dir, chunk_rows, layout, label_column, dict(
             sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
             score_mode=score_mode.value, objective=objective and objective.value, threshold_method=threshold.value,
             threshold_percentile=percentile, threshold_fpr=fpr, threshold_value=threshold_value, device=device,
-            verbose=not quiet))
+            verbose=not quiet), fit_options)
         return
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features
         from deepids.hunting.logs import read_log_features
@@ -87,7 +93,8 @@ def train(
             del options[name]
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted})
-    detector.fit(table)
+    with epoch_bar(not quiet) as progress:
+        detector.fit(table, progress=progress, **fit_options)
     _save_trained(detector, model, data, out_dir, report.to_dict())
 
 
@@ -110,14 +117,16 @@ def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: d
 
 
 def _train_streamed(cls, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
-                    options: dict) -> None:
+                    options: dict, fit_options: dict) -> None:
     if not hasattr(cls, "fit_files"):
         raise InputError(f"--stream trains the autoencoders (lstm-ae, dense-ae), not {model}")
     if is_logs(data):
         raise InputError("--stream reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
-    detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
+    with epoch_bar(options.get("verbose", True)) as progress:
+        detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows, progress=progress,
+                           **fit_options)
     summary = detector.training_summary_
     read = summary.pop("read") or {}
     report_read(read)
@@ -125,3 +134,38 @@ def _train_streamed(cls, model: str, data: list[Path], out_dir: Path, chunk_rows
          f"{summary['validation_windows']:,} for validation; features fitted on "
          f"{summary['streamed']['feature_sample_rows']:,} sampled benign records")
     _save_trained(detector, model, data, out_dir, read)
+
+
+def _fit_options(checkpoint_dir: Path | None, resume: Path | None) -> dict:
+    """`fit`'s checkpoint arguments from --checkpoint-dir and --resume."""
+    if resume is None:
+        return {"checkpoint_dir": checkpoint_dir, "resume": False}
+    if checkpoint_dir is not None and checkpoint_dir.resolve() != resume.resolve():
+        raise InputError("--resume continues in its own checkpoint directory; drop --checkpoint-dir or give the same one")
+    if not resume.is_dir():
+        raise InputError(f"--resume {resume}: no such checkpoint directory")
+    return {"checkpoint_dir": resume, "resume": True}
+
+
+@contextmanager
+def epoch_bar(enabled: bool):
+    """A rich progress bar on stderr, fed by the training loop's `progress(report)` after each epoch
+    (see deepids.models.training); yields that callback, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} epochs"), TextColumn("{task.fields[info]}", markup=False),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+    tasks: dict[str, int] = {}
+
+    def progress(report) -> None:
+        if report.description not in tasks:
+            tasks[report.description] = bar.add_task(report.description, total=report.epochs, info="")
+        bar.update(tasks[report.description], completed=report.epoch, total=report.epochs,
+                   info=f"loss {report.train_loss:.4f}  val {report.val_loss:.4f}  best {report.best_val_loss:.4f}")
+
+    with bar:
+        yield progress
