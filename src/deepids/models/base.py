@@ -216,7 +216,8 @@ class BaseDetector(ABC):
                        **jsonable({k: v for k, v in self.get_params().items()
                                    if k not in ("epochs", "patience", "verbose", "device")}),
                        **jsonable(overrides.pop("fingerprint", {}))}
-        return TrainingConfig(**{**settings, **overrides}, progress=options.progress,
+        progress = options.progress if callable(options.progress) else None    # a bool: the former API, no bar
+        return TrainingConfig(**{**settings, **overrides}, progress=progress,
                               checkpoint_dir=options.checkpoint_dir, resume=options.resume, fingerprint=fingerprint)
 
     def _calibrate(self, validation_scores: np.ndarray | None, X: pl.DataFrame | None, y=None) -> None:
