@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -22,7 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from deepids.atomic import atomic_path
 from deepids.errors import ConfigError, ModelFormatError
+from deepids.models.persistence import check_safetensors_header
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,8 @@ class Checkpoints:
         legacy = np.random.get_state()
         tensors["rng.numpy_legacy"] = torch.from_numpy(np.asarray(legacy[1], dtype=np.int64))
         meta["numpy_legacy"] = [legacy[0], int(legacy[2]), int(legacy[3]), float(legacy[4])]
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{CHECKPOINT}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(self.path) as tmp:        # synced and renamed: a kill leaves the previous epoch's
             save_file(tensors, str(tmp), metadata={"format": KIND, "state": json.dumps(meta, allow_nan=True)})
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return self.path
 
     # --------------------------------------------------------------- restore
@@ -107,6 +101,7 @@ class Checkpoints:
         return True
 
     def _read(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        check_safetensors_header(self.path)           # bounds checked before anything is allocated
         try:
             with safe_open(str(self.path), framework="pt") as f:
                 header = f.metadata() or {}
