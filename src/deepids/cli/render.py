@@ -8,6 +8,7 @@ brackets) is printed as it is and cannot break the output.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -33,6 +34,36 @@ def fail(message: str) -> None:
     """A user's mistake: one line on stderr, exit code 2."""
     sys.stderr.write("deepids: error: " + " ".join(message.split()) + "\n")
     sys.exit(2)
+
+
+class ConsoleLogHandler(logging.Handler):
+    """The library's log records, one line each on stderr through the rich console (markup off):
+    'deepids: warning: ...'; info records without the level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record).removeprefix("deepids: ")
+            level = "" if record.levelno == logging.INFO else record.levelname.lower() + ": "
+            err.print(f"deepids: {level}{message}", highlight=False)
+        except Exception:       # a broken stderr must not take the command down with it
+            self.handleError(record)
+
+
+def setup_logging(level: str = "warning") -> None:
+    """Show the `deepids` loggers' records from `level` up on stderr (installed once per process).
+
+    The logger's own level is only ever lowered (for info or debug), so a caller's logging set-up
+    (pytest's caplog, an embedding application) keeps working.
+    """
+    logger = logging.getLogger("deepids")
+    handler = next((h for h in logger.handlers if isinstance(h, ConsoleLogHandler)), None)
+    if handler is None:
+        handler = ConsoleLogHandler()
+        logger.addHandler(handler)
+    numeric = logging.getLevelName(level.upper())
+    handler.setLevel(numeric)
+    if numeric < logger.getEffectiveLevel():
+        logger.setLevel(numeric)
 
 
 def report_read(report, what: str = "read") -> None:
