@@ -142,7 +142,6 @@ class EntityContext:
     def fit(self, table: pl.DataFrame) -> "EntityContext":
         """Learn the gap given to an entity's first record: the largest gap in training (at
         least the window), so a host new to the model looks like a host back from a pause."""
-        _check(table, self.entity)
         self.gap_fill_ = None
         self.failed_columns_ = [c for c in FAILED_COLUMNS if c in table.columns]
         ctx = self.transform(table, self.new_state())
@@ -157,12 +156,15 @@ class EntityContext:
     # ------------------------------------------------------------ transform
     def transform(self, table: pl.DataFrame, state: ContextState) -> pl.DataFrame:
         """``table`` with the context columns added, records taken in row order; ``state`` is updated."""
-        _check(table, self.entity)
         n = table.height
         rows: list[tuple] = []
         if n:
-            t = table["timestamp"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
-            keys = table[self.entity].cast(pl.Utf8).fill_null("").to_list()
+            # without a time, only the last-records features carry information; without an
+            # entity column, the whole input is one entity
+            t = (table["timestamp"].dt.epoch("us").cast(pl.Float64).fill_null(float("nan")).to_numpy() / 1e6
+                 if "timestamp" in table.columns else np.full(n, np.nan))
+            keys = (table[self.entity].cast(pl.Utf8).fill_null("").to_list() if self.entity in table.columns
+                    else [""] * n)
             ips = table["dst_ip"].cast(pl.Utf8).to_list() if "dst_ip" in table.columns else [None] * n
             ports = table["dst_port"].to_list() if "dst_port" in table.columns else [None] * n
             failed = failed_mask(table, self.failed_columns_).tolist()
@@ -226,12 +228,6 @@ def _drop(counter: Counter, key) -> None:
     counter[key] -= 1
     if counter[key] <= 0:
         del counter[key]
-
-
-def _check(table: pl.DataFrame, entity: str) -> None:
-    missing = [c for c in ("timestamp", entity) if c not in table.columns]
-    if missing:
-        raise SchemaError(f"entity context needs the columns {', '.join(missing)} (a time and an entity per record)")
 
 
 FAILED_COLUMNS = ("dst_packets", "Total Backward Packets", "state", "flag_rst", "tcp_rst", "RST Flag Count")

@@ -9,13 +9,15 @@ same context, and the same score.
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import torch
 
 from deepids.errors import ConfigError
 from deepids.features.context import ContextState, EntityContext
-from deepids.models.base import BaseDetector, Scores, check_table, embed_members, member_tensors
+from deepids.models.base import BaseDetector, FitOptions, Scores, embed_members, member_tensors
+from deepids.models.params import COMMON, Interval
+from deepids.models.registry import model_class, model_from_document, register
+from deepids.thresholds import Threshold
 
 
 class ContextHistory:
@@ -48,12 +50,20 @@ class ContextHistory:
         object.__setattr__(self, name, value)
 
 
+@register
 class ContextDetector(BaseDetector):
     model_name = "context"
+    _parameter_constraints = {**COMMON, "detector": [str], "detector_params": [dict, None],
+                              "window_seconds": [Interval(float, 0, None, "neither")],
+                              "last_flows": [Interval(int, 1, 100_000)], "context_entity": [str],
+                              "max_entities": [Interval(int, 1, None), None],
+                              "idle_ttl": [Interval(float, 0, None, "neither"), None]}
+    _fitted_attribute = "detector_"
 
     def __init__(self, detector: str = "lstm-ae", detector_params: dict | None = None,
                  window_seconds: float = 60.0, last_flows: int = 20, context_entity: str = "src_ip",
-                 max_entities: int | None = 100_000, idle_ttl: float | None = 3600.0):
+                 max_entities: int | None = 100_000, idle_ttl: float | None = 3600.0,
+                 seed: int = 0, device: str | None = None, verbose: bool = True):
         self.detector = detector
         self.detector_params = detector_params
         self.window_seconds = window_seconds
@@ -61,59 +71,75 @@ class ContextDetector(BaseDetector):
         self.context_entity = context_entity
         self.max_entities = max_entities
         self.idle_ttl = idle_ttl
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
         self.threshold_ = None
         self.training_summary_ = {}
 
-    def fit(self, X: pl.DataFrame, y=None) -> "ContextDetector":
-        from deepids.models import MODELS
+    def _inner(self) -> BaseDetector:
+        """The unfitted model the context feeds, built from its name and parameters."""
+        if self.detector == self.model_name:
+            raise ConfigError("context: the model inside cannot be another context model")
+        cls = model_class(self.detector)
+        common = {k: getattr(self, k) for k in ("seed", "device", "verbose") if k in cls._param_names()}
+        try:
+            return cls(**{**common, **(self.detector_params or {})})
+        except TypeError as exc:         # a parameter the inner model does not take
+            raise ConfigError(f"context: {self.detector}: {exc}") from None
 
-        X = check_table(X)
-        if self.detector not in MODELS or self.detector == self.model_name:
-            raise ConfigError(f"unknown model {self.detector!r}; available: "
-                              f"{', '.join(m for m in MODELS if m != self.model_name)}")
-        self.context_ = EntityContext(self.window_seconds, self.last_flows, self.context_entity,
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        self._inner()._validate_params()
+
+    def _check_training_data(self, X: pl.DataFrame, y=None) -> None:
+        self._inner()._check_training_data(X, y)
+
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> None:
+        self.context_ = EntityContext(float(self.window_seconds), self.last_flows, self.context_entity,
                                       self.max_entities, self.idle_ttl).fit(X)
         enriched = self.context_.transform(X, self.context_.new_state())
-        self.detector_ = MODELS[self.detector](**(self.detector_params or {}))
-        self.detector_.fit(enriched, y)
-        self.threshold_ = self.detector_.threshold_
-        self.feature_names_ = list(getattr(self.detector_, "feature_names_", []))
+        inner = self._inner()
+        inner.fit(enriched, y, **options.as_kwargs())
+        self.detector_ = inner
+        self.feature_names_ = list(getattr(inner, "feature_names_", []))
         self.input_columns_ = list(dict.fromkeys(
-            [c for c in getattr(self.detector_, "input_columns_", []) if not c.startswith("ctx_")]
+            [c for c in getattr(inner, "input_columns_", []) if not c.startswith("ctx_")]
             + [c for c in self.context_.input_columns if c in X.columns]))
-        self.training_summary_ = {**self.detector_.training_summary_, "entity_context": self.context_.to_dict()}
-        return self
+        self.training_summary_ = {**inner.training_summary_, "entity_context": self.context_.to_dict()}
+
+    def _uncalibrated_threshold(self) -> Threshold:
+        return self.detector_.threshold_            # the inner model's score and threshold
 
     @property
     def preprocessor_(self):
-        return getattr(self.detector_, "preprocessor_", None)
+        return getattr(getattr(self, "detector_", None), "preprocessor_", None)
 
     @property
     def entity(self):
-        return getattr(self.detector_, "entity", None)
+        return getattr(getattr(self, "detector_", None), "entity", None)
 
     @property
     def text_columns_(self) -> list[str]:
-        return sorted(set(getattr(self.detector_, "text_columns_", None) or []) | {self.context_entity, "dst_ip"})
+        inner = getattr(self.detector_, "text_columns_", None) or []
+        return sorted(set(inner) | {c for c in (self.context_entity, "dst_ip") if c in self.input_columns_})
 
     def set_threshold(self, *args, **kwargs):
         self.threshold_ = self.detector_.set_threshold(*args, **kwargs)
         return self.threshold_
 
     def new_history(self) -> ContextHistory:
+        self._check_fitted()
         return ContextHistory(self.context_.new_state(), self.detector_.new_history())
 
-    def score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
+    def _score_records(self, X: pl.DataFrame) -> Scores:
+        return self._score_chunk(X, self.new_history())
+
+    def _score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
         if history is None:
             history = self.new_history()
-        enriched = self.context_.transform(check_table(X), history.context)
+        enriched = self.context_.transform(X, history.context)
         return self.detector_.score_chunk(enriched, history.inner)
-
-    def score_records(self, X: pl.DataFrame) -> Scores:
-        return self.score_chunk(X, self.new_history())
-
-    def predict(self, X: pl.DataFrame) -> np.ndarray:
-        return (self.score_samples(X) > self._threshold_value()).astype(np.int64)
 
     # ------------------------------------------------------------- persistence
     def _state(self) -> dict:
@@ -125,8 +151,6 @@ class ContextDetector(BaseDetector):
         return embed_members([self.detector_])[1]
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        from deepids.models import model_from_document
-
         self.context_ = EntityContext.from_dict(state["context"])
         self.detector_ = model_from_document(state["detector"], member_tensors(tensors, 0), "context detector")
         self.feature_names_ = list(state.get("feature_names", []))
