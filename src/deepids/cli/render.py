@@ -58,7 +58,7 @@ class ConsoleLogHandler(logging.Handler):
         try:
             message = self.format(record).removeprefix("deepids: ")
             level = "" if record.levelno == logging.INFO else record.levelname.lower() + ": "
-            err.print(f"deepids: {level}{message}", highlight=False)
+            err.print(safe(f"deepids: {level}{message}"), highlight=False)
         except Exception:       # a broken stderr must not take the command down with it
             self.handleError(record)
 
