@@ -36,6 +36,13 @@ class Engine(str, Enum):
     ray = "ray"
 
 
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 class HuntBy(str, Enum):
     host = "host"
     user = "user"
