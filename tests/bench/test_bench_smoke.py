@@ -100,7 +100,9 @@ OTRF = SAMPLES / "otrf"      # five real OTRF recordings, one of them an Empire 
 def test_hunt_otrf_bench(tmp_path):
     out = tmp_path / "hunt_otrf.json"
     bench("bench.hunt_otrf", "--otrf", OTRF, "--folds", 1, "--train-events", 500, "--epochs", 1, "--out", out)
-    assert json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    assert doc["attack_events"] > 0 and doc["command"].endswith("--out " + str(out))
+    assert {"rarity-baseline", "dense-ae"} <= set(doc["overall_folds"])
 
 
 def test_hunt_evtx_bench(tmp_path):
@@ -119,8 +121,10 @@ def test_hunt_evtx_bench(tmp_path):
 
 def test_hunt_speed_bench(tmp_path):
     out = tmp_path / "hunt_speed.json"
-    bench("bench.hunt_speed", "--otrf", OTRF, "--models", "dense-ae", "--latent-search-events", 50, "--out", out)
-    assert json.loads(out.read_text())
+    bench("bench.hunt_speed", "--otrf", OTRF, "--models", "gan", "--latent-search-events", 50, "--epochs", 1,
+          "--out", out)
+    gan = json.loads(out.read_text())["models"]["gan"]
+    assert gan["epochs_run"] == 1 and set(gan["score"]) == {"reconstruction", "latent-search"}
 
 
 def test_ray_score_bench(tmp_path):
