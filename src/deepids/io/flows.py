@@ -95,6 +95,9 @@ def _raw_batches_csv(plan: Plan, pending: list[int]) -> Iterator[pa.Table]:
     except InputError:
         raise
     except (OSError, pa.ArrowException, EOFError) as exc:
+        if "straddl" in str(exc):
+            raise InputError(f"cannot read {plan.path}: a line is longer than {_CSV_BLOCK_SIZE >> 20} MiB; "
+                             f"flow records are far shorter: is the file damaged?") from None
         raise InputError(f"cannot read {plan.path}: {exc}") from None
     finally:
         stream.close()
