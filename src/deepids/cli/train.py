@@ -64,6 +64,12 @@ def train(
     storage: Annotated[Optional[str], typer.Option(help="--engine ray: where Ray Train keeps its checkpoint, on "
                                                    "storage every node sees (a shared path or s3://...); default: "
                                                    "a temporary folder, enough on one machine.")] = None,
+    entity_context: Annotated[bool, typer.Option("--entity-context", help="Add what each source host has been doing "
+                                                 "(records, destinations, ports in the last --context-seconds and "
+                                                 "last --context-flows records, inter-arrival, failed share) as "
+                                                 "features (flow files read at once).")] = False,
+    context_seconds: Annotated[float, typer.Option(help="--entity-context: time window in seconds.")] = 60.0,
+    context_flows: Annotated[int, typer.Option(help="--entity-context: the last records per host.", min=1)] = 20,
     checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Write a training checkpoint "
                                                            "here after every epoch (torch models).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training from its "
@@ -80,6 +86,14 @@ def train(
     from deepids.io import read_flows
 
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
+    if entity_context:
+        if stream or engine is Engine.ray or is_logs(data):
+            raise ConfigError("--entity-context applies to flow files read at once (not --stream, --engine ray "
+                              "or event logs)")
+        from deepids.models.context import ContextDetector
+
+        estimator = ContextDetector(detector=model, detector_params=estimator.get_params(),
+                                    window_seconds=context_seconds, last_flows=context_flows)
     if engine is not Engine.ray:
         for name in ("address", "num_workers", "storage"):
             if was_given(ctx, name):
