@@ -30,6 +30,7 @@ TINY = {
     "iforest": {"n_estimators": 10, "n_jobs": 1},
     "two-stage": {"detector": "dense-ae", "classifier": "random-forest",
                   "detector_params": {"epochs": 1, "hidden": [8]}, "classifier_params": {"n_estimators": 5, "n_jobs": 1}},
+    "context": {"detector": "dense-ae", "detector_params": {"epochs": 1, "hidden": [8]}, "last_flows": 5},
     "gan": {"epochs": 1, "latent_steps": 2, "generator_hidden": (16, 16), "discriminator_hidden": (16, 8),
             "encoder_hidden": (16,)},
 }

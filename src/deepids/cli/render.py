@@ -168,6 +168,8 @@ def inspect_table(d: dict, title: str) -> Table:
     _row(table, "layout", d["layout"])
     _row(table, "records", f"{d['records']:,}")
     _row(table, "rejected", f"{d['rejected']:,}" + "".join(f"\n  {n:,} {r}" for r, n in d["rejected_reasons"].items()))
+    if d.get("ignored"):
+        _row(table, "ignored", f"{sum(d['ignored'].values()):,}" + "".join(f"\n  {n:,} {r}" for r, n in d["ignored"].items()))
     _row(table, "exact duplicates", f"{d.get('duplicates', 0):,}")
     if d.get("time_range"):
         _row(table, "time range", " to ".join(d["time_range"]))

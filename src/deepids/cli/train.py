@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +10,8 @@ import typer
 from deepids.cli.configure import build_model, given_options, was_given
 from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
                                  ScoreMode, Target, ThresholdMethod, is_logs)
-from deepids.cli.render import err, info, report_read, said
+from deepids.cli.progress import epoch_bar
+from deepids.cli.render import info, report_read, said
 from deepids.errors import ConfigError, InputError
 
 
@@ -64,6 +64,12 @@ def train(
     storage: Annotated[Optional[str], typer.Option(help="--engine ray: where Ray Train keeps its checkpoint, on "
                                                    "storage every node sees (a shared path or s3://...); default: "
                                                    "a temporary folder, enough on one machine.")] = None,
+    entity_context: Annotated[bool, typer.Option("--entity-context", help="Add what each source host has been doing "
+                                                 "(records, destinations, ports in the last --context-seconds and "
+                                                 "last --context-flows records, inter-arrival, failed share) as "
+                                                 "features (flow files read at once).")] = False,
+    context_seconds: Annotated[float, typer.Option(help="--entity-context: time window in seconds.")] = 60.0,
+    context_flows: Annotated[int, typer.Option(help="--entity-context: the last records per host.", min=1)] = 20,
     checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Write a training checkpoint "
                                                            "here after every epoch (torch models).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training from its "
@@ -80,6 +86,14 @@ def train(
     from deepids.io import read_flows
 
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
+    if entity_context:
+        if stream or engine is Engine.ray or is_logs(data):
+            raise ConfigError("--entity-context applies to flow files read at once (not --stream, --engine ray "
+                              "or event logs)")
+        from deepids.models.context import ContextDetector
+
+        estimator = ContextDetector(detector=model, detector_params=estimator.get_params(),
+                                    window_seconds=context_seconds, last_flows=context_flows)
     if engine is not Engine.ray:
         for name in ("address", "num_workers", "storage"):
             if was_given(ctx, name):
@@ -164,27 +178,3 @@ def _fit_options(checkpoint_dir: Path | None, resume: Path | None) -> dict:
     if not resume.is_dir():
         raise InputError(f"--resume {resume}: no such checkpoint directory")
     return {"checkpoint_dir": resume, "resume": True}
-
-
-@contextmanager
-def epoch_bar(enabled: bool):
-    """A rich progress bar on stderr, fed by the training loop's `progress(report)` after each epoch
-    (see deepids.models.training); yields that callback, or None when disabled."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} epochs"), TextColumn("{task.fields[info]}", markup=False),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
-    tasks: dict[str, int] = {}
-
-    def progress(report) -> None:
-        if report.description not in tasks:
-            tasks[report.description] = bar.add_task(report.description, total=report.epochs, info="")
-        bar.update(tasks[report.description], completed=report.epoch, total=report.epochs,
-                   info=f"loss {report.train_loss:.4f}  val {report.val_loss:.4f}  best {report.best_val_loss:.4f}")
-
-    with bar:
-        yield progress
