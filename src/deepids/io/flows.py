@@ -137,6 +137,7 @@ def _iter_capture(plan: Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, R
     for start in range(0, max(frame.height, 1), batch_size):
         part = frame.slice(start, batch_size)
         report = batch_report(plan, part, dict(meter.dropped) if start == 0 else {}, 0)
+        report.numbers, report.parsed = np.arange(start, start + part.height), part.height
         if start == 0:
             report.notes = [meter.line()]
         yield part, report
@@ -230,8 +231,13 @@ def iter_flow_batches(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     plans = _plans(paths, layout, label_column)
+    offset = 0          # records read in earlier batches: record numbers run over all files
     for plan in plans:
-        yield from _iter_file(plan, batch_size)
+        for frame, report in _iter_file(plan, batch_size):
+            if report.numbers is not None:
+                report.numbers = report.numbers + offset
+            offset += report.parsed
+            yield frame, report
 
 
 def _order_columns(columns: list[str]) -> list[str]:

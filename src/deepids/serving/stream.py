@@ -25,7 +25,8 @@ from typing import IO, Any, Sequence
 from deepids.errors import ConfigError, InputError
 from deepids.io.records import CsvLineParser, parse_ndjson
 from deepids.serving.alerts import AlertSink, dumps, ecs_alert
-from deepids.serving.scorer import LiveScorer
+from deepids.scoring import RECORD
+from deepids.serving.scorer import LiveScorer, ScoredBatch
 
 FORMATS = ("auto", "csv", "ndjson")
 _EOF = object()
@@ -261,23 +262,23 @@ class StreamScorer:
         items = self._items(lines)
         if not items:
             return
-        first = self.summary.read
-        batch = self.scorer.score(items)
+        self.emit(self.scorer.score(items), items)
+
+    def emit(self, batch: ScoredBatch, items: Sequence[Any] | None = None) -> None:
+        """Count a scored batch, write its scores and rejections, and send its alerts. Records are
+        numbered from the start of the stream (`record`, as in `deepids score` output)."""
         s = self.summary
-        s.read += len(items)
+        first = s.read
+        s.read += len(batch.index) + len(batch.rejected)
         s.scored += len(batch.index)
         for r in batch.rejected:
             s.rejected[r.reason] = s.rejected.get(r.reason, 0) + 1
         if self.rejected_out is not None and batch.rejected:
-            self.rejected_out.write("".join(json.dumps({"record_number": first + r.index, "field": r.field,
-                                                        "reason": r.reason}) + "\n" for r in batch.rejected))
+            self.rejected_out.write("".join(json.dumps({**r.to_dict(), RECORD: first + r.index}) + "\n"
+                                            for r in batch.rejected))
             self.rejected_out.flush()
         if self.scores_out is not None and len(batch.index):
-            self.scores_out.write("".join(
-                dumps({"record_number": first + int(i), "score": float(sc), "is_anomaly": bool(a),
-                       "top_features": t}) + "\n"
-                for i, sc, a, t in zip(batch.index.tolist(), batch.score.tolist(), batch.is_anomaly.tolist(),
-                                       batch.top_features)))
+            self.scores_out.write("".join(dumps(r) + "\n" for r in batch.results(first)))
             self.scores_out.flush()
         flagged = [k for k, a in enumerate(batch.is_anomaly.tolist()) if a]
         if not flagged:
@@ -285,8 +286,8 @@ class StreamScorer:
         s.alerts += len(flagged)
         rows = batch.table[flagged].to_dicts()
         now = datetime.now(timezone.utc)
-        alerts = [ecs_alert(items[int(batch.index[k])], row, score=float(batch.score[k]),
-                            threshold=batch.threshold, model=self.model_label,
+        alerts = [ecs_alert(items[int(batch.index[k])] if items is not None else row, row,
+                            score=float(batch.score[k]), threshold=batch.threshold, model=self.model_label,
                             top_features=batch.top_features[k], record_number=first + int(batch.index[k]), now=now)
                   for k, row in zip(flagged, rows)]
         for sink in self.sinks:
