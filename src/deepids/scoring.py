@@ -89,15 +89,34 @@ def output_format(path: str | Path) -> str:
 
 
 class ScoreWriter:
-    """Appends scored chunks to a CSV, Parquet or JSON Lines file."""
+    """Appends scored chunks to a CSV, Parquet or JSON Lines file, which appears only when complete.
+
+    Chunks go to a temporary file beside `path` (created 0640); `close()` syncs it and renames
+    it to `path`, `abort()` (or leaving a ``with`` block by an exception) removes it, and
+    `path` keeps what it held before (see `deepids.atomic`). In CSV, text cells that a
+    spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) get a leading
+    ``'``.
+    """
 
     def __init__(self, path: str | Path):
+        from deepids.atomic import atomic_path
+
         self.path = Path(path)
         self.format = output_format(self.path)
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._parquet = None
         self._handle = None
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+
+    def __enter__(self) -> "ScoreWriter":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+        return False
 
     def write(self, df: pl.DataFrame) -> None:
         if self.format == "parquet":
@@ -105,27 +124,64 @@ class ScoreWriter:
 
             table = df.to_arrow()
             if self._parquet is None:
-                self._parquet = pq.ParquetWriter(str(self.path), table.schema)
+                self._parquet = pq.ParquetWriter(str(self._tmp), table.schema)
             self._parquet.write_table(table)
             return
         if self._handle is None:
-            self._handle = open(self.path, "wb")
+            self._handle = open(self._tmp, "wb")
             first = True
         else:
             first = False
         if self.format == "csv":
             flat = df.with_columns(pl.col("top_features").list.join("; ")) if "top_features" in df.columns else df
-            flat.write_csv(self._handle, include_header=first)
+            _defuse_formulas(flat).write_csv(self._handle, include_header=first)
         else:
             df.write_ndjson(self._handle)
 
+    def _close_handles(self) -> None:
+        parquet, handle, self._parquet, self._handle = self._parquet, self._handle, None, None
+        if parquet is not None:
+            parquet.close()
+        if handle is not None:
+            handle.close()
+
     def close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-        if self._handle is not None:
-            self._handle.close()
-        if self._parquet is None and self._handle is None:   # no records: still leave a valid empty file
-            self.path.write_text("")
+        """Finish the file and put it in place (no records: still a valid empty file)."""
+        if self._atomic is None:
+            return
+        atomic, self._atomic = self._atomic, None
+        try:
+            self._close_handles()
+        except BaseException as exc:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        atomic.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the partial file; `path` keeps what it held."""
+        if self._atomic is None:
+            return
+        atomic, self._atomic = self._atomic, None
+        try:
+            self._close_handles()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        exc = exc or RuntimeError("aborted")
+        try:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException as raised:      # the context re-raises what it was given, or explains it
+            if raised is not exc:
+                raise
+
+
+_FORMULA = r"^[=+\-@\t\r]"
+
+
+def _defuse_formulas(df: pl.DataFrame) -> pl.DataFrame:
+    text = [c for c, t in df.schema.items() if t == pl.Utf8]
+    return df.with_columns(
+        pl.when(pl.col(c).str.contains(_FORMULA)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
+        for c in text) if text else df
 
 
 def _progress(enabled: bool, what: str, total: int | None = None) -> Progress:
@@ -185,16 +241,7 @@ class ChunkScorer:
         if records is None:
             records = np.arange(self.records, self.records + chunk.height, dtype=np.int64)
             self.records += chunk.height
-        ids = [c for c in self.kind.id_columns if c in chunk.columns]
-        score = np.asarray(scores.score, dtype=np.float64)
-        return pl.DataFrame([
-            pl.Series(RECORD, records, dtype=pl.Int64),
-            *chunk.select(ids).get_columns(),
-            pl.Series("score", score),
-            pl.Series("threshold", np.full(len(score), self.threshold)),
-            pl.Series("is_anomaly", score > self.threshold, dtype=pl.Boolean),
-            top_feature_series(scores, self.top_k),
-        ])
+        return score_frame(chunk, scores, self.threshold, self.top_k, records, self.kind.id_columns)
 
 
 def check_kind(model: BaseDetector, paths) -> RecordKind:
@@ -290,10 +337,9 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
     by extension): one row of :data:`SCORE_FIELDS` per record, chunk by chunk."""
     output_format(out)
     scorer = ChunkScorer(model, check_kind(model, paths), top_k=top_k)
-    writer = ScoreWriter(out)
     summary = ScoringSummary(output=str(out))
     started = time.perf_counter()
-    try:
+    with ScoreWriter(out) as writer:         # the output appears only when every chunk is written
         for chunk, scores, read in scored_chunks(model, paths, layout=layout, label_column=label_column,
                                                  batch_size=batch_size, progress=progress, scorer=scorer):
             summary.read = read
@@ -303,10 +349,28 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
             writer.write(frame)
             summary.records += frame.height
             summary.alerts += int(frame.get_column("is_anomaly").sum())
-    finally:
-        writer.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def score_frame(chunk: pl.DataFrame, scores: Scores, threshold: float, top_k: int, record: np.ndarray,
+                id_columns: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """The score frame of one scored chunk (:data:`SCORE_FIELDS`, the id columns between `record` and
+    `score`); `id_columns` default to the flows kind's."""
+    if id_columns is None:
+        from deepids.kinds import kind_named
+
+        id_columns = kind_named("flows").id_columns
+    ids = [c for c in id_columns if c in chunk.columns]
+    score = np.asarray(scores.score, dtype=np.float64)
+    return pl.DataFrame([
+        pl.Series(RECORD, record, dtype=pl.Int64),
+        *chunk.select(ids).get_columns(),
+        pl.Series("score", score),
+        pl.Series("threshold", np.full(len(score), float(threshold))),
+        pl.Series("is_anomaly", score > threshold, dtype=pl.Boolean),
+        top_feature_series(scores, top_k),
+    ])
 
 
 def top_feature_series(scores: Scores, k: int) -> pl.Series:

@@ -69,6 +69,8 @@ class RecordKind:
     id_columns: tuple[str, ...] = ()
     #: records per chunk when reading files for scoring (peak memory follows it)
     default_chunk: int = 100_000
+    #: what a user calls one record of this kind, in messages ("scored 1,252 events")
+    noun: str = "records"
 
     def __init__(self) -> None:
         self.readers: list[FileReader] = []

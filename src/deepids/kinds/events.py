@@ -44,6 +44,7 @@ class EventKind(RecordKind):
     name = "windows-events"
     id_columns = EVENT_ID_COLUMNS
     default_chunk = EVENT_CHUNK
+    noun = "events"
 
     def claims(self, paths: Sequence[Path]) -> bool:
         return looks_like_logs(paths)
