@@ -48,7 +48,7 @@ SCORING_CHUNK = 100_000
 #: the names of a score frame, in order; the record kind's id columns go between record and score
 RECORD = "record"
 SCORE_FIELDS = (RECORD, "score", "threshold", "is_anomaly", "top_features")
-OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 
 @dataclass
@@ -226,7 +226,7 @@ class ChunkScorer:
         self.threshold = float(model._threshold_value())
         self.top_k = top_k
         self.history = model.new_history()
-        self.state = self.kind.new_state()
+        self.state = self.kind.new_state(model)
         self.records = 0                  # records numbered so far (files)
         self.numbers: np.ndarray | None = None   # the reader's numbers for the chunk being scored
 

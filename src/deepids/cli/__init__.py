@@ -1,7 +1,8 @@
 """The `deepids` command: a thin shell over the library.
 
 One module per command group (`train`, `score` with `evaluate` and `flows`, `inspect`,
-`benchmark` with `demo`, `hunt`, `live` with `serve` and `stream`); shared options in
+`benchmark` with `demo`, `hunt`, `live` with `serve` and `stream`, `catalog`: `models`;
+`configure` turns train options into a model); shared options in
 `options`; everything shown to the user in `render`. Errors a user can cause print one
 line on stderr and exit with code 2; never a traceback.
 """
@@ -13,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from deepids.cli import benchmark, hunt, inspect, live, score, train
+from deepids.cli import benchmark, catalog, hunt, inspect, live, score, train
 from deepids.cli.render import err, fail, said
 from deepids.errors import DeepidsError
 
@@ -36,7 +37,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 for _command in (train.train, score.evaluate, score.score, inspect.inspect, benchmark.benchmark, hunt.hunt,
-                 score.flows, benchmark.demo, live.serve, live.stream):
+                 score.flows, benchmark.demo, live.serve, live.stream, catalog.models):
     app.command()(_command)
 
 

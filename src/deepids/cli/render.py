@@ -53,8 +53,9 @@ def write_json(obj: dict, path: Path) -> None:
     if str(path) == "-":
         sys.stdout.write(text + "\n")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    from deepids.atomic import write_text
+
+    write_text(path, text + "\n")          # whole or not at all, 0640, never through a symlink
     info(f"wrote {path}")
 
 
@@ -163,4 +164,17 @@ def hunt_table(findings: list[dict], by: str) -> Table:
     for f in findings:
         table.add_row(str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
                       ", ".join(x["feature"] for x in f["top_features"][:3]), "; ".join(f.get("attack_labels", [])))
+    return table
+
+
+def models_table(rows: list[dict]) -> Table:
+    """`deepids models`: one row per model; parameters as name=default, with the train option that sets it."""
+    table = Table(title="models (deepids train --model NAME)", title_justify="left", show_lines=True)
+    table.add_column("model")
+    table.add_column("kind")
+    table.add_column("parameters (default) [train option]")
+    for row in rows:
+        params = "\n".join(f"{p['name']}={p['default']!r}" + (f"  {p['option']}" if p["option"] else "")
+                           for p in row["parameters"])
+        table.add_row(row["model"], row["kind"], params)
     return table

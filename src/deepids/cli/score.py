@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepids.cli.options import DataFiles, LabelColumn, Layout, ModelDir, Quiet, is_logs
+from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, ModelDir, Quiet,
+                                 is_logs)
 from deepids.cli.render import info, print_metrics, report_read, said, score_line, write_json
 from deepids.errors import ConfigError
 
@@ -60,18 +61,29 @@ def evaluate(
 def score(
     model: ModelDir,
     data: DataFiles,
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl "
+                                           "(--engine ray: a new folder of Parquet files).")],
     top_k: Annotated[int, typer.Option(help="Top contributing features to list per record.")] = 3,
     batch_size: Annotated[Optional[int], typer.Option(help="Records per chunk (bounds memory; default: 100,000 flows or 10,000 events).")] = None,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Quiet = False,
+    engine: EngineOption = Engine.local,
+    address: Address = None,
+    actors: Annotated[Optional[int], typer.Option(help="--engine ray: scoring actors (default: one per cluster CPU).",
+                                                  min=1)] = None,
+    partitions: Annotated[Optional[int], typer.Option(help="--engine ray, sequence models: entity partitions "
+                                                      "(default: 4 per actor).", min=1)] = None,
 ) -> None:
     """Score every record of flow files, packet captures or event logs into CSV, Parquet or JSON Lines."""
     from deepids.kinds import kind_of_model
     from deepids.models import load_model
     from deepids.scoring import output_format, score_files
 
+    if engine is Engine.ray:
+        _score_on_ray(model, data, out_file, top_k, batch_size, layout, label_column, address, actors, partitions,
+                      quiet)
+        return
     output_format(out_file)          # a bad file name fails before any work
     detector = load_model(model)
     summary = score_files(detector, data, out_file, layout=layout, label_column=label_column,
@@ -79,6 +91,25 @@ def score(
     d, unit = summary.to_dict(), kind_of_model(detector).noun
     info(score_line(d, detector.threshold_.value, unit))
     said(f"wrote {out_file}")
+
+
+def _score_on_ray(model, data, out_dir, top_k, batch_size, layout, label_column, address, actors, partitions,
+                  quiet) -> None:
+    from deepids.distributed.ray_score import score_files_ray
+
+    if is_logs(data):
+        raise ConfigError("--engine ray scores flow files (CSV, CSV.gz, Parquet), not event logs")
+    s = score_files_ray(model, data, out_dir, address=address, actors=actors, partitions=partitions,
+                        chunk_rows=batch_size, layout=layout, label_column=label_column, top_k=top_k,
+                        progress=not quiet)
+    info(score_line(s.to_dict(), s.threshold, "records") + f" on {s.actors} Ray actors")
+    if not s.counts_add_up:
+        info(f"deepids: error: counts do not add up: read {s.records_read:,}, scored {s.records_scored:,} "
+             f"(see {Path(s.output) / '_summary.json'})")
+        raise typer.Exit(1)
+    info(f"read {s.records_read:,} + rejected {s.records_rejected:,}; scored {s.records_scored:,}: every record "
+         "accounted for")
+    said(f"wrote {out_dir}")
 
 
 def flows(
@@ -93,21 +124,20 @@ def flows(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed line.")] = False,
 ) -> None:
     """Extract bidirectional flows with the CICFlowMeter features from a packet capture."""
-    from deepids.io.flowmeter import capture_flows, to_cic_layout, write_flows
+    from deepids.io.flowmeter import write_capture_flows
 
     if flow_timeout <= 0 or activity_timeout <= 0 or min_packets < 1:
         raise ConfigError("--flow-timeout and --activity-timeout must be positive, --min-packets at least 1")
     if not str(out_file).lower().endswith((".parquet", ".pq", ".csv")):
         raise ConfigError(f"cannot tell the output format of {out_file}: use .parquet or .csv")
     started = time.perf_counter()
-    table, report = capture_flows(capture, flow_timeout=flow_timeout, activity_timeout=activity_timeout,
-                                  end_on_rst=end_on_rst, min_packets=min_packets)
+    # flows are written as they end: memory follows the open flows, not the capture's length
+    report = write_capture_flows(capture, out_file, cic_names=cic_names, flow_timeout=flow_timeout,
+                                 activity_timeout=activity_timeout, end_on_rst=end_on_rst, min_packets=min_packets)
     seconds = time.perf_counter() - started
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    write_flows(to_cic_layout(table) if cic_names else table, out_file)
     info(report.line())
     if not quiet:
         info(f"{report.capture.packets:,} packets in {seconds:.2f}s ({report.capture.packets / max(seconds, 1e-9):,.0f} packets/s)")
     if json_out:
         write_json({**report.to_dict(), "seconds": round(seconds, 3), "out": str(out_file)}, json_out)
-    said(f"wrote {table.height:,} flows to {out_file}")
+    said(f"wrote {report.flows:,} flows to {out_file}")

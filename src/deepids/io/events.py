@@ -216,7 +216,11 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
         "raw": None,
     }
     if isinstance(row["timestamp"], (int, float)):
-        row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:        # epoch seconds; out of range or NaN: no time (counted as an unparsed timestamp)
+            row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+        except (OverflowError, ValueError, OSError):
+            row["timestamp"] = None
     elif row["timestamp"] is not None:
         row["timestamp"] = str(row["timestamp"])
     for k in ("src_ip", "dst_ip", "provider", "image", "parent_image", "command_line"):
@@ -286,7 +290,7 @@ def events_from_records(items) -> tuple[pl.DataFrame, np.ndarray, list]:
         flat = item
         try:
             flat = flatten_winlogbeat(item) if nested else item
-            row = canonical_event(flat, None, keep_raw=False)
+            row = canonical_event(flat, None, keep_raw=True)   # raw: process GUIDs etc. for process context
         except (TypeError, ValueError, AttributeError, OverflowError, OSError):
             rejected.append(_bad_event(i, flat if isinstance(flat, dict) else item, nested))
             continue

@@ -10,9 +10,10 @@ A record kind (network flows, Windows events; later connection logs) owns, once:
 * its live canonicaliser (:meth:`RecordKind.canonicalise`), for records arriving one by one
   (HTTP bodies, NDJSON or CSV lines): every item is accepted or rejected with a reason;
 * the model's input table of a canonical chunk (:meth:`RecordKind.model_inputs`), given a
-  state object that the caller creates once (:meth:`RecordKind.new_state`) and hands from chunk
-  to chunk, in record order. It is the hook for per-entity state that outlives one chunk (for
-  events: per-host process trees), just as a sequence model's per-entity history
+  state object that the caller creates once per model (:meth:`RecordKind.new_state`) and hands
+  from chunk to chunk, in record order. It is the hook for per-entity state that outlives one
+  chunk (for events: the process table of a model trained with process-tree context,
+  :class:`deepids.features.events.EventContext`), just as a sequence model's per-entity history
   (``model.new_history()``) is carried by the scorer. Files, streams and the service all pass
   it the same way, so a record gets the same inputs however its input was cut.
 
@@ -103,8 +104,8 @@ class RecordKind:
         """True when a model with these input columns reads records of this kind."""
         raise NotImplementedError
 
-    def new_state(self) -> Any:
-        """State carried from chunk to chunk by :meth:`model_inputs` (None: none needed)."""
+    def new_state(self, model: Any = None) -> Any:
+        """State carried from chunk to chunk by :meth:`model_inputs`, for `model` (None: none needed)."""
         return None
 
     def model_inputs(self, chunk: pl.DataFrame, state: Any = None) -> pl.DataFrame:

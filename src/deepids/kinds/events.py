@@ -5,16 +5,17 @@ Canonical columns: :data:`deepids.io.events.EVENT_SCHEMA`. Rules: :mod:`deepids.
 chunk by chunk. Model inputs: :func:`deepids.features.events.event_features`, per event.
 
 State across chunks: :meth:`EventKind.new_state` gives the object handed to
-:meth:`EventKind.model_inputs` with every chunk, in record order. Per-event features need none
-today (it is an empty :class:`EventState`); features that follow an entity over time (a host's
-process tree) keep what they need there, keyed by entity and bounded, so chunked scoring equals
-whole-input scoring.
+:meth:`EventKind.model_inputs` with every chunk, in record order (an :class:`EventState`). A model
+trained with process-tree context (``feature_context_``) gets its fitted
+:class:`~deepids.features.events.EventContext` there, whose bounded process table follows each
+host's processes from one chunk to the next, so chunked scoring equals whole-input scoring;
+other models need nothing carried.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,15 @@ EVENT_ID_COLUMNS = ("timestamp", "host", "channel", "event_id", "record_id", "us
 
 @dataclass
 class EventState:
-    """Per-entity state of event features, carried from chunk to chunk (see the module docstring)."""
+    """What event features carry from chunk to chunk (see the module docstring): the model's fitted
+    process-tree context with its process table, when the model was trained with one."""
 
-    entities: dict[str, Any] = field(default_factory=dict)
+    context: Any = None             # deepids.features.events.EventContext
 
 
 def _read_event_logs(paths, *, batch_size: int, layout=None, label_column=None):
-    return iter_event_batches(paths, batch_size=batch_size)
+    # raw fields kept: process-tree context reads process GUIDs from them
+    return iter_event_batches(paths, batch_size=batch_size, keep_raw=True)
 
 
 class EventKind(RecordKind):
@@ -63,13 +66,21 @@ class EventKind(RecordKind):
 
         return is_log_model(input_columns)
 
-    def new_state(self) -> EventState:
-        return EventState()
+    def new_state(self, model: Any = None) -> EventState:
+        context = getattr(model, "feature_context_", None)
+        if not context:
+            return EventState()
+        from deepids.features.events import EventContext
+
+        return EventState(EventContext.from_dict(context))
 
     def model_inputs(self, chunk: pl.DataFrame, state: Any = None) -> pl.DataFrame:
-        """Per-event features, plus ``timestamp``, ``host`` and ``user_name`` (for alerts and
-        models that window by entity)."""
+        """Per-event features (with process-tree context when the model has one, its process table
+        carried in `state`), plus ``timestamp``, ``host`` and ``user_name`` (for models that window by
+        entity)."""
         from deepids.features.events import event_features
 
-        return event_features(chunk).with_columns(
+        context = getattr(state, "context", None)
+        features = context.features(chunk) if context is not None else event_features(chunk)
+        return features.with_columns(
             chunk.get_column("timestamp"), chunk.get_column("host"), chunk.get_column("user").alias("user_name"))
