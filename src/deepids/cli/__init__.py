@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 
 from deepids.cli import benchmark, catalog, hunt, inspect, live, score, train
-from deepids.cli.render import err, fail, said
+from deepids.cli.options import LogLevel
+from deepids.cli.render import err, fail, said, setup_logging
 from deepids.errors import DeepidsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,8 +33,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Show the version and exit.")] = False) -> None:
+                                                help="Show the version and exit.")] = False,
+          log_level: Annotated[LogLevel, typer.Option(envvar="DEEPIDS_LOG_LEVEL", help="Show the library's log "
+                                                      "messages from this level up on stderr.")] = LogLevel.warning,
+          ) -> None:
     """Deep-learning intrusion and anomaly detection for network flows."""
+    setup_logging(log_level.value)
 
 
 for _command in (train.train, score.evaluate, score.score, inspect.inspect, benchmark.benchmark, hunt.hunt,
@@ -41,8 +46,15 @@ for _command in (train.train, score.evaluate, score.score, inspect.inspect, benc
     app.command()(_command)
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt        # SIGTERM ends a run as Ctrl-C does: partial outputs removed
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app(standalone_mode=True)
     except DeepidsError as exc:

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import polars as pl
 
-from deepids.errors import ConfigError, InputError
+from deepids.errors import ConfigError, DeepidsError, InputError
 from deepids.io.events import (  # noqa: F401 - the event rules, importable from here as before
     EVENT_COLUMNS,
     EVENT_SCHEMA,
@@ -149,8 +149,16 @@ def log_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def is_log_file(path: str | Path) -> bool:
+    """An event log by its name, unless it is a connection log (Suricata EVE, Zeek JSON …)."""
     name = Path(path).name.lower()
-    return name.endswith(LOG_SUFFIXES)
+    if not name.endswith(LOG_SUFFIXES):
+        return False
+    from deepids.io.connlogs import detect_source
+
+    try:
+        return not Path(path).is_file() or detect_source(path) is None
+    except DeepidsError:
+        return True
 
 
 def looks_like_logs(paths: Iterable[str | Path]) -> bool:
