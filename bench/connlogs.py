@@ -6,7 +6,8 @@ events of other types and nfdump's footer kept as in the sample; the JSON says s
 source is read in a fresh process, so its peak RSS is its own, as ``deepids inspect`` reads
 it: every batch (``--batch-size`` records) parsed, cast to the canonical connection record and
 its report merged. The host's load average is recorded beside the figures (the machine is
-shared; figures from a loaded host are lower bounds).
+shared; figures from a loaded host are lower bounds), and so is the CPU time the read took
+(all threads), whose records per CPU-second depend less on the load.
 
 Run: ``python -m bench.connlogs [--records 500000] [--out bench/results/connlogs.json]``.
 """
@@ -63,11 +64,15 @@ def measure(path: str, batch_size: int) -> dict:
     from deepids.io.connlogs import iter_conn_batches
 
     t0 = time.perf_counter()
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = use.ru_utime + use.ru_stime
     report = None
     for _, part in iter_conn_batches(path, batch_size=batch_size):
         report = part if report is None else report.merge(part)
     seconds = time.perf_counter() - t0
-    return {"layout": report.layout, "records": report.records, "rejected": report.n_rejected,
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = use.ru_utime + use.ru_stime - cpu0
+    return {"cpu_seconds": round(cpu, 3), "records_per_cpu_s": round(report.records / cpu),"layout": report.layout, "records": report.records, "rejected": report.n_rejected,
             "ignored": sum(report.ignored.values()), "seconds": round(seconds, 3),
             "records_per_s": round(report.records / seconds), "batch_size": batch_size,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
