@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,10 +45,18 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _explain(path: Path, exc: OSError) -> OutputError:
+def _explain(path: Path, exc: BaseException) -> OutputError | None:
+    """An OutputError naming `path` for an I/O failure (None for any other exception). Rust
+    writers (polars, safetensors) raise ``... (os error 28)`` without an errno."""
+    code = exc.errno if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else None
+    if code is None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    if code is None and not (isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)):
+        return None
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
             errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only"}.get(
-        exc.errno, exc.strerror or str(exc))
+        code, getattr(exc, "strerror", None) or str(exc))
     return OutputError(f"cannot write {path}: {what}; nothing was written there (the partial file was removed)")
 
 
@@ -73,11 +82,11 @@ def atomic_path(path: str | Path, *, mode: int = PRIVATE) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if not isinstance(exc, OSError):
-            log.warning("deepids: %s was not written (%s); the partial file was removed", path,
-                        "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__)
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-            raise _explain(path, exc) from None
+        explained = _explain(path, exc)
+        if explained is not None:
+            raise explained from None
+        log.warning("deepids: %s was not written (%s); the partial file was removed", path,
+                    "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__)
         raise
     _fsync_dir(directory)
 
@@ -108,8 +117,9 @@ def write_bytes(path: str | Path, data: bytes, *, perms: int = PRIVATE) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `path`; on success it takes `path`'s place.
 
-    An existing directory at `path` is kept until the new one is complete, then removed; on
-    failure the temporary directory is removed and the old one stays as it was. A symlink at
+    An existing directory at `path` is kept until the new one is complete, then replaced (the
+    entries the new one does not hold are carried over); on failure the temporary directory
+    is removed and the old one stays as it was. A symlink at
     `path` is replaced by the new directory, never written through.
     """
     path = Path(path)
@@ -128,8 +138,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         _swap_in(tmp, path)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-            raise _explain(path, exc) from None
+        explained = _explain(path, exc)
+        if explained is not None:
+            raise explained from None
         raise
     _fsync_dir(parent)
 
@@ -148,6 +159,10 @@ def _swap_in(new: Path, path: Path) -> None:
     except OSError:
         os.rename(old, path)          # put the old one back
         raise
+    for entry in old.iterdir():       # what the new directory does not replace stays (notes, checkpoints)
+        if not (path / entry.name).exists() and not entry.name.endswith((".partial", ".old")):
+            with contextlib.suppress(OSError):
+                os.rename(entry, path / entry.name)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -68,15 +68,34 @@ def output_format(path: str | Path) -> str:
 
 
 class ScoreWriter:
-    """Appends scored chunks to a CSV, Parquet or JSON Lines file."""
+    """Appends scored chunks to a CSV, Parquet or JSON Lines file, which appears only when complete.
+
+    Chunks go to a temporary file beside `path` (created 0640); `close()` syncs it and renames
+    it to `path`, `abort()` (or leaving a ``with`` block by an exception) removes it, and
+    `path` keeps what it held before (see `deepids.atomic`). In CSV, text cells that a
+    spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) get a leading
+    ``'``.
+    """
 
     def __init__(self, path: str | Path):
+        from deepids.atomic import atomic_path
+
         self.path = Path(path)
         self.format = output_format(self.path)
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._parquet = None
         self._handle = None
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+
+    def __enter__(self) -> "ScoreWriter":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+        return False
 
     def write(self, df: pl.DataFrame) -> None:
         if self.format == "parquet":
@@ -84,27 +103,64 @@ class ScoreWriter:
 
             table = df.to_arrow()
             if self._parquet is None:
-                self._parquet = pq.ParquetWriter(str(self.path), table.schema)
+                self._parquet = pq.ParquetWriter(str(self._tmp), table.schema)
             self._parquet.write_table(table)
             return
         if self._handle is None:
-            self._handle = open(self.path, "wb")
+            self._handle = open(self._tmp, "wb")
             first = True
         else:
             first = False
         if self.format == "csv":
             flat = df.with_columns(pl.col("top_features").list.join("; ")) if "top_features" in df.columns else df
-            flat.write_csv(self._handle, include_header=first)
+            _defuse_formulas(flat).write_csv(self._handle, include_header=first)
         else:
             df.write_ndjson(self._handle)
 
+    def _close_handles(self) -> None:
+        parquet, handle, self._parquet, self._handle = self._parquet, self._handle, None, None
+        if parquet is not None:
+            parquet.close()
+        if handle is not None:
+            handle.close()
+
     def close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-        if self._handle is not None:
-            self._handle.close()
-        if self._parquet is None and self._handle is None:   # no records: still leave a valid empty file
-            self.path.write_text("")
+        """Finish the file and put it in place (no records: still a valid empty file)."""
+        if self._atomic is None:
+            return
+        atomic, self._atomic = self._atomic, None
+        try:
+            self._close_handles()
+        except BaseException as exc:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        atomic.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the partial file; `path` keeps what it held."""
+        if self._atomic is None:
+            return
+        atomic, self._atomic = self._atomic, None
+        try:
+            self._close_handles()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        exc = exc or RuntimeError("aborted")
+        try:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException as raised:      # the context re-raises what it was given, or explains it
+            if raised is not exc:
+                raise
+
+
+_FORMULA = r"^[=+\-@\t\r]"
+
+
+def _defuse_formulas(df: pl.DataFrame) -> pl.DataFrame:
+    text = [c for c, t in df.schema.items() if t == pl.Utf8]
+    return df.with_columns(
+        pl.when(pl.col(c).str.contains(_FORMULA)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
+        for c in text) if text else df
 
 
 def _progress(enabled: bool, what: str, total: int | None = None) -> Progress:
@@ -214,11 +270,10 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
                 label_column: str | None = None, batch_size: int = SCORING_CHUNK, top_k: int = 3,
                 progress: bool = True) -> ScoringSummary:
     """Score every record of `paths` into `out` (CSV, Parquet or JSON Lines, by extension)."""
-    writer = ScoreWriter(out)
     summary = ScoringSummary(output=str(out))
     threshold = model._threshold_value()
     started = time.perf_counter()
-    try:
+    with ScoreWriter(out) as writer:         # the output appears only when every chunk is written
         for chunk, scores, read in scored_chunks(model, paths, layout=layout, label_column=label_column,
                                                  batch_size=batch_size, progress=progress):
             summary.read = read
@@ -234,8 +289,6 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
             ).select(["record", *keep, "score", "is_anomaly", "top_features"]))
             summary.records += chunk.height
             summary.alerts += int(flagged.sum())
-    finally:
-        writer.close()
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -88,7 +88,9 @@ table{{border-collapse:collapse;margin:1em 0;font-size:14px}}td,th{{border:1px s
 th{{background:#f0f3f7}}td{{text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}
 figcaption{{color:#666;font-size:13px}}</style></head><body>{''.join(body)}</body></html>"""
     out = out_dir / "report.html"
-    out.write_text(page)
+    from deepids.atomic import write_text
+
+    write_text(out, page)          # whole or not at all, 0640
     return out
 
 

@@ -38,10 +38,9 @@ class HuntResult:
         return {"summary": self.summary, "findings": self.findings, "timeline": timeline}
 
     def write_json(self, path) -> None:
-        from pathlib import Path
+        from deepids.atomic import write_text
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")   # whole or not at all
 
 
 def _iso(t) -> str | None:

@@ -58,9 +58,8 @@ def score_log_files(model: BaseDetector, paths, out: str | Path, top_k: int = 3,
         table = table.with_columns(pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)))
     columns = [*SCORE_COLUMNS, *(["top_features"] if "top_features" in table.columns else [])]
     table = table.select(columns)
-    writer = ScoreWriter(out)
-    writer.write(table)
-    writer.close()
+    with ScoreWriter(out) as writer:          # the output appears only once complete
+        writer.write(table)
     seconds = time.perf_counter() - started
     read = report.to_dict()
     return {"records_scored": table.height, "records_rejected": read["rejected"],

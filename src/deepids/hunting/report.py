@@ -76,5 +76,7 @@ def write_hunt_report(result: HuntResult, path: str | Path, title: str = "deepid
                          f"<td>{ev['score']:.4g}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
-    path.write_text("\n".join(parts))
+    from deepids.atomic import write_text
+
+    write_text(path, "\n".join(parts))          # whole or not at all, 0640
     return path

@@ -450,15 +450,18 @@ def to_cic_layout(flows: pl.DataFrame) -> pl.DataFrame:
 
 def write_flows(flows: pl.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write flows as Parquet (zstd) or CSV, chosen by the file name."""
+    from deepids.atomic import atomic_path
+
     p = str(path).lower()
-    if p.endswith((".parquet", ".pq")):
-        flows.write_parquet(path, compression="zstd", statistics=True)
-    elif p.endswith(".csv"):
-        flows.write_csv(path)
-    else:
+    if not p.endswith((".parquet", ".pq", ".csv")):
         from deepids.errors import ConfigError
 
         raise ConfigError(f"cannot tell the output format of {path}: use .parquet or .csv")
+    with atomic_path(path) as tmp:          # the output appears only when complete (0640)
+        if p.endswith(".csv"):
+            flows.write_csv(tmp)
+        else:
+            flows.write_parquet(tmp, compression="zstd", statistics=True)
 
 
 def capture_lines(path: str | os.PathLike[str], report_to=None):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 import json
+import os
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,11 +216,19 @@ class BaseDetector(ABC):
         return doc, tensors
 
     def save(self, path: str | Path) -> Path:
+        """Write the model directory whole or not at all: it is built beside `path` and swapped in
+        once complete, so a failed or interrupted save leaves the model that was there (see
+        `deepids.atomic`); files are created 0640."""
+        from deepids.atomic import PRIVATE, atomic_dir
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         doc, tensors = self.to_document()
-        save_file(tensors, str(path / WEIGHTS), metadata={"format": "deepids", "class": type(self).__name__})
-        (path / MODEL_JSON).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+        with atomic_dir(path) as tmp:
+            save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "deepids", "class": type(self).__name__})
+            (tmp / MODEL_JSON).write_text(text)
+            for name in (WEIGHTS, MODEL_JSON):
+                os.chmod(tmp / name, PRIVATE)
         return path
 
     @classmethod

@@ -1,0 +1,58 @@
+"""The `deepids` command: a thin shell over the library.
+
+One module per command group (`train`, `score` with `evaluate` and `flows`, `inspect`,
+`benchmark` with `demo`, `hunt`, `live` with `serve` and `stream`); shared options in
+`options`; everything shown to the user in `render`. Errors a user can cause print one
+line on stderr and exit with code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from deepids.cli import benchmark, hunt, inspect, live, score, train
+from deepids.cli.render import err, fail, said
+from deepids.errors import DeepidsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Deep-learning intrusion and anomaly detection for network flows.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from deepids import __version__
+
+        said(f"deepids {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
+    """Deep-learning intrusion and anomaly detection for network flows."""
+
+
+for _command in (train.train, score.evaluate, score.score, inspect.inspect, benchmark.benchmark, hunt.hunt,
+                 score.flows, benchmark.demo, live.serve, live.stream):
+    app.command()(_command)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=True)
+    except DeepidsError as exc:
+        fail(str(exc))
+    except OSError as exc:   # unreadable or unwritable paths the user named
+        name = getattr(exc, "filename", None)
+        fail(f"{exc.strerror or exc}{f': {name}' if name else ''}")
+    except KeyboardInterrupt:
+        err.print("deepids: interrupted", highlight=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

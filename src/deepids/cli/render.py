@@ -1,0 +1,166 @@
+"""What the `deepids` command shows: tables, one-line messages, JSON documents.
+
+Commands decide what to show; this module decides how. Both consoles have rich markup
+off, so text that comes from the data (a host name such as ``[/x]``, a file path with
+brackets) is printed as it is and cannot break the output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+out = Console(markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def info(message: str) -> None:
+    """A progress or summary line on stderr (stdout is kept for results)."""
+    err.print(message, highlight=False)
+
+
+def said(message: str) -> None:
+    """A result line on stdout (e.g. 'saved DIR', 'wrote FILE')."""
+    out.print(message, highlight=False)
+
+
+def fail(message: str) -> None:
+    """A user's mistake: one line on stderr, exit code 2."""
+    sys.stderr.write("deepids: error: " + " ".join(message.split()) + "\n")
+    sys.exit(2)
+
+
+def report_read(report, what: str = "read") -> None:
+    """One line for a read report (records, layout, rejections by reason), then its notes."""
+    d = report if isinstance(report, dict) else report.to_dict()
+    line = f"{what} {d['records']:,} records ({d['layout']})"
+    if d["rejected"]:
+        reasons = ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items())
+        line += f"; rejected {d['rejected']:,}: {reasons}"
+    info(line)
+    for note in d.get("notes", ()):     # e.g. what a packet capture held, damage
+        info(note)
+
+
+def write_json(obj: dict, path: Path) -> None:
+    """Write a document as JSON to a file, or to stdout alone when the path is '-'."""
+    text = json.dumps(obj, indent=2, default=_json_default)
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    info(f"wrote {path}")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f} %"
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def print_metrics(metrics: dict, title: str = "detection metrics (per record)") -> None:
+    """The detection metrics, the per-label rates and, for models that name attacks, the families."""
+    table = Table(title=title, title_justify="left")
+    for col in ("Accuracy", "Loss", "Recall", "Precision", "F-measure", "ROC-AUC", "PR-AUC"):
+        table.add_column(col, justify="right")
+    table.add_row(_pct(metrics["accuracy"]), _num(metrics["loss"]), _pct(metrics["recall"]),
+                  _pct(metrics["precision"]), _pct(metrics["f1"]), _num(metrics["roc_auc"]),
+                  _num(metrics["pr_auc"]))
+    out.print(table)
+    per = Table(title=f"per label (threshold {metrics['threshold']:.4g})", title_justify="left")
+    per.add_column("label")
+    per.add_column("records", justify="right")
+    per.add_column("flagged", justify="right")
+    per.add_column("rate", justify="right")
+    for name, entry in metrics["per_label"].items():
+        rate = entry.get("detection_rate", entry.get("false_positive_rate"))
+        kind = "detected" if "detection_rate" in entry else "false alarms"
+        per.add_row(name, f"{entry['records']:,}", f"{entry['flagged']:,}", f"{100 * rate:.1f} % {kind}")
+    out.print(per)
+    if metrics.get("per_family"):
+        fam = Table(title=f"attack families (macro-F1 {metrics['macro_f1']:.4f})", title_justify="left")
+        for col in ("family", "support", "precision", "recall", "F1"):
+            fam.add_column(col, justify="right" if col != "family" else "left")
+        for name, m in metrics["per_family"].items():
+            fam.add_row(name, f"{m['support']:,}", f"{100 * m['precision']:.1f} %", f"{100 * m['recall']:.1f} %",
+                        f"{m['f1']:.3f}")
+        out.print(fam)
+
+
+def score_line(d: dict, threshold: float, unit: str) -> str:
+    """One line for a scoring run: scored, alerts, rejected by reason, speed."""
+    line = (f"scored {d['records_scored']:,} {unit}, {d['alerts']:,} alerts "
+            f"(threshold {threshold:.4g}), rejected {d['records_rejected']:,}")
+    if d["rejected_reasons"]:
+        line += " (" + ", ".join(f"{n:,} {r}" for r, n in d["rejected_reasons"].items()) + ")"
+    return line + f"; {d['records_per_second'] or 0:,.0f} {unit}/s"
+
+
+def inspect_table(d: dict, title: str) -> Table:
+    """What `deepids inspect` found: layout, records, rejections, time range, entities, labels."""
+    table = Table(show_header=False, title=title, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("layout", d["layout"])
+    table.add_row("records", f"{d['records']:,}")
+    table.add_row("rejected", f"{d['rejected']:,}" + "".join(f"\n  {n:,} {r}" for r, n in d["rejected_reasons"].items()))
+    table.add_row("exact duplicates", f"{d.get('duplicates', 0):,}")
+    if d.get("time_range"):
+        table.add_row("time range", " to ".join(d["time_range"]))
+    if d.get("entities"):
+        table.add_row("entities", ", ".join(f"{n:,} {k}" for k, n in d["entities"].items()))
+    for key in ("hosts", "channels", "event_ids"):
+        if d.get(key):
+            table.add_row(key.replace("_", " "), "\n".join(f"{n:>8,}  {k}" for k, n in d[key].items()))
+    labels = d.get("labels") or {}
+    if d.get("notes"):
+        table.add_row("notes", "\n".join(d["notes"]))
+    table.add_row("labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
+                  or "none")
+    return table
+
+
+def benchmark_protocol_line(p: dict) -> str:
+    return (f"protocol: {p['split']}; {p['train_records']:,} train / {p['test_records']:,} test records; "
+            f"{p['test_duplicates_of_training_rows_removed']:,} test rows duplicating training rows removed; "
+            f"{p['fitting']}; {p['unsupervised']}; {p['sequence_note']}")
+
+
+def benchmark_table(models: dict) -> Table:
+    """One row per model of a benchmark run (per record, test set)."""
+    table = Table(title="benchmark (per record, test set)", title_justify="left")
+    for col in ("model", "Accuracy", "Loss", "Recall", "Precision", "F-measure", "ROC-AUC", "macro-F1", "train s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in models.items():
+        table.add_row(name, _pct(m["accuracy"]), _num(m["loss"]), _pct(m["recall"]), _pct(m["precision"]),
+                      _pct(m["f1"]), _num(m["roc_auc"]), _num(m.get("macro_f1")), f"{m['train_seconds']:.1f}")
+    return table
+
+
+def hunt_table(findings: list[dict], by: str) -> Table:
+    """The ranked windows of `deepids hunt`, with their top features and any ATT&CK labels."""
+    table = Table(title=f"top {len(findings)} {by} windows", title_justify="left")
+    for col in ("rank", by, "window start", "score", "events", "top features", "label"):
+        table.add_column(col, justify="right" if col in ("rank", "score", "events") else "left")
+    for f in findings:
+        table.add_row(str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
+                      ", ".join(x["feature"] for x in f["top_features"][:3]), "; ".join(f.get("attack_labels", [])))
+    return table

@@ -1,0 +1,116 @@
+"""`deepids score`, `deepids evaluate` and `deepids flows`: records in, scores, metrics or flows out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from deepids.cli.options import DataFiles, LabelColumn, Layout, ModelDir, Quiet, is_logs
+from deepids.cli.render import info, print_metrics, report_read, said, score_line, write_json
+from deepids.errors import ConfigError
+
+
+def evaluate(
+    model: ModelDir,
+    data: DataFiles,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here ('-' for stdout).")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Write ROC/PR curves and a score histogram here.")] = None,
+    layout: Layout = None,
+    label_column: LabelColumn = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score labelled flow files and print detection metrics (per record)."""
+    from deepids.evaluation import detection_metrics, family_metrics, plot_detection
+    from deepids.evaluation.metrics import names_families
+    from deepids.models import load_model
+    from deepids.scoring import collect_scores
+
+    detector = load_model(model)
+    if is_logs(data):
+        from deepids.hunting.commands import evaluate_logs
+
+        metrics = evaluate_logs(detector, data, progress=not quiet, info=info)
+        metrics["model"] = str(model)
+        print_metrics(metrics, title="detection metrics (per event)")
+        if json_out:
+            write_json(metrics, json_out)
+        return
+    collected = collect_scores(detector, data, layout=layout, label_column=label_column, progress=not quiet,
+                               require_labels=True)
+    report_read(collected.read, "scored")
+    metrics = detection_metrics(collected.labels, collected.score, detector.threshold_.value, collected.loss)
+    if names_families(collected.predicted):     # models that name attacks: how well they name them
+        metrics.update(family_metrics(collected.labels, collected.predicted))
+    metrics["model"] = str(model)
+    metrics["data"] = [str(p) for p in data]
+    metrics["records_rejected"] = collected.read.n_rejected
+    metrics["threshold_method"] = detector.threshold_.method
+    print_metrics(metrics)
+    if plots:
+        for path in plot_detection(collected.labels, collected.score, detector.threshold_.value, plots,
+                                   title=f"{detector.model_name} on {Path(data[0]).name}"):
+            info(f"wrote {path}")
+    if json_out:
+        write_json(metrics, json_out)
+
+
+def score(
+    model: ModelDir,
+    data: DataFiles,
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl.")],
+    top_k: Annotated[int, typer.Option(help="Top contributing features to list per record.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Records per chunk (bounds memory).")] = 100_000,
+    layout: Layout = None,
+    label_column: LabelColumn = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score every record of flow files, packet captures or event logs into CSV, Parquet or JSON Lines."""
+    from deepids.models import load_model
+    from deepids.scoring import output_format, score_files
+
+    output_format(out_file)          # a bad file name fails before any work
+    detector = load_model(model)
+    if is_logs(data):
+        from deepids.hunting.logs import score_log_files
+
+        d, unit = score_log_files(detector, data, out_file, top_k=top_k, progress=not quiet), "events"
+    else:
+        d, unit = score_files(detector, data, out_file, layout=layout, label_column=label_column,
+                              batch_size=batch_size, top_k=top_k, progress=not quiet).to_dict(), "records"
+    info(score_line(d, detector.threshold_.value, unit))
+    said(f"wrote {out_file}")
+
+
+def flows(
+    capture: Annotated[Path, typer.Argument(help="Packet capture: pcap or pcapng, optionally gzip-compressed.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv.")],
+    flow_timeout: Annotated[float, typer.Option(help="Seconds after a flow's first packet that end it (CICFlowMeter: 120).")] = 120.0,
+    activity_timeout: Annotated[float, typer.Option(help="Gap in seconds that separates active and idle periods (CICFlowMeter: 5).")] = 5.0,
+    end_on_rst: Annotated[bool, typer.Option("--end-on-rst/--fin-only", help="Whether a TCP RST ends a flow like FIN does.")] = True,
+    min_packets: Annotated[int, typer.Option(help="Drop flows with fewer packets (CICFlowMeter: 2).")] = 2,
+    cic_names: Annotated[bool, typer.Option(help="Name the metadata as GeneratedLabelledFlows does (Flow ID, Source IP, ...).")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the capture report as JSON here ('-' for stdout).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed line.")] = False,
+) -> None:
+    """Extract bidirectional flows with the CICFlowMeter features from a packet capture."""
+    from deepids.io.flowmeter import capture_flows, to_cic_layout, write_flows
+
+    if flow_timeout <= 0 or activity_timeout <= 0 or min_packets < 1:
+        raise ConfigError("--flow-timeout and --activity-timeout must be positive, --min-packets at least 1")
+    if not str(out_file).lower().endswith((".parquet", ".pq", ".csv")):
+        raise ConfigError(f"cannot tell the output format of {out_file}: use .parquet or .csv")
+    started = time.perf_counter()
+    table, report = capture_flows(capture, flow_timeout=flow_timeout, activity_timeout=activity_timeout,
+                                  end_on_rst=end_on_rst, min_packets=min_packets)
+    seconds = time.perf_counter() - started
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    write_flows(to_cic_layout(table) if cic_names else table, out_file)
+    info(report.line())
+    if not quiet:
+        info(f"{report.capture.packets:,} packets in {seconds:.2f}s ({report.capture.packets / max(seconds, 1e-9):,.0f} packets/s)")
+    if json_out:
+        write_json({**report.to_dict(), "seconds": round(seconds, 3), "out": str(out_file)}, json_out)
+    said(f"wrote {table.height:,} flows to {out_file}")
