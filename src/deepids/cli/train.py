@@ -9,6 +9,8 @@ import typer
 
 from deepids.cli.options import (DataFiles, LabelColumn, Layout, Objective, Quiet, ScoreMode, Target,
                                  ThresholdMethod, is_logs)
+from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, StrictLeakage, after_training,
+                                choose_columns, guard_leakage, report_expected, save_training_rows)
 from deepids.cli.render import info, report_read, said
 from deepids.errors import InputError
 
@@ -46,6 +48,10 @@ def train(
     stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
                                          "epoch instead of holding them (files larger than memory).")] = False,
     chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
+    strict_leakage: StrictLeakage = False,
+    false_alarms: FalseAlarms = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -58,6 +64,9 @@ def train(
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
     if stream:
+        if feature_columns or drop_columns or false_alarms is not None:
+            raise InputError("--feature-columns, --drop-columns and --false-alarms need the table in memory; "
+                             "train without --stream")
         _train_streamed(MODELS[model], model, data, out_dir, chunk_rows, layout, label_column, dict(
             sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
@@ -73,6 +82,8 @@ def train(
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
         report_read(report)
+    table = choose_columns(table, feature_columns, drop_columns)
+    guard_leakage(table, strict_leakage)          # before any training: a feature that gives the label away
     cls = MODELS[model]
     options = dict(
         sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -88,7 +99,10 @@ def train(
     accepted = set(cls._param_names())
     detector = cls(**{k: v for k, v in options.items() if k in accepted})
     detector.fit(table)
+    point = after_training(detector, table, false_alarms)
     _save_trained(detector, model, data, out_dir, report.to_dict())
+    save_training_rows(out_dir, table)
+    report_expected(point)
 
 
 def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: dict) -> None:

@@ -102,6 +102,9 @@ def calibrate_false_alarms(model, X: pl.DataFrame, per_10k: float) -> Threshold:
     threshold.params = {"false_alarms_per_10k": per_10k}
     threshold.note = (f"at most {per_10k:g} false alarms per 10,000 benign flows, on "
                       f"{threshold.n_scores:,} held-out benign training flows")
+    if threshold.n_scores * per_10k < PER:
+        threshold.note += (f" (too few to measure {per_10k:g} per 10,000: the threshold is the highest of "
+                           f"their scores; train on more benign traffic for a finer target)")
     model.threshold_ = threshold
     return threshold
 

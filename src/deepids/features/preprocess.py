@@ -243,7 +243,7 @@ def _input_roles(df: pl.DataFrame, columns: list[str]) -> list[dict]:
     out = []
     for r in column_roles(df):
         if r.column in chosen and r.role != "feature":
-            out.append({"column": r.column, "role": "feature", "reason": "feature: chosen by the caller"})
+            out.append({"column": r.column, "role": "feature", "reason": "chosen by the caller"})
         elif r.column not in chosen and r.role == "feature":
             out.append({"column": r.column, "role": "excluded", "reason": "not among the model's input columns"})
         else:
