@@ -279,18 +279,25 @@ def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | No
             summary.read = read
             if scores is None:
                 continue
-            flagged = scores.score > threshold
-            keep = [c for c in (*METADATA_COLUMNS, LABEL) if c in chunk.columns]
-            writer.write(chunk.select(keep).with_columns(
-                pl.Series("record", np.arange(summary.records, summary.records + chunk.height, dtype=np.int64)),
-                pl.Series("score", scores.score.astype(np.float64)),
-                pl.Series("is_anomaly", flagged),
-                top_feature_series(scores, top_k),
-            ).select(["record", *keep, "score", "is_anomaly", "top_features"]))
+            frame = score_frame(chunk, scores, threshold, top_k,
+                                np.arange(summary.records, summary.records + chunk.height, dtype=np.int64))
+            writer.write(frame)
             summary.records += chunk.height
-            summary.alerts += int(flagged.sum())
+            summary.alerts += int(frame.get_column("is_anomaly").sum())
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def score_frame(chunk: pl.DataFrame, scores: Scores, threshold: float, top_k: int,
+                record: np.ndarray) -> pl.DataFrame:
+    """The rows written for one scored chunk: record number, identifiers, label, score, alert, top features."""
+    keep = [c for c in (*METADATA_COLUMNS, LABEL) if c in chunk.columns]
+    return chunk.select(keep).with_columns(
+        pl.Series("record", record),
+        pl.Series("score", scores.score.astype(np.float64)),
+        pl.Series("is_anomaly", scores.score > threshold),
+        top_feature_series(scores, top_k),
+    ).select(["record", *keep, "score", "is_anomaly", "top_features"])
 
 
 def top_feature_series(scores: Scores, k: int) -> pl.Series:

@@ -22,6 +22,10 @@ class ReadReport:
     ``dst_port`` where present. Both stay exact under :meth:`merge`: a report carries the
     row hashes and entity values it has seen (private fields, excluded from ``to_dict``,
     ``repr`` and ``==``), about 8 bytes per distinct row.
+
+    ``ignored`` counts input lines that are no records of this kind and are skipped on
+    purpose, by what they are (a Suricata ``dns`` event in an EVE file, Zeek's ``#close``,
+    nfdump's summary footer): records + rejected + ignored = the input's lines.
     """
 
     layout: str
@@ -34,6 +38,7 @@ class ReadReport:
     entities: dict[str, int] = field(default_factory=dict)
     unparsed_timestamps: int = 0
     notes: list[str] = field(default_factory=list)    # e.g. what a packet capture held, damage
+    ignored: dict[str, int] = field(default_factory=dict)
     _row_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
     _entity_values: dict[str, set] | None = field(default=None, repr=False, compare=False)
 
@@ -57,6 +62,8 @@ class ReadReport:
             "unparsed_timestamps": int(self.unparsed_timestamps),
             "entities": {k: int(v) for k, v in self.entities.items()},
             **({"notes": list(self.notes)} if self.notes else {}),
+            **({"ignored": {k: int(v) for k, v in sorted(self.ignored.items(), key=lambda kv: (-kv[1], kv[0]))}}
+               if self.ignored else {}),
         }
 
     def merge(self, other: ReadReport) -> ReadReport:
@@ -71,6 +78,8 @@ class ReadReport:
         rejected.update(other.rejected)
         labels = Counter(self.labels)
         labels.update(other.labels)
+        ignored = Counter(self.ignored)
+        ignored.update(other.ignored)
 
         duplicates = self.duplicates + other.duplicates
         hashes: np.ndarray | None = None
@@ -114,6 +123,7 @@ class ReadReport:
             entities=entities,
             unparsed_timestamps=self.unparsed_timestamps + other.unparsed_timestamps,
             notes=list(self.notes) + [n for n in other.notes if n not in self.notes],
+            ignored=dict(ignored),
             _row_hashes=hashes,
             _entity_values=values,
         )

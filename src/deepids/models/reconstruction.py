@@ -163,35 +163,10 @@ class ReconstructionDetector(BaseDetector):
         verbose = self.verbose if progress is None else progress
         chunks = lambda: iter_flow_batches(paths, layout=layout, label_column=label_column,  # noqa: E731
                                            batch_size=chunk_rows)
-        rng = np.random.default_rng(self.seed)
-        sample: pl.DataFrame | None = None
-        seen = records = attacks = 0
-        labelled = False
-        read = None
-        columns: list[str] | None = None
-        for chunk, report in chunks():                 # pass 1: counts and the feature sample
-            read = report if read is None else read.merge(report)
-            if not chunk.height:
-                continue
-            chunk = check_table(chunk)
-            columns = columns or feature_columns(chunk)
-            labelled = labelled or LABEL in chunk.columns
-            benign, _, n_attacks = benign_training_rows(chunk, minimum=0)
-            records += chunk.height
-            attacks += n_attacks
-            seen += benign.height
-            # a uniform sample without replacement: every benign record draws a random key, and
-            # the sample_rows smallest keys of the stream are kept (bottom-k sampling)
-            keyed = benign.with_columns(pl.Series(SAMPLE_KEY, rng.random(benign.height)))
-            if sample is not None and sample.height >= sample_rows:
-                keyed = keyed.filter(pl.col(SAMPLE_KEY) < sample[SAMPLE_KEY].max())
-            pool = keyed if sample is None else pl.concat([sample, keyed], how="vertical_relaxed")
-            sample = pool.sort(SAMPLE_KEY).head(sample_rows)
-        if seen < 2 or sample is None:
-            raise ConfigError(f"need at least 2 benign records to train, got {seen}")
-        sample = sample.drop(SAMPLE_KEY)
-        self._use_preprocessor(fit_preprocessor(sample, columns, clip=self.clip))
-        del sample
+        survey = _survey_files(chunks(), sample_rows, np.random.default_rng(self.seed))
+        self._use_preprocessor(fit_preprocessor(survey.pop("sample"), survey.pop("columns"), clip=self.clip))
+        records, seen, attacks, labelled, read = (survey["records"], survey["benign"], survey["attacks"],
+                                                  survey["labelled"], survey["read"])
 
         T = self.sequence_length
         val_windows: list[np.ndarray] = []
@@ -347,6 +322,34 @@ class ReconstructionDetector(BaseDetector):
         self.network_ = self._build_network(len(self.feature_names_))
         self.network_.load_state_dict(tensors)
         self.network_.eval()
+
+
+def _survey_files(chunks, sample_rows: int, rng: np.random.Generator) -> dict:
+    """Pass 1 of streamed training: counts, the feature columns and a uniform sample of benign records."""
+    sample: pl.DataFrame | None = None
+    out = {"records": 0, "attacks": 0, "benign": 0, "labelled": False, "read": None, "columns": None}
+    for chunk, report in chunks:
+        out["read"] = report if out["read"] is None else out["read"].merge(report)
+        if not chunk.height:
+            continue
+        chunk = check_table(chunk)
+        out["columns"] = out["columns"] or feature_columns(chunk)
+        out["labelled"] = out["labelled"] or LABEL in chunk.columns
+        benign, _, n_attacks = benign_training_rows(chunk, minimum=0)
+        out["records"] += chunk.height
+        out["attacks"] += n_attacks
+        out["benign"] += benign.height
+        # a uniform sample without replacement: every benign record draws a random key, and
+        # the sample_rows smallest keys of the stream are kept (bottom-k sampling)
+        keyed = benign.with_columns(pl.Series(SAMPLE_KEY, rng.random(benign.height)))
+        if sample is not None and sample.height >= sample_rows:
+            keyed = keyed.filter(pl.col(SAMPLE_KEY) < sample[SAMPLE_KEY].max())
+        pool = keyed if sample is None else pl.concat([sample, keyed], how="vertical_relaxed")
+        sample = pool.sort(SAMPLE_KEY).head(sample_rows)
+    if out["benign"] < 2 or sample is None:
+        raise ConfigError(f"need at least 2 benign records to train, got {out['benign']}")
+    out["sample"] = sample.drop(SAMPLE_KEY)
+    return out
 
 
 def _reconstructor(net: nn.Module, X: torch.Tensor):

@@ -1,0 +1,199 @@
+"""The canonical connection record, and the one cast that every connection-log reader uses.
+
+A connection record is one bidirectional conversation as a sensor summarises it (Zeek
+``conn.log``, Suricata ``flow`` events, NetFlow/IPFIX through nfdump, NFStream). Whatever the
+source, a reader produces the same columns:
+
+* metadata (never model inputs), named as the flow readers name them: ``flow_id`` (Utf8: Zeek
+  ``uid``, Suricata ``flow_id``), ``src_ip``, ``src_port``, ``dst_ip``, ``dst_port``, ``protocol``
+  (Int64, the IP protocol number: ``tcp`` is 6), ``timestamp`` (``Datetime("us")``, UTC, the
+  first packet);
+* :data:`CONN_FEATURES` (Float64): ``duration`` (seconds), ``src_packets``, ``dst_packets``,
+  ``src_bytes``, ``dst_bytes`` (``src`` is the originator, the side that sent the first packet);
+* :data:`CONN_CATEGORICAL` (Utf8): ``state`` (Zeek ``conn_state``, Suricata ``flow.state``,
+  nfdump's cumulated TCP flags) and ``service`` (Zeek ``service``, Suricata ``app_proto``);
+* the source's extra fields, as features where they are quantities or small vocabularies
+  (Zeek ``missed_bytes``, ``history``; Suricata ``flow.reason``, TCP flags; nfdump flags, ToS;
+  NFStream's statistics), named as the source names them;
+* ``label`` (Utf8, normalised) when the file carries one.
+
+Unset packet and byte counts and durations (Zeek writes ``-`` when a connection never saw the
+second packet or any payload) are 0. A record is rejected, and counted under its reason, when
+its timestamp or an address is missing or unreadable, a port is not an integer in 0..65535, a
+count or duration is not a number or is negative, or (in labelled input) its label is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from deepids.io.labels import normalise_labels
+from deepids.io.report import ReadReport
+from deepids.io.schema import LABEL
+
+CONN_FEATURES: tuple[str, ...] = ("duration", "src_packets", "dst_packets", "src_bytes", "dst_bytes")
+CONN_CATEGORICAL: tuple[str, ...] = ("state", "service")
+CONN_METADATA: tuple[str, ...] = ("flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp")
+
+#: the sources (layouts) of connection records, as ``inspect`` names them
+CONN_SOURCES: tuple[str, ...] = ("zeek-conn", "zeek-conn-json", "suricata-eve", "nfdump-csv", "nfstream")
+
+PROTOCOL_NUMBERS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ipv6-icmp": 58,
+                    "icmpv6": 58, "icmp6": 58, "sctp": 132}
+_ENTITY_COLUMNS = ("src_ip", "dst_ip", "dst_port")
+
+R_TIME = "missing or unreadable timestamp"
+R_ADDRESS = "missing address"
+R_LABEL = "empty label"
+R_FIELDS = "wrong number of fields"
+R_JSON = "malformed JSON"
+
+
+def r_port(name: str) -> str:
+    return f"invalid port in '{name}'"
+
+
+def r_number(name: str) -> str:
+    return f"non-numeric value in '{name}'"
+
+
+def r_negative(name: str) -> str:
+    return f"negative value in '{name}'"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One source field and what it becomes. ``kind``: ``epoch`` (seconds since 1970, text),
+    ``time`` (text date-time, an offset is honoured), ``hex`` (``0x1b``/``1b``), ``str``, ``port``, ``proto``, ``count``
+    (a canonical count or duration: unset is 0, negative rejects), ``float`` (an extra
+    quantity: unset is NaN), ``bool`` (``T``/``true``/``1`` -> 1.0), ``label``."""
+
+    src: str
+    out: str
+    kind: str
+
+
+def _text(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.Utf8).str.strip_chars()
+
+
+def _unset(e: pl.Expr, unset: Sequence[str]) -> pl.Expr:
+    return pl.when(e.is_in(list(unset)) | (e == "")).then(None).otherwise(e)
+
+
+def _time_expr(f: Field, unset: Sequence[str]) -> pl.Expr:
+    return parse_time(_unset(_text(f.src), unset), f.kind)
+
+
+def parse_time(e: pl.Expr, kind: str = "time") -> pl.Expr:
+    """Text -> naive UTC ``Datetime("us")``: seconds since 1970 (``epoch``), or ISO 8601 with or
+    without an offset (``+0100``, ``Z``), or ``YYYY-MM-DD HH:MM:SS[.fff]`` (``time``)."""
+    if kind in ("epoch", "epoch_ms"):
+        us = (e.cast(pl.Float64, strict=False) * (1e6 if kind == "epoch" else 1e3)).round(0).cast(pl.Int64, strict=False)
+        return pl.from_epoch(us, time_unit="us")
+    with_tz = e.str.to_datetime(time_unit="us", time_zone="UTC", strict=False,
+                                format="%Y-%m-%dT%H:%M:%S%.f%z")
+    plain = e.str.to_datetime(time_unit="us", strict=False)
+    return pl.coalesce(with_tz.dt.replace_time_zone(None), plain)
+
+
+def cast_fields(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str] = ("-",)
+                ) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Cast the raw text columns of one batch to the canonical record; drop and count rejects.
+
+    ``raw`` holds the source's fields as text (any missing source field is treated as unset).
+    Returns the canonical frame (columns in :func:`order_columns` order) and
+    ``{reason: count}`` of the rows rejected; every raw row is in exactly one of the two.
+    """
+    present = [f for f in fields if f.src in raw.columns]
+    exprs, checks = [], []
+    for f in present:
+        e = _unset(_text(f.src), unset)
+        if f.kind in ("epoch", "epoch_ms", "time"):
+            out = _time_expr(f, unset)
+            checks.append((R_TIME, out.is_null()))
+        elif f.kind == "port":
+            out = e.cast(pl.Float64, strict=False)
+            bad = e.is_not_null() & (out.is_null() | (out < 0) | (out > 65535) | (out != out.floor()))
+            checks.append((r_port(f.src), bad))
+            out = out.cast(pl.Int64)
+        elif f.kind == "proto":
+            low = e.str.to_lowercase()
+            out = pl.coalesce(low.replace_strict(PROTOCOL_NUMBERS, default=None, return_dtype=pl.Int64),
+                              low.cast(pl.Int64, strict=False))
+        elif f.kind in ("count", "float"):
+            out = e.cast(pl.Float64, strict=False)
+            checks.append((r_number(f.src), e.is_not_null() & out.is_null()))
+            if f.kind == "count":
+                checks.append((r_negative(f.src), out < 0))
+                out = out.fill_null(0.0)
+            else:
+                out = out.fill_null(float("nan"))
+        elif f.kind == "hex":
+            out = e.str.strip_prefix("0x").str.to_integer(base=16, strict=False).cast(pl.Float64)
+            checks.append((r_number(f.src), e.is_not_null() & out.is_null()))
+            out = out.fill_null(float("nan"))
+        elif f.kind == "bool":
+            out = pl.when(e.is_null()).then(None).otherwise(
+                e.str.to_lowercase().is_in(["t", "true", "1"]).cast(pl.Float64)).fill_null(float("nan"))
+        elif f.kind == "label":
+            out = e
+            checks.append((R_LABEL, e.is_null()))
+        else:
+            out = e
+        if f.out in ("src_ip", "dst_ip"):
+            checks.append((R_ADDRESS, e.is_null()))
+        exprs.append(out.alias(f.out))
+    if not any(f.out == "timestamp" for f in present):
+        exprs.append(pl.lit(None, dtype=pl.Datetime("us")).alias("timestamp"))
+        checks.append((R_TIME, pl.lit(True)))
+    reasons = [r for r, _ in checks]
+    flags = raw.select([c.fill_null(False).alias(f"__bad{i}") for i, (_, c) in enumerate(checks)]) if checks else None
+    frame = raw.select(exprs)
+    rejected: dict[str, int] = {}
+    if flags is not None and flags.width:
+        m = flags.to_numpy().astype(bool)
+        first = np.where(m.any(axis=1), m.argmax(axis=1), -1)   # a row counts under its first reason
+        for k in np.unique(first[first >= 0]):
+            rejected[reasons[k]] = rejected.get(reasons[k], 0) + int((first == k).sum())
+        frame = frame.filter(pl.Series(first < 0))
+    if LABEL in frame.columns:
+        frame = frame.with_columns(pl.Series(LABEL, normalise_labels(frame[LABEL]), dtype=pl.Utf8))
+    return frame.select(order_columns(frame.columns)), rejected
+
+
+def order_columns(columns: Sequence[str]) -> list[str]:
+    """Metadata, the canonical features, the categorical ones, the source's extras, the label."""
+    first = [c for c in (*CONN_METADATA, *CONN_FEATURES, *CONN_CATEGORICAL) if c in columns]
+    rest = [c for c in columns if c not in first and c != LABEL]
+    return first + rest + ([LABEL] if LABEL in columns else [])
+
+
+def batch_report(layout: str, path, frame: pl.DataFrame, rejected: dict[str, int],
+                 ignored: dict[str, int] | None = None, notes: Sequence[str] = ()) -> ReadReport:
+    """The :class:`ReadReport` of one batch, exact under ``merge`` (as the flow readers')."""
+    hashes = np.empty(0, dtype=np.uint64)
+    duplicates = 0
+    if frame.height and frame.width:
+        h = frame.hash_rows().to_numpy()
+        hashes = np.unique(h)
+        duplicates = int(h.size - hashes.size)
+    labels: dict[str, int] = {}
+    if LABEL in frame.columns and frame.height:
+        vc = frame[LABEL].value_counts()
+        labels = dict(zip(vc[LABEL].to_list(), (int(x) for x in vc["count"].to_list())))
+    time_range = None
+    if "timestamp" in frame.columns and frame.height:
+        lo, hi = frame["timestamp"].min(), frame["timestamp"].max()
+        if lo is not None:
+            time_range = (lo.isoformat(), hi.isoformat())
+    values = {c: set(frame[c].drop_nulls().unique().to_list()) for c in _ENTITY_COLUMNS if c in frame.columns}
+    return ReadReport(layout=layout, files=[str(path)], records=frame.height, rejected=dict(rejected),
+                      duplicates=duplicates, labels=labels, time_range=time_range,
+                      entities={k: len(v) for k, v in values.items()}, notes=list(notes),
+                      ignored={k: int(v) for k, v in (ignored or {}).items() if v},
+                      _row_hashes=hashes, _entity_values=values)

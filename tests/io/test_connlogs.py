@@ -1,0 +1,147 @@
+"""Connection logs: Zeek (TSV, JSON), Suricata EVE, nfdump CSV and NFStream on real files."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import polars as pl
+import pytest
+
+from deepids.errors import InputError
+from deepids.io.connlogs import CONN_FEATURES, detect_source, iter_conn_batches, read_conn
+from deepids.io.connlogs.schema import R_FIELDS, R_JSON, R_TIME, r_negative, r_number, r_port
+
+CANONICAL = ["src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp", *CONN_FEATURES, "state"]
+
+
+@pytest.fixture(scope="module")
+def files(samples_dir):
+    return {
+        "zeek-conn": samples_dir / "zeek" / "conn.log",
+        "zeek-conn-json": samples_dir / "zeek" / "conn.json.log",
+        "suricata-eve": samples_dir / "suricata" / "lab_slice_eve.json.gz",
+        "nfdump-csv": samples_dir / "nfdump" / "lab_slice_nfdump.csv.gz",
+        "nfstream": samples_dir / "nfstream" / "lab_slice_nfstream.csv.gz",
+    }
+
+
+def _lines(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        return [ln for ln in fh.read().split(b"\n") if ln.strip()]
+
+
+@pytest.mark.parametrize("source", ["zeek-conn", "zeek-conn-json", "suricata-eve", "nfdump-csv", "nfstream"])
+def test_each_source_is_detected_and_maps_onto_the_canonical_record(files, source):
+    path = files[source]
+    assert detect_source(path) == source
+    df, report = read_conn(path)
+    assert report.layout == source
+    missing = [c for c in CANONICAL if c not in df.columns]
+    assert missing == (["state"] if source == "nfstream" else [])     # NFStream keeps no connection state
+    assert df.schema["timestamp"] == pl.Datetime("us") and df["timestamp"].null_count() == 0
+    assert df.schema["protocol"] == pl.Int64 and df.schema["dst_port"] == pl.Int64
+    for c in CONN_FEATURES:
+        assert df.schema[c] == pl.Float64 and (df[c] >= 0).all()
+    assert report.records == df.height > 0 and report.n_rejected == 0
+
+
+@pytest.mark.parametrize("source,header,footer", [
+    ("zeek-conn", 8, 1), ("zeek-conn-json", 0, 0), ("nfdump-csv", 1, 3), ("nfstream", 1, 0)])
+def test_counts_add_up_to_the_lines_of_the_file(files, source, header, footer):
+    path = files[source]
+    _, report = read_conn(path)
+    assert report.records + report.n_rejected + sum(report.ignored.values()) + header == len(_lines(path))
+    assert sum(report.ignored.values()) == footer
+
+
+def test_suricata_keeps_flow_events_and_counts_the_others(files):
+    df, report = read_conn(files["suricata-eve"])
+    assert report.ignored == {"'dns' events (not flows)": 90, "'ftp' events (not flows)": 50,
+                              "'ssh' events (not flows)": 15, "'stats' events (not flows)": 1}
+    assert report.records == 2454 and report.records + sum(report.ignored.values()) == len(_lines(files["suricata-eve"]))
+    # the time is the flow's first packet, the duration end - start; tcp flags each way are features
+    assert df["timestamp"].min().isoformat() >= "2026-11-22T20:44:44"
+    assert {"tcp_flags_ts", "tcp_flags_tc", "tcp_syn", "reason"} <= set(df.columns)
+    assert df["tcp_syn"].drop_nans().is_in([0.0, 1.0]).all()
+
+
+def test_lab_exports_carry_the_same_labels_from_the_schedule(files):
+    counts = {}
+    for source in ("suricata-eve", "nfdump-csv", "nfstream"):
+        _, report = read_conn(files[source])
+        counts[source] = report.labels
+    assert counts["suricata-eve"] == counts["nfdump-csv"] == counts["nfstream"]
+    assert counts["nfdump-csv"] == {"portscan": 2000, "dos slowloris": 317, "benign": 130, "ssh-bruteforce": 7} \
+        or sum(counts["nfdump-csv"].values()) == 2454
+
+
+def test_zeek_tsv_and_json_quirks(files, tmp_path):
+    df, _ = read_conn(files["zeek-conn"])
+    # '-' durations and byte counts of one-packet connections are 0; '(empty)' tunnel_parents is no feature
+    s0 = df.filter(pl.col("state") == "S0")
+    assert s0.height and (s0["dst_packets"] == 0).all()
+    assert "tunnel_parents" not in df.columns and {"missed_bytes", "orig_ip_bytes", "history"} <= set(df.columns)
+    # gzip and a rotated name read the same
+    gz = tmp_path / "conn.09:00:00-10:00:00.log.gz"
+    with open(files["zeek-conn"], "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert read_conn(gz)[0].equals(df)
+    # a tab after #separator (as some tools write it) and two concatenated logs
+    text = files["zeek-conn"].read_text()
+    odd = tmp_path / "odd.log"
+    odd.write_text(text.replace("#separator \\x09", "#separator\t\\x09", 1) + text)
+    both, report = read_conn(odd)
+    assert both.height == 2 * df.height and report.n_rejected == 0
+    assert sum(report.ignored.values()) == 1 + 8 + 1     # #close, the second header, its #close
+
+
+def test_damaged_files_give_counted_rejections(files, tmp_path):
+    lines = files["zeek-conn"].read_text().splitlines()
+    body = lines[8:-1]
+    broken = [body[0].replace("\t", " ", 3),                        # wrong number of fields
+              body[1].split("\t", 1)[0].replace("1", "x") + "\t" + body[1].split("\t", 1)[1],   # bad ts
+              "\t".join(f if i != 3 else "99999" for i, f in enumerate(body[2].split("\t"))),  # port
+              "\t".join(f if i != 9 else "-5" for i, f in enumerate(body[3].split("\t"))),     # negative
+              "\t".join(f if i != 15 else "many" for i, f in enumerate(body[4].split("\t")))]  # orig_pkts
+    path = tmp_path / "damaged.log"
+    path.write_text("\n".join(lines[:8] + broken + body[5:] + lines[-1:]) + "\n")
+    df, report = read_conn(path)
+    assert report.rejected == {R_FIELDS: 1, R_TIME: 1, r_port("id.orig_p"): 1, r_negative("orig_bytes"): 1,
+                               r_number("orig_pkts"): 1}
+    assert df.height == len(body) - 5
+
+    eve = _lines(files["suricata-eve"])[:300]
+    bad = tmp_path / "eve.json"
+    bad.write_bytes(b"\n".join(eve[:100] + [eve[100][:40], b"[1, 2]"] + eve[101:]) + b"\n")
+    _, report = read_conn(bad)
+    assert report.rejected == {R_JSON: 2}
+    assert report.records + sum(report.ignored.values()) + 2 == 301
+
+    nf = _lines(files["nfdump-csv"])
+    cut = tmp_path / "nf.csv"
+    cut.write_bytes(b"\n".join(nf[:50] + [nf[50][:30]] + nf[51:]) + b"\n")
+    _, report = read_conn(cut)
+    assert report.rejected == {R_FIELDS: 1} and report.records == len(nf) - 1 - 3 - 1
+
+
+def test_not_a_connection_log_is_one_clear_error(tmp_path, samples_dir):
+    dns = tmp_path / "dns.log"
+    dns.write_text("#separator \\x09\n#path\tdns\n#fields\tts\tuid\tquery\n#types\ttime\tstring\tstring\n1.0\tC\tx\n")
+    with pytest.raises(InputError, match="Zeek dns log"):
+        read_conn(dns)
+    with pytest.raises(InputError, match="not a connection log"):
+        list(iter_conn_batches(samples_dir / "cicids2017" / "cicids2017_sample.csv.gz"))
+    assert detect_source(samples_dir / "cicids2017" / "cicids2017_sample.csv.gz") is None
+
+
+def test_batches_are_bounded_and_add_up(files):
+    parts = list(iter_conn_batches(files["nfdump-csv"], batch_size=500))
+    assert max(f.height for f, _ in parts) <= 500 and len(parts) >= 5
+    whole, report = read_conn(files["nfdump-csv"])
+    assert sum(f.height for f, _ in parts) == whole.height
+    merged = parts[0][1]
+    for _, r in parts[1:]:
+        merged = merged.merge(r)
+    assert merged.to_dict() == report.to_dict()
