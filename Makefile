@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned by constraints.txt to the CPU wheel; a looser pin pulls a CUDA build
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	# the ray extra too, so that the cluster tests (tests/distributed/) run in CI; about 1 minute more
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

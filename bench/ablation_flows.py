@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 import deepids.models.lstm_ae as lstm_ae
 import deepids.models.reconstruction as reconstruction
-from deepids.demo import SAMPLE, holdout_split, samples_dir
+from deepids.datasets import SAMPLE, holdout_split, samples_dir
 from deepids.features.preprocess import FlowPreprocessor
 from deepids.io import read_flows
 

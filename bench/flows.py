@@ -48,7 +48,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from deepids.demo import SAMPLE, samples_dir
+from deepids.datasets import SAMPLE, samples_dir
 from deepids.features import window_order, windows_by_entity
 from deepids.features.preprocess import FlowPreprocessor, feature_columns
 from deepids.io import read_flows

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.flows import machine
-from deepids.demo import SAMPLE, samples_dir
+from deepids.datasets import SAMPLE, samples_dir
 from deepids.io import read_flows
 
 FRIDAY = "cicids2017/GeneratedLabelledFlows/Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.head.csv.gz"

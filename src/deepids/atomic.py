@@ -128,6 +128,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path} exists and is not a directory")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=parent))
+    os.chmod(tmp, 0o750)
     try:
         yield tmp
         for f in tmp.rglob("*"):

@@ -29,3 +29,22 @@ def test_report_read_names_rejections_and_notes(capsys):
     err = capsys.readouterr().err
     assert "read 1,200 records (cicids2017); rejected 3: 3 negative duration" in err
     assert "capture [truncated]" in err
+
+
+def test_library_log_records_print_as_one_line_each(capsys):
+    import logging
+
+    logger = logging.getLogger("deepids")
+    before = logger.level
+    try:
+        render.setup_logging("info")
+        render.setup_logging("info")          # installed once
+        logging.getLogger("deepids.atomic").warning("deepids: %s was not written", "out[/x].csv")
+        logging.getLogger("deepids.distributed").info("started a local cluster")
+        logging.getLogger("deepids.distributed").debug("not shown")
+        err = capsys.readouterr().err.splitlines()
+        assert err == ["deepids: warning: out[/x].csv was not written", "deepids: started a local cluster"]
+    finally:
+        for h in [h for h in logger.handlers if isinstance(h, render.ConsoleLogHandler)]:
+            logger.removeHandler(h)
+        logger.setLevel(before)

@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from deepids.demo import holdout_split
+from deepids.datasets import holdout_split
 from deepids.errors import ConfigError
 from deepids.evaluation.benchmark import remove_leaked_duplicates, run_benchmark
 from deepids.features.preprocess import feature_columns

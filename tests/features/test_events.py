@@ -47,3 +47,87 @@ def test_entity_windows(events):
         parse_window("five minutes")
     with pytest.raises(ConfigError):
         entity_windows(events, "ip")
+
+
+# ------------------------------------------------------------------ process-tree context and rarity
+from deepids.features.baselines import RARITY_COLUMNS, RarityTables, registry_path  # noqa: E402
+from deepids.features.events import CONTEXT_FEATURES, EventContext, context_score  # noqa: E402
+from deepids.features.process_tree import ProcessTable, command_shape, integrity_level  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def context(events):
+    return EventContext.fit(events)
+
+
+def test_context_features_batch_equals_chunked(events, context):
+    """The process table is carried from chunk to chunk: one go, chunks and single events agree."""
+    whole = EventContext.from_dict(context.to_dict()).features(events)
+    assert whole.height == events.height and set(CONTEXT_FEATURES) <= set(whole.columns)
+    assert whole.select(pl.all().null_count()).sum_horizontal().item() == 0
+    chunked = EventContext.from_dict(context.to_dict())
+    parts = [chunked.features(events.slice(i, 257)) for i in range(0, events.height, 257)]
+    assert pl.concat(parts).equals(whole)
+    # live: the last 300 events one at a time, after the rest in one go
+    live = EventContext.from_dict(context.to_dict())
+    live.features(events.slice(0, events.height - 300))
+    one_by_one = pl.concat([live.features(events.slice(i, 1)) for i in range(events.height - 300, events.height)])
+    assert one_by_one.equals(whole.slice(events.height - 300, 300))
+
+
+def test_context_follows_the_empire_agent(events, context):
+    """Empire's agent (powershell -enc) is known from its PowerShell events; its Sysmon events inherit
+    the encoded command line of their process."""
+    f = EventContext.from_dict(context.to_dict()).features(events)
+    samr = pl.Series(events.get_column("source_file").str.starts_with("empire_shell_samr").to_list())
+    agent = f.filter(samr & (pl.col("proc_cmd_encoded") == 1))
+    assert agent.height > 100
+    assert agent.filter(pl.col("event").str.starts_with("sysmon/")).height > 0   # not only its PowerShell events
+    # rarity of keys seen in training is below the unseen slot
+    tables = context.tables
+    assert tables.rarity({k: ["never-seen-key"] for k in tables.counts_}, {"host": ["X"], "user": ["x"]})[
+        "rarity_event_image"][0] > f.get_column("rarity_event_image").median()
+
+
+def test_process_table_is_bounded(events):
+    ctx = EventContext(context_fit_tables(events), max_processes=50)
+    ctx.features(events)
+    assert len(ctx.processes) <= 50
+
+
+def context_fit_tables(events) -> RarityTables:
+    return EventContext.fit(events.head(500)).tables
+
+
+def test_rarity_tables_round_trip_and_bounds(events, context):
+    state = context.to_dict()
+    again = EventContext.from_dict(state)
+    assert again.tables.to_dict() == context.tables.to_dict()
+    small = EventContext.fit(events, max_keys=10, max_entities=1)
+    assert all(len(v) <= 10 for v in small.tables.counts_.values())
+    assert all(len(v) <= 1 for v in small.tables.entity_counts_.values())
+    with pytest.raises(Exception) as err:
+        EventContext.from_dict({"kind": "something else"})
+    assert "event context" in str(err.value)
+
+
+def test_context_helpers():
+    assert integrity_level("S-1-16-12288") == "high" and integrity_level("High") == "high"
+    assert command_shape(None) == "none"
+    shape = command_shape("powershell -noP -sta -w 1 -enc " + "QUFB" * 40)
+    assert shape.startswith("enc+hidden+noprofile+b64")
+    assert command_shape("cmd.exe /c whoami").startswith("len")
+    assert registry_path("HKU\\S-1-5-21-1-2-3-1104_Classes\\ms-settings\\shell\\open\\command\\(Default)") == \
+        "hku\\#_classes\\ms-settings\\shell\\open\\command"
+    table = ProcessTable(max_processes=4)
+    for pid in range(10):
+        table.acting("H", None, pid, "x.exe", None, None)
+    assert len(table) <= 4
+
+
+def test_context_score_ranks_the_agent_above_background(events, context):
+    f = EventContext.from_dict(context.to_dict()).features(events)
+    s = context_score(f)
+    encoded = f.get_column("proc_cmd_encoded").to_numpy() == 1
+    assert s[encoded].mean() > s[~encoded].mean()
+    assert f.select(RARITY_COLUMNS).to_numpy().min() >= 0

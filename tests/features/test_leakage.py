@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from deepids.demo import holdout_split
+from deepids.datasets import holdout_split
 from deepids.features.leakage import (LeakageError, check_leakage, count_seen, find_leaks, load_fingerprints,
                                       row_fingerprints, save_fingerprints)
 from deepids.features.preprocess import feature_columns

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from deepids.errors import InputError
-from deepids.io.logs import (EVENT_COLUMNS, flatten_winlogbeat, normalise_host, normalise_user, parse_int,
+from deepids.io.logs import (EVENT_COLUMNS, R_EVTX_MISSING, flatten_winlogbeat, normalise_host, normalise_user, parse_int,
                              read_events)
 
 EMPIRE = "discovery/empire_shell_samr_EnumDomainUsers_2020-09-21193527.json.gz"
@@ -86,8 +86,24 @@ def test_damaged_evtx_files_are_recovered_and_counted(shared_data):
     folder = shared_data / "logs" / "windows" / "evtx_benign_and_parser_samples"
     events, report = read_events(folder)
     assert events.height == 22127                  # every readable record (the shared INDEX.csv count)
-    assert report.rejected == {"damaged evtx chunk/record": 17}
+    # sample_with_a_bad_chunk_magic.evtx has 12 zeroed chunks among its 16: their records are
+    # lost, and counted (estimated from the intact chunk headers), not silently dropped
+    assert report.rejected == {"damaged evtx chunk/record": 17, R_EVTX_MISSING: 1599}
     assert len(report.damaged_files) == 5
+
+
+def test_a_truncated_or_zeroed_evtx_file_says_what_it_lost(shared_data, tmp_path):
+    security = next((shared_data / "logs" / "windows" / "evtx_benign_and_parser_samples").rglob("security.evtx"))
+    data = security.read_bytes()
+    (tmp_path / "half.evtx").write_bytes(data[:len(data) // 2])
+    events, report = read_events(tmp_path / "half.evtx")
+    assert events.height == 1414                  # of 2,261: the rest is counted, not silently lost
+    assert 800 <= report.rejected[R_EVTX_MISSING] <= 900 and report.damaged_files
+    zeroed = bytearray(data)
+    zeroed[4096 + 3 * 65536:4096 + 5 * 65536] = bytes(2 * 65536)
+    (tmp_path / "zeroed.evtx").write_bytes(bytes(zeroed))
+    events, report = read_events(tmp_path / "zeroed.evtx")
+    assert events.height + report.rejected[R_EVTX_MISSING] == pytest.approx(2261, abs=20)
 
 
 def test_helpers_and_errors(tmp_path):

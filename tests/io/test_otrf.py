@@ -46,3 +46,19 @@ def test_agent_table_parsing():
     4EH9PC5S ps 172.18.39.6     WORKSTATION6      *THESHIRE\\wardog        powershell         5056   5/0.0    2020-09-22 02:12:12  http
     """
     assert empire_agents(text) == [EmpireAgent("4EH9PC5S", "WORKSTATION6", "wardog", 5056)]
+
+
+def test_broad_labels_add_target_and_powershell_engine_events(samples_dir):
+    from deepids.io.otrf import empire_attack_labels_broad
+
+    root = samples_dir / "otrf"
+    empire = next(r for r in read_otrf_index(root) if r.is_empire)
+    events, _ = read_events(root / empire.file)
+    agents = recording_agents(root, empire)
+    narrow, broad = empire_attack_labels(events, agents), empire_attack_labels_broad(events, agents)
+    assert (broad >= narrow).all() and broad.sum() > narrow.sum()
+    added = events.filter(pl.Series((broad == 1) & (narrow == 0)))
+    # the agent's Windows PowerShell 800 events carry no PID, only the agent's launcher as host application
+    engine = added.filter((pl.col("channel") == "Windows PowerShell") & (pl.col("event_id") == 800))
+    assert engine.height > 0 and engine.get_column("command_line").str.contains("-enc").all()
+    assert set(added.get_column("host")) == {"WORKSTATION5"}

@@ -9,7 +9,7 @@ from sklearn.ensemble import IsolationForest, RandomForestClassifier
 from sklearn.ensemble._iforest import _average_path_length
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from deepids.demo import holdout_split
+from deepids.datasets import holdout_split
 from deepids.errors import ConfigError, ModelFormatError, SchemaError
 from deepids.evaluation import family_metrics
 from deepids.models import MODELS, IsolationForestDetector, RandomForestFlowClassifier, load_model

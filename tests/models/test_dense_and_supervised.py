@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from deepids.demo import holdout_split
+from deepids.datasets import holdout_split
 from deepids.errors import SchemaError
 from deepids.evaluation import family_metrics
 from deepids.features.families import attack_family

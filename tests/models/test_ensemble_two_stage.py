@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from deepids.demo import holdout_split
+from deepids.datasets import holdout_split
 from deepids.errors import ConfigError, SchemaError
 from deepids.evaluation import family_metrics
 from deepids.features.families import UNKNOWN_ANOMALY, attack_families

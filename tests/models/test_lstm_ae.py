@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from deepids.demo import holdout_split
+from deepids.datasets import holdout_split
 from deepids.errors import ConfigError, ModelFormatError, SchemaError
 from deepids.io import read_flows
 from deepids.models import LSTMAutoencoder, LSTMAutoencoderNet, load_model

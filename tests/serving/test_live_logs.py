@@ -175,3 +175,18 @@ def test_stream_command_on_a_saved_log_model(log_model, empire_events, tmp_path)
     alerts = [json.loads(x) for x in (tmp_path / "alerts.ndjson").read_text().splitlines()]
     assert len(alerts) == summary["alerts"]
     assert all(a["host"]["name"] and a["deepids"]["record"]["EventID"] for a in alerts)
+
+
+def test_live_equals_batch_with_process_context(one_thread, empire_events):
+    """A model trained with process-tree context: posting events in batches of 50 scores them as the
+    batch path does (the live scorer carries the process table from batch to batch)."""
+    from deepids.hunting.logs import fit_log_model, read_log_events
+    from deepids.models import MODELS
+
+    train, _ = read_log_events([ATOMIC / "lateral_movement", ATOMIC / "execution"])
+    model = fit_log_model(MODELS["gan"](epochs=2, verbose=False, seed=0), train)
+    _, features, _ = read_log_features([EMPIRE], model=model)
+    batch = score_events(model, features).score
+    scorer = LiveScorer(model)
+    live = np.concatenate([scorer.score(empire_events[i:i + 50]).score for i in range(0, len(empire_events), 50)])
+    np.testing.assert_allclose(live, batch, rtol=1e-5, atol=1e-6)

@@ -1,7 +1,8 @@
 """The `deepids` command: a thin shell over the library.
 
 One module per command group (`train`, `score` with `evaluate` and `flows`, `inspect`,
-`benchmark` with `demo`, `hunt`, `live` with `serve` and `stream`); shared options in
+`benchmark` with `demo`, `hunt`, `live` with `serve` and `stream`, `catalog`: `models`;
+`configure` turns train options into a model); shared options in
 `options`; everything shown to the user in `render`. Errors a user can cause print one
 line on stderr and exit with code 2; never a traceback.
 """
@@ -13,8 +14,9 @@ from typing import Annotated
 
 import typer
 
-from deepids.cli import benchmark, hunt, inspect, live, score, train
-from deepids.cli.render import err, fail, said
+from deepids.cli import benchmark, catalog, hunt, inspect, live, score, train
+from deepids.cli.options import LogLevel
+from deepids.cli.render import err, fail, said, setup_logging
 from deepids.errors import DeepidsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,12 +33,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Show the version and exit.")] = False) -> None:
+                                                help="Show the version and exit.")] = False,
+          log_level: Annotated[LogLevel, typer.Option(envvar="DEEPIDS_LOG_LEVEL", help="Show the library's log "
+                                                      "messages from this level up on stderr.")] = LogLevel.warning,
+          ) -> None:
     """Deep-learning intrusion and anomaly detection for network flows."""
+    setup_logging(log_level.value)
 
 
 for _command in (train.train, score.evaluate, score.score, inspect.inspect, benchmark.benchmark, hunt.hunt,
-                 score.flows, benchmark.demo, live.serve, live.stream):
+                 score.flows, benchmark.demo, live.serve, live.stream, catalog.models):
     app.command()(_command)
 
 

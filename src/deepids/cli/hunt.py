@@ -15,7 +15,8 @@ def hunt(
     model: Annotated[Path, typer.Option("--model", "-m", help="Saved model directory (trained on event logs).")],
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Event logs: .evtx, JSON Lines (.gz), or folders; repeat for more.")],
     top: Annotated[int, typer.Option(help="Findings to report.")] = 20,
-    by: Annotated[HuntBy, typer.Option(help="Rank windows of hosts or of users.")] = HuntBy.host,
+    by: Annotated[HuntBy, typer.Option(help="Rank windows of hosts or of users, or whole processes or process "
+                                       "trees (models trained with process-tree context).")] = HuntBy.host,
     window: Annotated[str, typer.Option(help="Window length: 30s, 5m, 1h ...")] = "5m",
     html_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the HTML report here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write findings.json here ('-' for stdout).")] = None,
@@ -23,7 +24,7 @@ def hunt(
     evidence: Annotated[int, typer.Option(help="Events listed as evidence per finding.")] = 10,
     quiet: Quiet = False,
 ) -> None:
-    """Rank hosts or users and time windows by how unusual their events are, with the evidence."""
+    """Rank host or user time windows, processes or process trees by how unusual their events are, with the evidence."""
     from deepids.hunting.commands import run_hunt
 
     result = run_hunt(model, data, top=top, by=by.value, window=window, top_k=top_k, evidence=evidence,

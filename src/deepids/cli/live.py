@@ -139,11 +139,20 @@ def stream(
     threads: Threads = 1,
     summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="Write the summary as JSON "
                                                                                  "here.")] = None,
+    state: Annotated[Optional[Path], typer.Option(
+        help="Where to keep the position, counts and entity history, to resume after a crash or restart "
+             "(default with --follow: ~/.local/state/deepids/stream-<input>-<hash>.state).")] = None,
+    no_state: Annotated[bool, typer.Option("--no-state", help="Keep no state: start from the beginning "
+                                                              "and save nothing.")] = False,
+    max_line_bytes: Annotated[int, typer.Option(help="Longer lines are skipped and rejected "
+                                                     "('line too long').")] = 16 << 20,
 ) -> None:
     """Score CSV or NDJSON records as they arrive (file, --follow, or stdin) and raise ECS alerts.
 
     Ctrl-C or the end of input flushes what was read and prints a summary: records read,
-    scored, rejected by reason, alerts.
+    scored, rejected by reason, alerts. With a state file (the default with --follow) a
+    restarted stream resumes where the last one stopped; --scores, --rejected and --alerts
+    are appended to, each record exactly once.
     """
     from deepids.serving.alerts import FileSink, WebhookSink
     from deepids.serving.stream import FORMATS, run_stream
@@ -152,8 +161,14 @@ def stream(
         raise ConfigError(f"unknown --format {format_!r}; expected one of {', '.join(FORMATS)}")
     if input_ == "-" and follow:
         raise ConfigError("--follow applies to a file; stdin is followed anyway")
-    if batch_size < 1 or flush_interval <= 0 or webhook_buffer < 1:
-        raise ConfigError("--batch-size, --flush-interval and --webhook-buffer must be positive")
+    if batch_size < 1 or flush_interval <= 0 or webhook_buffer < 1 or max_line_bytes < 1:
+        raise ConfigError("--batch-size, --flush-interval, --webhook-buffer and --max-line-bytes must be positive")
+    if state is not None and (no_state or input_ == "-"):
+        raise ConfigError("--state needs a file as --input, and goes without --no-state")
+    if state is None and follow and not no_state:
+        from deepids.serving.checkpoint import default_state_path
+
+        state = default_state_path(input_, str(model.resolve()))
     scorer = _scorer(model, max_entities, idle_ttl, top_k, threads)
     with ExitStack() as stack:
         sinks = []
@@ -163,8 +178,12 @@ def stream(
             if not webhook.startswith(("http://", "https://")):
                 raise ConfigError(f"--webhook must be an http:// or https:// URL, got {webhook!r}")
             sinks.append(WebhookSink(webhook, max_buffer=webhook_buffer, token=webhook_token or None))
-        scores_out = stack.enter_context(open(scores, "w", encoding="utf-8")) if scores else None
-        rejected_out = stack.enter_context(open(rejected, "w", encoding="utf-8")) if rejected else None
+        from deepids.atomic import open_append
+
+        # appended to, like --alerts (0640, never through a symlink); a resumed run first cuts
+        # them back to what its state saved
+        scores_out = stack.enter_context(open_append(scores)) if scores else None
+        rejected_out = stack.enter_context(open_append(rejected)) if rejected else None
 
         def _terminate(signum, frame):
             raise KeyboardInterrupt
@@ -173,7 +192,8 @@ def stream(
         try:
             summary = run_stream(scorer, input_, sinks, follow=follow, fmt=format_, batch_size=batch_size,
                                  flush_interval=flush_interval, scores_out=scores_out,
-                                 rejected_out=rejected_out, model_label=f"{scorer.name}:{model}")
+                                 rejected_out=rejected_out, model_label=f"{scorer.name}:{model}",
+                                 state_path=state, max_line_bytes=max_line_bytes)
         finally:
             signal.signal(signal.SIGTERM, previous)
     _say("deepids: " + summary.line())

@@ -31,14 +31,33 @@ class Objective(str, Enum):
     last = "last"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 class HuntBy(str, Enum):
     host = "host"
     user = "user"
+    process = "process"
+    tree = "tree"
 
 
 Layout = Annotated[Optional[str], typer.Option(
     help="Force the input layout: cicids2017, cicids2017-labelled, cse-cic-ids2018, nsl-kdd or generic "
          "(default: detected from the header).")]
+EngineOption = Annotated[Engine, typer.Option(
+    help="local: this process; ray: a Ray cluster (pip install 'deepids[ray]'; see the README, 'On a Ray cluster').")]
+Address = Annotated[Optional[str], typer.Option(
+    help="--engine ray: the cluster to join ('auto', 'host:6379' or 'ray://host:10001'); default: start a local "
+         "one on loopback with token authentication.")]
 LabelColumn = Annotated[Optional[str], typer.Option(help="Label column of a generic CSV/Parquet file.")]
 DataFiles = Annotated[list[Path], typer.Option("--data", "-d", help="Flow file (CSV, CSV.gz or Parquet); repeat for more.")]
 ModelDir = Annotated[Path, typer.Option("--model", "-m", help="Saved model directory.")]

@@ -8,6 +8,7 @@ brackets) is printed as it is and cannot break the output.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -35,6 +36,36 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+class ConsoleLogHandler(logging.Handler):
+    """The library's log records, one line each on stderr through the rich console (markup off):
+    'deepids: warning: ...'; info records without the level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record).removeprefix("deepids: ")
+            level = "" if record.levelno == logging.INFO else record.levelname.lower() + ": "
+            err.print(f"deepids: {level}{message}", highlight=False)
+        except Exception:       # a broken stderr must not take the command down with it
+            self.handleError(record)
+
+
+def setup_logging(level: str = "warning") -> None:
+    """Show the `deepids` loggers' records from `level` up on stderr (installed once per process).
+
+    The logger's own level is only ever lowered (for info or debug), so a caller's logging set-up
+    (pytest's caplog, an embedding application) keeps working.
+    """
+    logger = logging.getLogger("deepids")
+    handler = next((h for h in logger.handlers if isinstance(h, ConsoleLogHandler)), None)
+    if handler is None:
+        handler = ConsoleLogHandler()
+        logger.addHandler(handler)
+    numeric = logging.getLevelName(level.upper())
+    handler.setLevel(numeric)
+    if numeric < logger.getEffectiveLevel():
+        logger.setLevel(numeric)
+
+
 def report_read(report, what: str = "read") -> None:
     """One line for a read report (records, layout, rejections by reason), then its notes."""
     d = report if isinstance(report, dict) else report.to_dict()
@@ -53,8 +84,9 @@ def write_json(obj: dict, path: Path) -> None:
     if str(path) == "-":
         sys.stdout.write(text + "\n")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    from deepids.atomic import write_text
+
+    write_text(path, text + "\n")          # whole or not at all, 0640, never through a symlink
     info(f"wrote {path}")
 
 
@@ -168,4 +200,17 @@ def hunt_table(findings: list[dict], by: str) -> Table:
     for f in findings:
         table.add_row(str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
                       ", ".join(x["feature"] for x in f["top_features"][:3]), "; ".join(f.get("attack_labels", [])))
+    return table
+
+
+def models_table(rows: list[dict]) -> Table:
+    """`deepids models`: one row per model; parameters as name=default, with the train option that sets it."""
+    table = Table(title="models (deepids train --model NAME)", title_justify="left", show_lines=True)
+    table.add_column("model")
+    table.add_column("kind")
+    table.add_column("parameters (default) [train option]")
+    for row in rows:
+        params = "\n".join(f"{p['name']}={p['default']!r}" + (f"  {p['option']}" if p["option"] else "")
+                           for p in row["parameters"])
+        table.add_row(row["model"], row["kind"], params)
     return table

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepids.cli.options import DataFiles, LabelColumn, Layout, ModelDir, Quiet, is_logs
+from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, ModelDir, Quiet,
+                                 is_logs)
 from deepids.cli.guards import training_duplicates
 from deepids.cli.render import info, print_metrics, report_read, said, score_line, write_json
 from deepids.errors import ConfigError
@@ -67,17 +68,28 @@ def evaluate(
 def score(
     model: ModelDir,
     data: DataFiles,
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl "
+                                           "(--engine ray: a new folder of Parquet files).")],
     top_k: Annotated[int, typer.Option(help="Top contributing features to list per record.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Records per chunk (bounds memory).")] = 100_000,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Quiet = False,
+    engine: EngineOption = Engine.local,
+    address: Address = None,
+    actors: Annotated[Optional[int], typer.Option(help="--engine ray: scoring actors (default: one per cluster CPU).",
+                                                  min=1)] = None,
+    partitions: Annotated[Optional[int], typer.Option(help="--engine ray, sequence models: entity partitions "
+                                                      "(default: 4 per actor).", min=1)] = None,
 ) -> None:
     """Score every record of flow files, packet captures or event logs into CSV, Parquet or JSON Lines."""
     from deepids.models import load_model
     from deepids.scoring import output_format, score_files
 
+    if engine is Engine.ray:
+        _score_on_ray(model, data, out_file, top_k, batch_size, layout, label_column, address, actors, partitions,
+                      quiet)
+        return
     output_format(out_file)          # a bad file name fails before any work
     detector = load_model(model)
     if is_logs(data):
@@ -89,6 +101,25 @@ def score(
                               batch_size=batch_size, top_k=top_k, progress=not quiet).to_dict(), "records"
     info(score_line(d, detector.threshold_.value, unit))
     said(f"wrote {out_file}")
+
+
+def _score_on_ray(model, data, out_dir, top_k, batch_size, layout, label_column, address, actors, partitions,
+                  quiet) -> None:
+    from deepids.distributed.ray_score import score_files_ray
+
+    if is_logs(data):
+        raise ConfigError("--engine ray scores flow files (CSV, CSV.gz, Parquet), not event logs")
+    s = score_files_ray(model, data, out_dir, address=address, actors=actors, partitions=partitions,
+                        chunk_rows=batch_size, layout=layout, label_column=label_column, top_k=top_k,
+                        progress=not quiet)
+    info(score_line(s.to_dict(), s.threshold, "records") + f" on {s.actors} Ray actors")
+    if not s.counts_add_up:
+        info(f"deepids: error: counts do not add up: read {s.records_read:,}, scored {s.records_scored:,} "
+             f"(see {Path(s.output) / '_summary.json'})")
+        raise typer.Exit(1)
+    info(f"read {s.records_read:,} + rejected {s.records_rejected:,}; scored {s.records_scored:,}: every record "
+         "accounted for")
+    said(f"wrote {out_dir}")
 
 
 def flows(

@@ -7,47 +7,64 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepids.cli.options import (DataFiles, LabelColumn, Layout, Objective, Quiet, ScoreMode, Target,
-                                 ThresholdMethod, is_logs)
+from deepids.cli.configure import build_model, given_options, was_given
 from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, StrictLeakage, after_training,
                                 choose_columns, guard_leakage, report_expected, save_training_rows)
+from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
+                                 ScoreMode, Target, ThresholdMethod, is_logs)
 from deepids.cli.render import info, report_read, said
-from deepids.errors import InputError
+from deepids.errors import ConfigError, InputError
 
 
 def train(
+    ctx: typer.Context,
     data: DataFiles,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to save the model in.")],
-    model: Annotated[str, typer.Option(help="Model to train: lstm-ae, dense-ae, dnn, cnn, ... (see the README).")] = "lstm-ae",
-    sequence_length: Annotated[int, typer.Option(help="Records per window (per entity).")] = 10,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs (default: the model's own, "
-                                                  "20 for the autoencoders).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Windows per training batch (default: the model's own, "
-                                                      "64 for the autoencoders).")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: the model's own; the "
-                                                           "autoencoders use 3e-3, measured better than Keras' 1e-3).")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs (default: the model's "
-                                                    "own, 3 for the autoencoders).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    entity: Annotated[str, typer.Option(help="Column that groups records into windows ('none' for file order).")] = "src_ip",
-    score_mode: Annotated[ScoreMode, typer.Option(help="Score a record by its own step (last) or the whole window.")] = ScoreMode.last,
+    model: Annotated[str, typer.Option(help="Model to train: lstm-ae, dense-ae, dnn, cnn, two-stage, ... "
+                                            "(`deepids models` lists them with what they take).")] = "lstm-ae",
+    sequence_length: Annotated[Optional[int], typer.Option(help="Records per window (per entity).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Windows (or records) per training batch.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate (the autoencoders use 3e-3, "
+                                                           "measured better than Keras' 1e-3).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    entity: Annotated[Optional[str], typer.Option(help="Column that groups records into windows ('none' for file "
+                                                  "order).")] = None,
+    score_mode: Annotated[Optional[ScoreMode], typer.Option(help="Score a record by its own step (last) or the "
+                                                            "whole window.")] = None,
     objective: Annotated[Optional[Objective], typer.Option(help="lstm-ae: train on every step of a window (window, "
                                                            "the published training) or on its newest step only (last); "
                                                            "default: what --score-mode scores.")] = None,
-    threshold: Annotated[ThresholdMethod, typer.Option(help="How to choose the alert threshold.")] = ThresholdMethod.percentile,
-    percentile: Annotated[float, typer.Option(help="Percentile of benign validation scores (threshold=percentile).")] = 99.0,
-    fpr: Annotated[float, typer.Option(help="Target false-positive rate (threshold=fpr).")] = 0.01,
-    threshold_value: Annotated[Optional[float], typer.Option(help="Threshold value (threshold=fixed).")] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
-    target: Annotated[Target, typer.Option(help="Classifiers: learn benign/attack (binary) or attack families.")] = Target.binary,
+    threshold: Annotated[Optional[ThresholdMethod], typer.Option(help="How to choose the alert threshold.")] = None,
+    percentile: Annotated[Optional[float], typer.Option(help="Percentile of benign validation scores "
+                                                        "(--threshold percentile).")] = None,
+    fpr: Annotated[Optional[float], typer.Option(help="Target false-positive rate (--threshold fpr).")] = None,
+    threshold_value: Annotated[Optional[float], typer.Option(help="Threshold value (--threshold fixed).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (cuda when present), cpu or cuda.")] = None,
+    target: Annotated[Optional[Target], typer.Option(help="Classifiers: learn benign/attack (binary) or attack "
+                                                     "families.")] = None,
+    score_method: Annotated[Optional[str], typer.Option(help="gan: latent-search, reconstruction (about 20x faster "
+                                                        "to score) or discriminator.")] = None,
+    members: Annotated[Optional[int], typer.Option(help="lstm-ae-ensemble: how many autoencoders.")] = None,
+    detector: Annotated[Optional[str], typer.Option(help="two-stage: stage one, the model that flags records "
+                                                    "(a detector such as lstm-ae, dense-ae, or a binary "
+                                                    "classifier such as dnn, random-forest).")] = None,
+    classifier: Annotated[Optional[str], typer.Option(help="two-stage: stage two, the classifier that names the "
+                                                      "attack family of flagged records (dnn, cnn, "
+                                                      "random-forest).")] = None,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Quiet = False,
-    score_method: Annotated[Optional[str], typer.Option(help="gan: latent-search (default), reconstruction "
-                                                        "(about 20x faster to score) or discriminator.")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="lstm-ae, dense-ae: read the flow files in chunks every "
                                          "epoch instead of holding them (files larger than memory).")] = False,
-    chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream.", min=1)] = 100_000,
+    chunk_rows: Annotated[int, typer.Option(help="Records per chunk with --stream or --engine ray.", min=1)] = 100_000,
+    engine: EngineOption = Engine.local,
+    address: Address = None,
+    num_workers: Annotated[int, typer.Option(help="--engine ray: data-parallel training workers (DDP).", min=1)] = 2,
+    storage: Annotated[Optional[str], typer.Option(help="--engine ray: where Ray Train keeps its checkpoint, on "
+                                                   "storage every node sees (a shared path or s3://...); default: "
+                                                   "a temporary folder, enough on one machine.")] = None,
     feature_columns: FeatureColumns = None,
     drop_columns: DropColumns = None,
     strict_leakage: StrictLeakage = False,
@@ -57,52 +74,47 @@ def train(
 
     Detectors (lstm-ae, dense-ae, ...) learn from benign records: labelled attack rows are
     left out and counted. Classifiers (dnn, cnn, ...) need labelled benign and attack records.
+    An option the model does not take is an error; an option left out takes the model's own
+    default (`deepids models` lists them). The two-stage model passes each option to the
+    stages that take it.
     """
     from deepids.io import read_flows
-    from deepids.models import MODELS
 
-    if model not in MODELS:
-        raise InputError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
-    if stream:
+    estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
+    if engine is not Engine.ray:
+        for name in ("address", "num_workers", "storage"):
+            if was_given(ctx, name):
+                raise ConfigError(f"--{name.replace('_', '-')} applies with --engine ray")
+    if stream or engine is Engine.ray:
         if feature_columns or drop_columns or false_alarms is not None:
-            raise InputError("--feature-columns, --drop-columns and --false-alarms need the table in memory; "
-                             "train without --stream")
-        _train_streamed(MODELS[model], model, data, out_dir, chunk_rows, layout, label_column, dict(
-            sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-            patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
-            score_mode=score_mode.value, objective=objective and objective.value, threshold_method=threshold.value,
-            threshold_percentile=percentile, threshold_fpr=fpr, threshold_value=threshold_value, device=device,
-            verbose=not quiet))
+            raise ConfigError("--feature-columns, --drop-columns and --false-alarms need the table in memory; "
+                              "train without --stream or --engine ray")
+        ray = ({"num_workers": num_workers, "address": address, "storage_path": storage} if engine is Engine.ray
+               else None)
+        _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, ray)
         return
-    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features
-        from deepids.hunting.logs import read_log_features
+    if was_given(ctx, "chunk_rows"):
+        raise ConfigError("--chunk-rows applies with --stream or --engine ray")
+    if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
+        from deepids.hunting.logs import fit_log_model, read_log_events
 
-        _, table, report = read_log_features(data, progress=not quiet)
+        if feature_columns or drop_columns or false_alarms is not None:
+            raise ConfigError("--feature-columns, --drop-columns and --false-alarms apply to flow files")
+        log_events, report = read_log_events(data, progress=not quiet)
         report_read(report)
+        fit_log_model(estimator, log_events)
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
         report_read(report)
-    table = choose_columns(table, feature_columns, drop_columns)
-    guard_leakage(table, strict_leakage)          # before any training: a feature that gives the label away
-    cls = MODELS[model]
-    options = dict(
-        sequence_length=sequence_length, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        patience=patience, seed=seed, entity=None if entity.lower() == "none" else entity,
-        score_mode=score_mode.value, objective=objective and objective.value, threshold_method=threshold.value,
-        threshold_percentile=percentile,
-        threshold_fpr=fpr, threshold_value=threshold_value, device=device, verbose=not quiet, target=target.value)
-    if score_method:
-        options["score_method"] = score_method
-    for name in ("epochs", "batch_size", "learning_rate", "patience"):
-        if options[name] is None:           # left unset: the model's own default
-            del options[name]
-    accepted = set(cls._param_names())
-    detector = cls(**{k: v for k, v in options.items() if k in accepted})
-    detector.fit(table)
-    point = after_training(detector, table, false_alarms)
-    _save_trained(detector, model, data, out_dir, report.to_dict())
-    save_training_rows(out_dir, table)
-    report_expected(point)
+        table = choose_columns(table, feature_columns, drop_columns)
+        guard_leakage(table, strict_leakage)      # before any training: a feature that gives the label away
+        estimator.fit(table)
+        point = after_training(estimator, table, false_alarms)
+        _save_trained(estimator, model, data, out_dir, report.to_dict())
+        save_training_rows(out_dir, table)
+        report_expected(point)
+        return
+    _save_trained(estimator, model, data, out_dir, report.to_dict())
 
 
 def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: dict) -> None:
@@ -123,15 +135,22 @@ def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: d
     said(f"saved {out_dir}")
 
 
-def _train_streamed(cls, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
-                    options: dict) -> None:
-    if not hasattr(cls, "fit_files"):
-        raise InputError(f"--stream trains the autoencoders (lstm-ae, dense-ae), not {model}")
+def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
+                    ray: dict | None) -> None:
+    how = "--engine ray" if ray else "--stream"
+    if not hasattr(detector, "fit_files"):
+        raise InputError(f"{how} trains the autoencoders (lstm-ae, dense-ae), not {model}")
     if is_logs(data):
-        raise InputError("--stream reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
-    accepted = set(cls._param_names())
-    detector = cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
-    detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
+        raise InputError(f"{how} reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
+    if ray:
+        from deepids.distributed.ray_train import train_ray
+
+        detector = train_ray(detector, data, None, layout=layout, label_column=label_column, chunk_rows=chunk_rows,
+                             **ray)
+        info(f"trained on {ray['num_workers']} Ray workers (DDP, "
+             f"{detector.training_summary_['distributed']['backend']})")
+    else:
+        detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
     summary = detector.training_summary_
     read = summary.pop("read") or {}
     report_read(read)

@@ -65,6 +65,7 @@ class ClusterScoringSummary:
     records_rejected: int = 0
     rejected_reasons: dict = field(default_factory=dict)
     alerts: int = 0
+    threshold: float | None = None
     seconds: float = 0.0
     actors: int = 0
     partitions: int | None = None    # entity partitions (sequence models); None: any batch
@@ -273,6 +274,7 @@ def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address
             raise _user_error(exc) or exc
         totals = ray.get(ledger.totals.remote())
     summary = _summarise(files, totals, out, n_actors, partitions if in_order else None)
+    summary.threshold = model._threshold_value()
     summary.seconds = time.perf_counter() - started
     (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     if not summary.counts_add_up:

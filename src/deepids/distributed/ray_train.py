@@ -26,7 +26,6 @@ What single-process streamed training (`ReconstructionDetector.fit_files`, `deep
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -166,13 +165,14 @@ def _train_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def train_ray(model, data, out_dir: str | Path, *, num_workers: int = 2, address: str | None = None,
-              num_cpus: int | None = None, cpus_per_worker: float | None = None, use_gpu: bool = False,
+def train_ray(model, data, out_dir: str | Path | None = None, *, num_workers: int = 2, address: str | None = None,
+              num_cpus: int | None = None, cpus_per_worker: float | None = None, use_gpu: bool | None = None,
               chunk_rows: int = 100_000, sample_rows: int = 200_000, max_validation: int = 20_000,
               layout: str | None = None, label_column: str | None = None, storage_path: str | None = None):
     """Train an autoencoder (`model`, unfitted: its hyperparameters) on `data` with `num_workers` DDP workers.
 
-    Saves the ordinary model directory at `out_dir` and returns the loaded model. `data` and
+    Returns the trained model, loaded from the directory worker 0 saved (the ordinary model
+    directory), and saves it at `out_dir` too when given. `data` and
     `storage_path` (where Ray Train keeps its checkpoint; default a temporary folder, which on
     a multi-node cluster must be storage every node sees) must be readable by every worker.
     """
@@ -195,6 +195,9 @@ def train_ray(model, data, out_dir: str | Path, *, num_workers: int = 2, address
 
     started = time.perf_counter()
     with ray_session(address, num_cpus=num_cpus), tempfile.TemporaryDirectory(prefix="deepids-ray-train-") as tmp:
+        if use_gpu is None:                       # GPUs for every worker, unless the model is told to use the CPU
+            use_gpu = (model.device in (None, "auto", "cuda")
+                       and ray.cluster_resources().get("GPU", 0) >= num_workers)
         survey = ray.get(ray.remote(num_cpus=0.5)(_survey).remote(
             files, layout, label_column, chunk_rows, sample_rows, model.seed, model.clip))
         per_worker = cpus_per_worker or min(1.0, 0.9 * cluster_cpus() / num_workers)
@@ -210,10 +213,9 @@ def train_ray(model, data, out_dir: str | Path, *, num_workers: int = 2, address
         result = trainer.fit()
         if result.error is not None:
             raise result.error
-        out = Path(out_dir)
         with result.checkpoint.as_directory() as saved:
-            out.mkdir(parents=True, exist_ok=True)
-            for item in Path(saved).iterdir():
-                shutil.copy2(item, out / item.name)
+            trained = load_model(saved)
     log.info("trained %s on %d Ray workers in %.1f s", model.model_name, num_workers, time.perf_counter() - started)
-    return load_model(out)
+    if out_dir is not None:
+        trained.save(out_dir)
+    return trained

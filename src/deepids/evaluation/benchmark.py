@@ -87,7 +87,7 @@ def model_params(name: str, cls, *, quick: bool, sequence_length: int, seed: int
 def run_benchmark(data, out_dir: Path, *, test=None, models=None, quick: bool = False, seed: int = 0,
                   test_fraction: float = 0.3, sequence_length: int | None = None, layout: str | None = None,
                   label_column: str | None = None, verbose: bool = True, info=print) -> BenchmarkResult:
-    from deepids.demo import holdout_split
+    from deepids.datasets import holdout_split
     from deepids.models import MODELS
     from deepids.models.supervised import BaseClassifier
 

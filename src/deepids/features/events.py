@@ -26,7 +26,10 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from deepids.errors import ConfigError, SchemaError
+from deepids.errors import ConfigError, ModelFormatError, SchemaError
+from deepids.features.baselines import RARITY_COLUMNS, RARITY_KEYS, RarityTables, event_keys
+from deepids.features.process_tree import (CONTEXT_CATEGORICAL, CONTEXT_NUMERIC, ProcessTable, command_shape,
+                                           process_context, raw_context_fields)
 
 EVENT_CATEGORICAL = ("event", "logon_type", "image", "parent_image", "user", "user_kind")
 EVENT_NUMERIC = ("cmd_length", "cmd_entropy", "cmd_special_share", "cmd_upper_share", "cmd_encoded",
@@ -112,6 +115,122 @@ def event_features(events: pl.DataFrame) -> pl.DataFrame:
     if "label" in events.columns:
         out = out.with_columns(events.get_column("label"))
     return out
+
+
+CONTEXT_FEATURES = CONTEXT_CATEGORICAL + CONTEXT_NUMERIC + RARITY_COLUMNS
+
+
+class EventContext:
+    """Process-tree context and rarity of events, fitted on training events, carried across chunks.
+
+    `fit(events)` follows the training events' processes (:mod:`deepids.features.process_tree`)
+    and counts their rarity keys (:mod:`deepids.features.baselines`). `features(events)` gives
+    `event_features` plus the context and rarity columns (:data:`CONTEXT_FEATURES`); its process
+    table is carried from one call to the next, so scoring a file in one go, chunk by chunk or
+    event by event gives the same features (`reset()` starts a new table). Its fitted state is
+    `to_dict()`, saved in the model's JSON (`feature_context`).
+    """
+
+    def __init__(self, tables: RarityTables | None = None, max_processes: int = 200_000):
+        self.tables = tables
+        self.max_processes = max_processes
+        self.processes = ProcessTable(max_processes)
+
+    def reset(self) -> None:
+        self.processes = ProcessTable(self.max_processes)
+
+    @classmethod
+    def fit(cls, events: pl.DataFrame, max_processes: int = 200_000, **table_options) -> "EventContext":
+        ctx = cls(None, max_processes)
+        ctx.fit_keys(ctx.keys(events), **table_options)
+        ctx.reset()                      # training's processes do not carry into scoring
+        return ctx
+
+    def fit_keys(self, keys: dict, **table_options) -> "EventContext":
+        """Fit the rarity tables on the keys of training events (`keys(events)`)."""
+        self.tables = RarityTables(**table_options).fit(keys["keys"], keys["entities"])
+        return self
+
+    def keys(self, events: pl.DataFrame) -> dict:
+        """Process context and rarity keys of events (carrying the process table); see `features_from`."""
+        base = event_features(events)
+        extra = raw_context_fields(events)
+        ctx = process_context(events, self.processes, extra)
+        event = base.get_column("event").to_list()
+        channel = events.get_column("channel").to_list()
+        event_id = events.get_column("event_id").to_list()
+        dst = [None if ip is None else f"{ip}:{port}" for ip, port in
+               zip(events.get_column("dst_ip").to_list(), events.get_column("dst_port").to_list())]
+        shape = _per_distinct(command_shape, ctx["proc_command_line"])
+        x = {c: extra.get_column(c).to_list() for c in ("target_object", "image_loaded", "target_image",
+                                                        "granted_access")}
+        per_event = [event_keys(event[i], ctx["proc_image"][i], ctx["proc_parent"][i], ctx["proc_grandparent"][i],
+                                ctx["proc_user"][i], ctx["proc_integrity"][i], shape[i], (channel[i], event_id[i]),
+                                dst[i], x["target_object"][i], x["image_loaded"][i], x["target_image"][i],
+                                x["granted_access"][i]) for i in range(events.height)]
+        keys = {k: [d[k] for d in per_event] for k in RARITY_KEYS}
+        entities = {"host": events.get_column("host").to_list(), "user": events.get_column("user").to_list()}
+        return {"keys": keys, "entities": entities, "base": base, "context": ctx}
+
+    def features(self, events: pl.DataFrame) -> pl.DataFrame:
+        """`event_features` plus process context and rarity, one row per event in input order."""
+        return self.features_from(self.keys(events))
+
+    @staticmethod
+    def processes(parts: dict) -> pl.DataFrame:
+        """Which process and process tree each event of `keys(events)` belongs to (for scores above the event)."""
+        return pl.DataFrame({"process": parts["context"]["process"], "process_tree": parts["context"]["process_tree"]},
+                            schema={"process": pl.Utf8, "process_tree": pl.Utf8})
+
+    def features_from(self, parts: dict, rows: np.ndarray | None = None) -> pl.DataFrame:
+        """The features of `keys(events)` output (of its `rows` only, when given)."""
+        if self.tables is None:
+            raise ConfigError("the event context is not fitted yet")
+        if rows is not None:
+            parts = _take(parts, rows)
+        ctx, rarity = parts["context"], self.tables.rarity(parts["keys"], parts["entities"])
+        extra = pl.DataFrame({**{c: ctx[c] for c in CONTEXT_CATEGORICAL},
+                              **{c: ctx[c] for c in CONTEXT_NUMERIC}, **rarity},
+                             schema={**{c: pl.Utf8 for c in CONTEXT_CATEGORICAL},
+                                     **{c: pl.Float64 for c in (*CONTEXT_NUMERIC, *RARITY_COLUMNS)}})
+        base = parts["base"]
+        label = base.select("label") if "label" in base.columns else None
+        out = pl.concat([base.drop("label") if label is not None else base, extra], how="horizontal")
+        return pl.concat([out, label], how="horizontal") if label is not None else out
+
+    def to_dict(self) -> dict:
+        return {"kind": "event-context", "max_processes": self.max_processes, "rarity": self.tables.to_dict()}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "EventContext":
+        if not isinstance(state, dict) or state.get("kind") != "event-context":
+            raise ModelFormatError("the model's event context is damaged or of an unknown kind")
+        return cls(RarityTables.from_dict(state["rarity"]), int(state.get("max_processes", 200_000)))
+
+
+# the acting process's command-line and ancestry traits an analyst reads as suspicious on sight
+CONTEXT_INDICATORS = ("proc_cmd_encoded", "proc_cmd_hidden", "proc_cmd_cradle", "proc_script_ancestor")
+INDICATOR_WEIGHT = 3.0
+
+
+def context_score(features: pl.DataFrame) -> np.ndarray:
+    """A transparent event score from `EventContext.features`: the sum of the event's three largest
+    rarities, plus `INDICATOR_WEIGHT` times its process's suspicious traits (encoded command, hidden
+    window, download cradle, script host among the ancestors, and the longest base64 run as
+    log1p(length) / 5). Higher = more anomalous."""
+    rarity = features.select(RARITY_COLUMNS).to_numpy()
+    top3 = np.sort(rarity, axis=1)[:, -3:].sum(axis=1)
+    traits = features.select(CONTEXT_INDICATORS).to_numpy().sum(axis=1) + features.get_column("proc_cmd_b64").to_numpy() / 5
+    return top3 + INDICATOR_WEIGHT * traits
+
+
+def _take(parts: dict, rows: np.ndarray) -> dict:
+    rows = np.asarray(rows)
+    pick = lambda values: [values[i] for i in rows]  # noqa: E731
+    return {"keys": {k: pick(v) for k, v in parts["keys"].items()},
+            "entities": {k: pick(v) for k, v in parts["entities"].items()},
+            "context": {k: pick(v) for k, v in parts["context"].items()},
+            "base": parts["base"][rows.tolist()]}
 
 
 def _per_distinct(fn, values: list) -> list:

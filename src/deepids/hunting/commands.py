@@ -25,7 +25,7 @@ def _read_line(report) -> str:
 def run_hunt(model, data, *, top: int = 20, by: str = "host", window: str = "5m", top_k: int = 10,
              evidence: int = 10, progress: bool = False, info: Callable[[str], None] = lambda m: None) -> HuntResult:
     detector = model if isinstance(model, BaseDetector) else load_model(model)
-    events, features, report = read_log_features(data, progress)
+    events, features, report = read_log_features(data, progress, detector)
     info(_read_line(report))
     scores = score_events(detector, features)
     root = otrf_root_of(data)
@@ -51,7 +51,7 @@ def evaluate_logs(detector: BaseDetector, data, progress: bool = False,
     if root is None:
         raise InputError("event logs carry no labels: evaluate needs OTRF recordings (a folder with INDEX.csv "
                          "and metadata/) whose Empire agents give per-event labels")
-    events, features, report = read_log_features(data, progress)
+    events, features, report = read_log_features(data, progress, detector)
     info(_read_line(report))
     labels, used = otrf_event_labels(events, root)
     keep = labels >= 0

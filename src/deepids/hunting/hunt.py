@@ -1,4 +1,11 @@
-"""Threat hunting: rank entity windows by the anomaly of their events, with evidence.
+"""Threat hunting: rank entity windows, processes or process trees by the anomaly of their events, with evidence.
+
+`by="host"` or `"user"`: one finding per entity and time window. `by="process"` or `"tree"`: one
+finding per process (all events of one process, `process` column) or per process tree (a process
+and its descendants below a long-lived parent such as explorer.exe or services.exe,
+`process_tree` column); both columns come from `EventContext` (models trained with process-tree
+context add them to the events they score). A tree holds one attack chain (wscript.exe ->
+powershell.exe -> cmd.exe) however many windows it spans, and nothing else of a busy host.
 
 A window is one entity (host or user) over one fixed time slot (5 minutes by default). Its score
 is the mean of its `top_k` highest event scores (fewer when it has fewer events): a window stands
@@ -43,6 +50,25 @@ class HuntResult:
         write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")   # whole or not at all
 
 
+def _tree_processes(events: pl.DataFrame, rows: np.ndarray, shown: int = 10) -> list[dict]:
+    """The processes of a tree finding, in order of first appearance: name, image, parent, command line."""
+    if "process" not in events.columns:
+        return []
+    sub = events[np.sort(rows).tolist()].select(["process", "image", "parent_image", "command_line"])
+    out = []
+    for name, group in sub.group_by("process", maintain_order=True):
+        first = group.row(0, named=True)
+        cmd = group.get_column("command_line").drop_nulls()
+        cmd = cmd[0] if cmd.len() else None
+        out.append({"process": name[0], "image": group.get_column("image").drop_nulls().first(),
+                    "parent_image": group.get_column("parent_image").drop_nulls().first() or first["parent_image"],
+                    "command_line": (cmd[:_CMD_SHOWN] + "…") if cmd and len(cmd) > _CMD_SHOWN else cmd,
+                    "events": group.height})
+        if len(out) >= shown:
+            break
+    return out
+
+
 def _iso(t) -> str | None:
     return None if t is None else t.isoformat(timespec="milliseconds") if hasattr(t, "isoformat") else str(t)
 
@@ -69,6 +95,34 @@ def window_scores(events: pl.DataFrame, scores: np.ndarray, by: str = "host", wi
     return out.select(["entity", "window_start", "window_end", "score", "max_event_score", "events", "rows"])
 
 
+GROUPS = {"process": "process", "tree": "process_tree"}
+
+
+def group_scores(events: pl.DataFrame, scores: np.ndarray, by: str = "tree", top_k: int = 10) -> pl.DataFrame:
+    """One row per process or process tree: score (mean of the top_k event scores), events, first and last
+    event time (as window_start/window_end), host, and the row ids inside."""
+    column = GROUPS.get(by)
+    if column is None:
+        raise ConfigError(f"group events by 'process' or 'tree', got {by!r}")
+    if column not in events.columns:
+        raise ConfigError(f"hunting by {by} needs a model trained with process-tree context (its events carry "
+                          f"`{column}`); retrain the model with this version")
+    if top_k < 1:
+        raise ConfigError(f"top_k must be at least 1, got {top_k}")
+    df = (events.select([column, "host", "timestamp"]).with_row_index("_row")
+          .with_columns(pl.Series("_score", np.asarray(scores, dtype=np.float64)))
+          .filter(pl.col(column).is_not_null() & pl.col("_score").is_finite()))
+    out = (df.sort("_score", descending=True)
+           .group_by(column)
+           .agg(pl.col("_score").head(top_k).mean().alias("score"), pl.len().alias("events"),
+                pl.col("_score").max().alias("max_event_score"), pl.col("_row").alias("rows"),
+                pl.col("timestamp").min().alias("window_start"), pl.col("timestamp").max().alias("window_end"),
+                pl.col("host").first().alias("host"))
+           .rename({column: "entity"})
+           .sort("entity"))
+    return out.select(["entity", "window_start", "window_end", "score", "max_event_score", "events", "rows", "host"])
+
+
 def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timedelta = "5m", top: int = 20,
          top_k: int = 10, evidence: int = 10, n_features: int = 5,
          attack_labels: dict[str, str] | None = None) -> HuntResult:
@@ -79,13 +133,15 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
     score = np.asarray(scores.score, dtype=np.float64)
-    windows = window_scores(events, score, by=by, window=window, top_k=top_k)
+    grouped = by in GROUPS
+    windows = (group_scores(events, score, by=by, top_k=top_k) if grouped
+               else window_scores(events, score, by=by, window=window, top_k=top_k))
     ranked = windows.sort(["score", "entity", "window_start"], descending=[True, False, False]).head(top)
     ferr = scores.feature_error
     names = list(scores.feature_names)
     # behaviour counts of each ranked window (context for the analyst; not part of the score)
     counts = {}
-    if ranked.height:
+    if ranked.height and not grouped:
         keep = events.with_row_index("_row").filter(
             pl.col("_row").is_in(ranked.get_column("rows").explode().to_list())).drop("_row")
         for r in entity_windows(keep, by=by, window=window).iter_rows(named=True):
@@ -117,14 +173,19 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
                    "score": round(float(row["score"]), 6), "events": int(row["events"]),
                    "top_features": features, "window_counts": counts.get((row["entity"], row["window_start"]), {}),
                    "evidence": evidence_list}
+        if grouped:
+            finding["host"] = row["host"]
+            finding["processes"] = _tree_processes(events, rows)
         if attack_labels and "source_file" in events.columns:
             files = events[rows.tolist()].get_column("source_file").drop_nulls().unique().sort().to_list()
             finding["attack_labels"] = sorted({attack_labels[f] for f in files if f in attack_labels})
         findings.append(finding)
-    summary = {"entity_type": by, "window": str(parse_window(window)), "windows": windows.height,
+    summary = {"entity_type": by, "window": None if grouped else str(parse_window(window)), "windows": windows.height,
                "events": events.height, "events_scored": int(np.isfinite(score).sum()),
                # events with no host/user or no timestamp belong to no window: counted, not dropped silently
                "events_in_no_window": events.height - (int(windows.get_column("events").sum()) if windows.height else 0),
                "entities": int(windows.get_column("entity").n_unique()) if windows.height else 0,
                "window_score": f"mean of the top {top_k} event scores"}
+    if grouped:
+        summary["events_in_no_window"] = events.height - (int(windows.get_column("events").sum()) if windows.height else 0)
     return HuntResult(findings=findings, windows=windows.drop("rows"), summary=summary)

@@ -2,6 +2,9 @@
 
 A log model is any detector trained on `event_features` (its inputs include the `event` column);
 the fitted vocabularies and scalers travel in its `model.json`, so scoring needs nothing else.
+Models trained by `fit_log_model` also carry an `EventContext` (process-tree context and rarity
+tables fitted on the training events, `feature_context` in `model.json`); `LogFeatures` rebuilds
+it and carries its process table from one chunk of events to the next.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from deepids.errors import InputError, SchemaError
-from deepids.features.events import event_features, is_log_model
+from deepids.features.events import EventContext, event_features, is_log_model
 from deepids.io.logs import LogReadReport, read_events
 from deepids.io.otrf import empire_attack_labels, read_otrf_index, recording_agents
 from deepids.models.base import BaseDetector, Scores
@@ -30,13 +33,55 @@ def require_log_model(model: BaseDetector, where: str = "model") -> None:
                           "(deepids train --model gan --data LOGS)")
 
 
-def read_log_features(paths, progress: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, LogReadReport]:
-    """(canonical events, their model features, the read report)."""
+def read_log_events(paths, progress: bool = False) -> tuple[pl.DataFrame, LogReadReport]:
+    """(canonical events, the read report); no events at all is an InputError."""
     events, report = read_events(paths, progress=progress)
     if events.height == 0:
         raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
                          + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
-    return events, event_features(events), report
+    return events, report
+
+
+def read_log_features(paths, progress: bool = False, model: BaseDetector | None = None
+                      ) -> tuple[pl.DataFrame, pl.DataFrame, LogReadReport]:
+    """(canonical events, their model features, the read report). With a `model` trained with process-tree
+    context, its context makes the features and the events gain `process` and `process_tree` columns."""
+    events, report = read_log_events(paths, progress)
+    if model is None:
+        return events, event_features(events), report
+    features, processes = LogFeatures(model).with_processes(events)
+    if processes is not None:
+        events = events.with_columns(processes)
+    return events, features, report
+
+
+def fit_log_model(detector: BaseDetector, events: pl.DataFrame) -> BaseDetector:
+    """Fit the event context (process tree, rarity tables) and then `detector` on training events."""
+    context = EventContext()
+    parts = context.keys(events)
+    context.fit_keys(parts)
+    detector.fit(context.features_from(parts))
+    detector.feature_context_ = context.to_dict()
+    return detector
+
+
+class LogFeatures:
+    """Features of event chunks for one model: its fitted `EventContext` (when it has one), whose
+    process table is carried from chunk to chunk, or the stateless `event_features`."""
+
+    def __init__(self, model: BaseDetector):
+        state = getattr(model, "feature_context_", None)
+        self.context = EventContext.from_dict(state) if state else None
+
+    def __call__(self, events: pl.DataFrame) -> pl.DataFrame:
+        return self.with_processes(events)[0]
+
+    def with_processes(self, events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """(features, the `process` and `process_tree` of each event, or None for a model without context)."""
+        if self.context is None:
+            return event_features(events), None
+        parts = self.context.keys(events)
+        return self.context.features_from(parts), EventContext.processes(parts)
 
 
 def score_events(model: BaseDetector, features: pl.DataFrame) -> Scores:
@@ -48,7 +93,7 @@ def score_log_files(model: BaseDetector, paths, out: str | Path, top_k: int = 3,
     """One row per event (score, is_anomaly, timestamp, host, channel, event_id, record_id, ...) into out."""
     output_format(out)
     started = time.perf_counter()
-    events, features, report = read_log_features(paths, progress)
+    events, features, report = read_log_features(paths, progress, model)
     scores = score_events(model, features)
     threshold = model.threshold_.value
     table = events.select(["timestamp", "host", "channel", "event_id", "record_id", "user", "image", "source_file"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from deepids.errors import InputError
 from deepids.io.labels import normalise_labels
 from deepids.io.plans import Plan
 from deepids.io.report import ReadReport
@@ -166,6 +167,9 @@ def cast_batch(plan: Plan, raw: pl.DataFrame) -> tuple[pl.DataFrame, ReadReport]
     label_empty = None
     for c in sorted(plan.cols, key=lambda c: c.pos):
         s = raw[c.src]
+        if s.dtype.is_nested() or s.dtype == pl.Object:
+            raise InputError(f"{plan.header.path}: column {c.src!r} holds {s.dtype} values; deepids reads "
+                             f"flat columns of numbers or text")
         if c.kind == "float":
             out[c.out], bad = cast_float(s)
             masks += [(r_nonnumeric(c.name), bad)] if bad is not None else []

@@ -92,8 +92,29 @@ def read_header(path: Path) -> Header:
     line = read_first_line(path, compression)
     if line is None:
         raise InputError(f"{path} is empty")
-    fields = split_line(line)
+    _check_text(path, line)
+    try:
+        fields = split_line(line)
+    except csv.Error as exc:
+        raise InputError(f"{path}: the first line is not a CSV header ({exc})") from None
     return Header(path, fmt, compression, fields, not _looks_nsl_kdd(fields))
+
+
+def _check_text(path: Path, line: str) -> None:
+    """A first line deepids cannot read as a CSV header: say why, in the file's terms."""
+    if line.startswith(("\ufffd\ufffd", "\ufeff")) or line.count("\x00") > len(line) // 4:
+        raise InputError(f"{path} looks like UTF-16 text (NUL bytes between the letters); deepids reads "
+                         f"UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8")
+    if "\x00" in line:
+        raise InputError(f"{path}: the first line holds NUL bytes; it is not a text CSV file")
+    if "\r" in line:
+        raise InputError(f"{path}: the first line holds a bare carriage return (CR): lines must end with LF "
+                         f"or CRLF; if the file uses CR alone, convert it first, e.g. tr '\\r' '\\n'")
+    if "," not in line:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if line.count(sep) >= 2:
+                raise InputError(f"{path}: the header is separated by {name}, not commas; deepids reads "
+                                 f"comma-separated files")
 
 
 def detect(header: Header) -> str:

@@ -150,7 +150,17 @@ def looks_like_logs(paths: Iterable[str | Path]) -> bool:
     """True when the paths name event logs (by suffix, or directories holding them) rather than flow files."""
     for p in map(Path, paths):
         if p.is_dir():
-            return any(is_log_file(f) for f in p.rglob("*") if f.is_file())
+            files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            logs = sum(1 for f in files if is_log_file(f))
+            if logs:
+                from deepids.io.paths import _is_flow_file_name
+
+                flows = [f for f in files if _is_flow_file_name(f.name) and not is_log_file(f)
+                         and f.name != "INDEX.csv"]          # an OTRF dataset's index is not flows
+                if flows:
+                    raise InputError(f"{p} holds both event logs ({logs} files) and flow files ({len(flows)}, "
+                                     f"e.g. {flows[0].name}); give them separately")
+            return bool(logs)
         if is_log_file(p):
             return True
     return False
@@ -228,17 +238,37 @@ def _flat_records(path: Path, rejected: Counter) -> Iterator[dict]:
         yield from _jsonl_records(path, rejected)
 
 
+MAX_LINE_BYTES = 16 << 20      # a longer JSON line is skipped (never held whole) and rejected
+
+
+def _lines_bounded(fh, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
+    """The lines of a binary file; None for a line over `limit` bytes (its bytes skipped, not held)."""
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        yield line
+
+
 def _jsonl_records(path: Path, rejected: Counter) -> Iterator[dict]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as fh:
             # binary lines end at \n only (some Message values hold a bare \r); streamed, not read whole
-            for line in fh:
+            for line in _lines_bounded(fh):
+                if line is None:
+                    rejected["line too long"] += 1
+                    continue
                 if not line.strip():
                     continue
                 try:
                     obj = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                except (ValueError, RecursionError):       # not JSON, invalid UTF-8, nested too deep
                     rejected["corrupt JSON line"] += 1
                     continue
                 if not isinstance(obj, dict):
@@ -284,20 +314,73 @@ def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
         records = PyEvtxParser(str(path)).records_json()
     except (OSError, RuntimeError, ValueError) as exc:
         raise InputError(f"{path} is not a readable EVTX file: {exc}") from None
+    ids: list[int] = []
+    damaged_before = rejected["damaged evtx chunk/record"]
     while True:
         try:
             rec = next(records)
         except StopIteration:
-            return
+            break
         except (RuntimeError, ValueError, OSError):
             rejected["damaged evtx chunk/record"] += 1   # the parser moves on to the next record/chunk
             continue
         try:
             event = json.loads(rec["data"]).get("Event", {})
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             rejected["damaged evtx chunk/record"] += 1
             continue
+        if isinstance(rec.get("event_record_id"), int):
+            ids.append(rec["event_record_id"])
         yield flatten_evtx(event, rec.get("event_record_id"), rec.get("timestamp"))
+    missing = _evtx_missing(path, ids, rejected["damaged evtx chunk/record"] - damaged_before)
+    if missing:
+        rejected[R_EVTX_MISSING] += missing
+
+
+R_EVTX_MISSING = "records lost to a truncated or zeroed EVTX file (estimated from its chunk headers)"
+_CHUNK, _FILE_HEADER = 65536, 4096
+
+
+def _evtx_missing(path: Path, ids: list[int], errors: int = 0) -> int:
+    """About how many records a truncated or zeroed EVTX file lost (0 when it shows neither).
+
+    The file header says how many 64 KiB chunks follow it; each chunk header says which record
+    ids it holds. When chunks are cut off by the end of the file or zeroed, the records the
+    intact chunk headers promise beyond those read, plus the mean of a chunk for each chunk
+    lost, are counted: their content cannot be known, but their loss is no longer silent.
+    Chunk headers that are merely unusual (a dirty or circular log) are not evidence of loss.
+    """
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(128)
+            if len(head) < 44 or head[:8] != b"ElfFile\x00":
+                return 0 if ids else 1
+            chunks, = struct.unpack_from("<H", head, 42)
+            promised, lost = [], 0
+            for i in range(chunks):
+                fh.seek(_FILE_HEADER + i * _CHUNK)
+                c = fh.read(48)
+                if len(c) < 48 or _FILE_HEADER + (i + 1) * _CHUNK > size or not c.strip(b"\x00"):
+                    lost += 1                     # cut off by the end of the file, or zeroed
+                    if len(c) >= 48 and c[:8] == b"ElfChnk\x00":
+                        lost -= 1                 # a cut chunk whose header survived: its ids are known
+                        first_id, last_id = struct.unpack_from("<QQ", c, 24)
+                        if 0 < last_id - first_id + 1 <= _CHUNK // 24:
+                            promised.append(last_id - first_id + 1)
+                    continue
+                if c[:8] == b"ElfChnk\x00":
+                    first_id, last_id = struct.unpack_from("<QQ", c, 24)
+                    if 0 < last_id - first_id + 1 <= _CHUNK // 24:
+                        promised.append(last_id - first_id + 1)
+    except OSError:
+        return 0
+    if not lost and size >= _FILE_HEADER + chunks * _CHUNK:
+        return 0
+    mean = round(sum(promised) / len(promised)) if promised else 1
+    return max(0, sum(promised) + mean * lost - len(ids) - errors, 1)
 
 
 def _text(v):
@@ -452,7 +535,11 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
         "raw": None,
     }
     if isinstance(row["timestamp"], (int, float)):
-        row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:        # epoch seconds; out of range or NaN: no time (counted as an unparsed timestamp)
+            row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+        except (OverflowError, ValueError, OSError):
+            row["timestamp"] = None
     elif row["timestamp"] is not None:
         row["timestamp"] = str(row["timestamp"])
     for k in ("src_ip", "dst_ip", "provider", "image", "parent_image", "command_line"):
@@ -527,7 +614,7 @@ def events_from_records(items) -> tuple[pl.DataFrame, "np.ndarray", list]:
         flat = item
         try:
             flat = flatten_winlogbeat(item) if nested else item
-            row = canonical_event(flat, None, keep_raw=False)
+            row = canonical_event(flat, None, keep_raw=True)   # raw: process GUIDs etc. for process context
         except (TypeError, ValueError, AttributeError, OverflowError, OSError):
             rejected.append(_bad_event(i, flat if isinstance(flat, dict) else item, nested))
             continue

@@ -10,6 +10,9 @@ its `adversary_view`. :func:`empire_attack_labels` marks as attack, on an agent'
 2. the processes the agents created (Sysmon 1 `ParentProcessId`, Security 4688 creator `ProcessId`),
    and their children in turn, and every event of those processes by the same rules.
 
+:func:`empire_attack_labels_broad` also counts events whose *target* process is an agent process
+and the agents' PowerShell engine events (800/4103/4104) found by their host application.
+
 These labels miss what the attack caused on other hosts (a DCSync's replication requests on the
 domain controller, lateral movement's remote processes); results say so where they use them.
 """
@@ -109,34 +112,75 @@ def empire_attack_labels(events: pl.DataFrame, agents: list[EmpireAgent]) -> np.
     and by Sysmon process GUID (the OTRF NXLog export drops Sysmon 1's `ProcessId` but keeps
     `ProcessGuid`), so a child's own Sysmon events are found either way.
     """
+    return _agent_labels(events, agents, broad=False)
+
+
+def empire_attack_labels_broad(events: pl.DataFrame, agents: list[EmpireAgent]) -> np.ndarray:
+    """The labels of :func:`empire_attack_labels`, plus, on the agents' hosts, the events whose *target*
+    process is an agent process (Sysmon 8/10 `TargetProcessId`/`TargetProcessGUID`: something opening
+    or injecting into the agent), and the agents' PowerShell engine events (Windows PowerShell 800,
+    PowerShell/Operational 4103/4104) that carry no process id but the agent's host application
+    (its launcher command line, as seen on the agent's own labelled PowerShell events)."""
+    return _agent_labels(events, agents, broad=True)
+
+
+def _agent_labels(events: pl.DataFrame, agents: list[EmpireAgent], broad: bool) -> np.ndarray:
     labels = np.zeros(events.height, dtype=np.int64)
-    cols = ["host", "channel", "event_id", "process_id", "parent_process_id", "execution_process_id"]
+    cols = ["host", "channel", "event_id", "process_id", "parent_process_id", "execution_process_id",
+            "command_line"]
     cols += ["raw"] if "raw" in events.columns else []
     rows = events.select(cols).with_row_index("_i")
     for host in {a.host for a in agents}:
         attack_pids = {a.pid for a in agents if a.host == host}
-        attack_guids: set[str] = set()
         on_host = rows.filter(pl.col("host") == host).to_dicts()
-        creations = []
-        for r in on_host:
-            if (r["channel"] == SYSMON and r["event_id"] == 1) or (r["channel"] == "Security" and r["event_id"] == 4688):
-                raw = raw_fields(r.get("raw"))
-                creations.append((r["parent_process_id"], r["process_id"],
-                                  str(raw.get("ParentProcessGuid") or "").lower(),
-                                  str(raw.get("ProcessGuid") or "").lower()))
-        grown = True
-        while grown:                       # children, grandchildren, ...
-            grown = False
-            for parent, child, parent_guid, child_guid in creations:
-                if parent in attack_pids or (parent_guid and parent_guid in attack_guids):
-                    if child is not None and child not in attack_pids:
-                        attack_pids.add(child)
-                        grown = True
-                    if child_guid and child_guid not in attack_guids:
-                        attack_guids.add(child_guid)
-                        grown = True
+        attack_guids = _descendants(on_host, attack_pids)
         for r in on_host:
             pids, guids = _ids(r)
             if pids & attack_pids or guids & attack_guids:
                 labels[r["_i"]] = 1
+        if broad:
+            _label_broad(on_host, attack_pids, attack_guids, labels)
     return labels
+
+
+def _descendants(on_host: list[dict], attack_pids: set[int]) -> set[str]:
+    """Grows `attack_pids` (in place) by the agents' children, grandchildren, ...; returns their GUIDs."""
+    attack_guids: set[str] = set()
+    creations = []
+    for r in on_host:
+        if (r["channel"] == SYSMON and r["event_id"] == 1) or (r["channel"] == "Security" and r["event_id"] == 4688):
+            raw = raw_fields(r.get("raw"))
+            creations.append((r["parent_process_id"], r["process_id"],
+                              str(raw.get("ParentProcessGuid") or "").lower(),
+                              str(raw.get("ProcessGuid") or "").lower()))
+    grown = True
+    while grown:                       # children, grandchildren, ...
+        grown = False
+        for parent, child, parent_guid, child_guid in creations:
+            if parent in attack_pids or (parent_guid and parent_guid in attack_guids):
+                if child is not None and child not in attack_pids:
+                    attack_pids.add(child)
+                    grown = True
+                if child_guid and child_guid not in attack_guids:
+                    attack_guids.add(child_guid)
+                    grown = True
+    return attack_guids
+
+
+_POWERSHELL_ENGINE = {("Windows PowerShell", 800), ("Microsoft-Windows-PowerShell/Operational", 4103),
+                      ("Microsoft-Windows-PowerShell/Operational", 4104)}
+
+
+def _label_broad(on_host: list[dict], attack_pids: set[int], attack_guids: set[str], labels: np.ndarray) -> None:
+    agent_hosts = {r["command_line"] for r in on_host if labels[r["_i"]] and r["command_line"]
+                   and (r["channel"], r["event_id"]) in _POWERSHELL_ENGINE}
+    for r in on_host:
+        if labels[r["_i"]]:
+            continue
+        if (r["channel"], r["event_id"]) in _POWERSHELL_ENGINE and r["command_line"] in agent_hosts:
+            labels[r["_i"]] = 1
+            continue
+        raw = raw_fields(r.get("raw"))
+        target_guid = str(raw.get("TargetProcessGUID") or raw.get("TargetProcessGuid") or "").lower()
+        if parse_int(raw.get("TargetProcessId")) in attack_pids or (target_guid and target_guid in attack_guids):
+            labels[r["_i"]] = 1

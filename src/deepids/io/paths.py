@@ -36,8 +36,9 @@ def resolve_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         p = Path(p)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and _is_flow_file_name(f.name))
+        if p.is_dir():          # walked recursively; hidden entries (ours: .*.partial) are not inputs
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _is_flow_file_name(f.name)
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
                 raise InputError(f"{p} is a directory without flow files "
                                  f"({', '.join('*' + s for s in FLOW_FILE_SUFFIXES)})")

@@ -63,9 +63,9 @@ class ColumnRole:
 
 
 def _known_features() -> frozenset[str]:
-    from deepids.features.events import EVENT_FEATURES   # log models' inputs are features by name
+    from deepids.features.events import CONTEXT_FEATURES, EVENT_FEATURES   # log models' inputs are features by name
 
-    return KNOWN_FEATURES | frozenset(EVENT_FEATURES)
+    return KNOWN_FEATURES | frozenset(EVENT_FEATURES) | frozenset(CONTEXT_FEATURES)
 
 
 def _base_name(column: str) -> str:

@@ -175,8 +175,11 @@ class BaseDetector(ABC):
 
     def _feature_state(self) -> dict:
         """The fitted features as saved in `model.json` (see `_restore_features`)."""
-        return {"feature_names": self.feature_names_, "input_columns": self.input_columns_,
-                "preprocessor": self.preprocessor_.to_dict()}
+        state = {"feature_names": self.feature_names_, "input_columns": self.input_columns_,
+                 "preprocessor": self.preprocessor_.to_dict()}
+        if getattr(self, "feature_context_", None) is not None:   # fitted state of features before the
+            state["feature_context"] = self.feature_context_      # preprocessor (event logs: EventContext)
+        return state
 
     def _restore_features(self, state: dict) -> None:
         from deepids.features.preprocess import FlowPreprocessor
@@ -184,6 +187,7 @@ class BaseDetector(ABC):
         self.preprocessor_ = FlowPreprocessor.from_dict(state["preprocessor"])
         self.feature_names_ = list(state["feature_names"])
         self.input_columns_ = list(state["input_columns"])
+        self.feature_context_ = state.get("feature_context")
 
     # ------------------------------------------------------------- persistence
     @abstractmethod

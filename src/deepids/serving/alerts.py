@@ -177,6 +177,11 @@ class FileSink:
             self._own = True
         self.written = 0
 
+    @property
+    def handle(self):
+        """The file written (None for stdout), for a stream that checkpoints its outputs."""
+        return self._fh if self._own else None
+
     def emit(self, alerts: list[dict]) -> None:
         if not alerts:
             return

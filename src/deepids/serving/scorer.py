@@ -100,8 +100,14 @@ class LiveScorer:
         from deepids.features.events import is_log_model
 
         self.kind = "logs" if is_log_model(self.required) else "flows"
+        self.event_context = None
         if self.kind == "logs":
             self.canonicalise = self._canonicalise_events
+            context = getattr(detector, "feature_context_", None)
+            if context:      # process-tree context: its process table is carried from batch to batch
+                from deepids.features.events import EventContext
+
+                self.event_context = EventContext.from_dict(context)
 
     # --------------------------------------------------------------- steps
     def canonicalise(self, items: Sequence[Any]) -> CanonicalRecords:
@@ -119,7 +125,12 @@ class LiveScorer:
         from deepids.io.logs import events_from_records
 
         events, index, rejected = events_from_records(items)
-        table = event_features(events).with_columns(
+        if self.event_context is not None:
+            with self._lock:
+                features = self.event_context.features(events)
+        else:
+            features = event_features(events)
+        table = features.with_columns(
             events.get_column("timestamp"), events.get_column("host"),
             events.get_column("user").alias("user_name"))
         self.metrics.count_received(len(items))

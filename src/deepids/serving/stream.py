@@ -6,15 +6,21 @@ than filling memory), and scored in micro-batches: a batch is scored when it rea
 stream still gets its alerts at once. The format is CSV with a header line, or NDJSON (one
 JSON object per line), detected from the first non-blank line. Every line read is scored or
 rejected with a reason; the summary's counts add up (``read == scored + rejected``).
+
+With a state file (`checkpoint`), a followed file is resumed where the last run stopped: after
+each batch the outputs are synced and the position, counts, output sizes and per-entity
+history are saved atomically; a restarted run cuts ``--scores``, ``--rejected`` and
+``--alerts`` back to the saved sizes and carries on, so each record appears in them exactly
+once and the summary counts every record once. Alerts sent to stdout or a webhook are
+at-least-once: those of the batch in flight at a crash are sent again, with the same
+``deepids.record_key`` (file identity and byte offset of the record) to drop duplicates by.
 """
 
 from __future__ import annotations
 
-import gzip
+import csv
 import json
-import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,12 +29,14 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from deepids.errors import ConfigError, InputError
-from deepids.io.records import CsvLineParser, parse_ndjson
+from deepids.io.records import CsvLineParser, Unparsable, parse_ndjson
+from deepids.serving import checkpoint
 from deepids.serving.alerts import AlertSink, dumps, ecs_alert
+from deepids.serving.follow import EOF, Line, LineReader, LongLine
 from deepids.serving.scorer import LiveScorer
 
 FORMATS = ("auto", "csv", "ndjson")
-_EOF = object()
+R_LONG_LINE = "line too long"
 
 
 @dataclass
@@ -42,6 +50,7 @@ class StreamSummary:
     interrupted: bool = False
     sinks: list[dict] = field(default_factory=list)
     state: dict = field(default_factory=dict)
+    follow: dict = field(default_factory=dict)     # resume, rotations, truncations, checkpoints
 
     @property
     def n_rejected(self) -> int:
@@ -52,162 +61,23 @@ class StreamSummary:
                 "rejected_reasons": dict(sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
                 "alerts": self.alerts,
                 "seconds": round(self.seconds, 3), "format": self.format, "interrupted": self.interrupted,
-                "sinks": self.sinks, "state": self.state}
+                "sinks": self.sinks, "state": self.state, "follow": self.follow}
 
     def line(self) -> str:
         text = (f"read {self.read:,} records: scored {self.scored:,}, rejected {self.n_rejected:,}"
                 + ("" if not self.rejected else " (" + ", ".join(f"{n:,} {r}" for r, n in
                    sorted(self.rejected.items(), key=lambda kv: -kv[1])) + ")")
                 + f"; {self.alerts:,} alerts")
+        if self.follow.get("resumed"):
+            text += f"; resumed {self.follow['resumed']} (runs: {self.follow.get('runs', 1)})"
+        if self.follow.get("truncations"):
+            text += (f"; the file was truncated {self.follow['truncations']} time(s): lines written just before "
+                     f"a truncation may be only in the rotated copy")
         for s in self.sinks:
             if "delivered" in s:
                 text += (f"; webhook: {s['delivered']:,} delivered, {s['dropped']:,} dropped (buffer full), "
                          f"{s['refused']:,} refused, {s['undelivered']:,} undelivered")
         return text
-
-
-# --------------------------------------------------------------------------------------
-# Line sources
-# --------------------------------------------------------------------------------------
-
-class LineReader:
-    """Reads lines from a file (optionally following it as it grows) or stdin into a bounded queue.
-
-    Following survives truncation (reads again from the start) and rotation (a new file at the
-    same path is opened). A partial last line is held back until its newline arrives, or until
-    the end of input when not following.
-    """
-
-    def __init__(self, source: str | Path, *, follow: bool = False, poll_interval: float = 0.2,
-                 max_queued_lines: int = 50_000, stdin: IO[bytes] | None = None):
-        self.source = str(source)
-        self.follow = follow
-        self.poll_interval = poll_interval
-        self.lines: queue.Queue = queue.Queue(maxsize=max_queued_lines)
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._stdin = stdin
-        if self.source != "-":
-            p = Path(self.source)
-            if not p.exists():
-                raise InputError(f"{p}: no such file")
-            if not p.is_file():
-                raise InputError(f"{p} is not a regular file")
-        self._thread = threading.Thread(target=self._run, name="deepids-stream-reader", daemon=True)
-
-    def start(self) -> "LineReader":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _put(self, line: bytes) -> bool:
-        while not self._stop.is_set():
-            try:
-                self.lines.put(line, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            if self.source == "-" and self._stdin is not None:
-                self._read_stream(self._stdin)
-            elif self.source == "-":
-                self._read_fd(sys.stdin.fileno())
-            else:
-                self._read_file(Path(self.source))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self.error = exc
-        finally:
-            while True:
-                try:
-                    self.lines.put(_EOF, timeout=0.2)
-                    break
-                except queue.Full:
-                    if self._stop.is_set():
-                        try:
-                            self.lines.get_nowait()
-                        except queue.Empty:
-                            pass
-
-    def _read_stream(self, fh) -> None:
-        while not self._stop.is_set():
-            line = fh.readline()
-            if not line:
-                return
-            if not self._put(line):
-                return
-
-    def _read_fd(self, fd: int) -> None:
-        """Raw reads from a descriptor (no buffered-reader lock held by this daemon thread at exit)."""
-        rest = b""
-        while not self._stop.is_set():
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            rest += chunk
-            *complete, rest = rest.split(b"\n")
-            for line in complete:
-                if not self._put(line + b"\n"):
-                    return
-        if rest and not self._stop.is_set():
-            self._put(rest)
-
-    def _read_file(self, path: Path) -> None:
-        from deepids.io.flowmeter import capture_lines
-        from deepids.io.pcap import is_capture
-
-        if is_capture(path):             # a packet capture: its flows, as CSV lines
-            if self.follow:
-                raise InputError(f"{path} is a packet capture; --follow needs a text file")
-            for line in capture_lines(path):
-                if not self._put(line):
-                    return
-            return
-        with open(path, "rb") as probe:
-            gz = probe.read(2) == b"\x1f\x8b"
-        if gz:
-            if self.follow:
-                raise InputError(f"{path} is gzip-compressed; --follow needs a plain text file")
-            with gzip.open(path, "rb") as fh:
-                self._read_stream(fh)
-            return
-        fh = open(path, "rb")
-        try:
-            inode = os.fstat(fh.fileno()).st_ino
-            rest = b""
-            while not self._stop.is_set():
-                chunk = fh.read(1 << 16)
-                if chunk:
-                    rest += chunk
-                    *complete, rest = rest.split(b"\n")
-                    for line in complete:
-                        if not self._put(line + b"\n"):
-                            return
-                    continue
-                if not self.follow:
-                    break
-                # at the end: wait for more, and notice truncation or rotation
-                time.sleep(self.poll_interval)
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    continue                      # rotated away; wait for the new file
-                if st.st_ino != inode:
-                    fh.close()
-                    fh = open(path, "rb")
-                    inode = os.fstat(fh.fileno()).st_ino
-                    rest = b""
-                elif st.st_size < fh.tell():
-                    fh.seek(0)
-                    rest = b""
-            if rest and not self._stop.is_set():
-                self._put(rest)
-        finally:
-            fh.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -229,36 +99,69 @@ class StreamScorer:
         self.rejected_out = rejected_out
         self.model_label = model_label or scorer.name
         self.summary = StreamSummary()
+        self.header: str | None = None
         self._csv: CsvLineParser | None = None
 
-    def _decide_format(self, line: str) -> None:
-        if self.fmt == "auto":
-            self.fmt = "ndjson" if line.lstrip().startswith(("{", "[")) else "csv"
-        self.summary.format = self.fmt
+    # ------------------------------------------------------------------ state
+    def state_doc(self) -> dict:
+        s = self.summary
+        return {"read": s.read, "scored": s.scored, "rejected": dict(s.rejected), "alerts": s.alerts,
+                "format": s.format, "csv_header": self.header}
 
-    def _items(self, lines: list[str]) -> list[Any]:
-        items: list[Any] = []
-        if self.summary.format is None:
-            lines = [ln for ln in lines if ln.strip()]
-            if not lines:
-                return []
-            self._decide_format(lines[0])
-            if self.fmt == "csv":
-                self._csv = CsvLineParser(lines[0])
-                lines = lines[1:]
+    def restore(self, doc: dict) -> None:
+        s = self.summary
+        s.read, s.scored, s.alerts = int(doc["read"]), int(doc["scored"]), int(doc["alerts"])
+        s.rejected = {str(k): int(v) for k, v in (doc.get("rejected") or {}).items()}
+        if doc.get("format"):
+            self.fmt = s.format = doc["format"]
+        if doc.get("csv_header"):
+            self.header = doc["csv_header"]
+            self._csv = _csv_parser(self.header)
+
+    # ------------------------------------------------------------------ records
+    def _records(self, raw: Sequence[Line | LongLine | bytes]) -> tuple[list[Any], list[str | None]]:
+        """The batch's records (Unparsable for lines that cannot be) and their record keys."""
+        texts: list[str | None] = []
+        keys: list[str | None] = []
+        for item in raw:
+            if isinstance(item, bytes):
+                item = Line(item)
+            if isinstance(item, LongLine):
+                texts.append(None)
+                keys.append(None if item.file is None else f"{item.file.key}:{item.end - item.size}")
+                continue
+            text = item.data.decode("utf-8", "replace").rstrip("\r\n")
+            if self.summary.format is None and not texts:
+                text = text.lstrip("\ufeff")
+            if not text.strip():
+                continue                          # blank lines are not records (as the readers)
+            if self.summary.format is None:
+                if self.fmt == "auto":
+                    self.fmt = "ndjson" if text.lstrip().startswith(("{", "[")) else "csv"
+                self.summary.format = self.fmt
+                if self.fmt == "csv":
+                    self._csv = _csv_parser(text)
+                    self.header = text
+                    continue
+            texts.append(text)
+            keys.append(item.key)
+        if not texts:
+            return [], []
+        lines = [t for t in texts if t is not None]
         if self.fmt == "ndjson":
-            return parse_ndjson(lines)
-        lines = [ln for ln in lines if ln.strip()]      # blank lines are not records (as the readers)
-        if self._csv is None:
-            return items
-        return self._csv.parse(lines)
+            parsed = parse_ndjson(lines)
+        elif self._csv is None:
+            parsed = [Unparsable("no CSV header line") for _ in lines]
+        else:
+            parsed = self._csv.parse(lines)
+            if len(parsed) != len(lines):         # a quote left open spans lines: one line at a time
+                parsed = [self._csv.parse([t])[0] for t in lines]
+        it = iter(parsed)
+        return [Unparsable(R_LONG_LINE) if t is None else next(it) for t in texts], keys
 
-    def process(self, raw_lines: list[bytes]) -> None:
-        """Score one micro-batch of raw lines."""
-        lines = [b.decode("utf-8", "replace").rstrip("\r\n") for b in raw_lines]
-        if self.summary.format is None and lines:
-            lines[0] = lines[0].lstrip("\ufeff")
-        items = self._items(lines)
+    def process(self, raw: Sequence[Line | LongLine | bytes]) -> None:
+        """Score one micro-batch of lines."""
+        items, keys = self._records(raw)
         if not items:
             return
         first = self.summary.read
@@ -268,14 +171,21 @@ class StreamScorer:
         s.scored += len(batch.index)
         for r in batch.rejected:
             s.rejected[r.reason] = s.rejected.get(r.reason, 0) + 1
+
+        def keyed(doc: dict, i: int) -> dict:
+            if keys[i] is not None:
+                doc["record_key"] = keys[i]
+            return doc
+
         if self.rejected_out is not None and batch.rejected:
-            self.rejected_out.write("".join(json.dumps({"record_number": first + r.index, "field": r.field,
-                                                        "reason": r.reason}) + "\n" for r in batch.rejected))
+            self.rejected_out.write("".join(json.dumps(keyed({"record_number": first + r.index, "field": r.field,
+                                                              "reason": r.reason}, r.index)) + "\n"
+                                            for r in batch.rejected))
             self.rejected_out.flush()
         if self.scores_out is not None and len(batch.index):
             self.scores_out.write("".join(
-                dumps({"record_number": first + int(i), "score": float(sc), "is_anomaly": bool(a),
-                       "top_features": t}) + "\n"
+                dumps(keyed({"record_number": first + int(i), "score": float(sc), "is_anomaly": bool(a),
+                             "top_features": t}, int(i))) + "\n"
                 for i, sc, a, t in zip(batch.index.tolist(), batch.score.tolist(), batch.is_anomaly.tolist(),
                                        batch.top_features)))
             self.scores_out.flush()
@@ -285,10 +195,15 @@ class StreamScorer:
         s.alerts += len(flagged)
         rows = batch.table[flagged].to_dicts()
         now = datetime.now(timezone.utc)
-        alerts = [ecs_alert(items[int(batch.index[k])], row, score=float(batch.score[k]),
-                            threshold=batch.threshold, model=self.model_label,
-                            top_features=batch.top_features[k], record_number=first + int(batch.index[k]), now=now)
-                  for k, row in zip(flagged, rows)]
+        alerts = []
+        for k, row in zip(flagged, rows):
+            i = int(batch.index[k])
+            alert = ecs_alert(items[i], row, score=float(batch.score[k]), threshold=batch.threshold,
+                              model=self.model_label, top_features=batch.top_features[k], record_number=first + i,
+                              now=now)
+            if keys[i] is not None:
+                alert["deepids"]["record_key"] = keys[i]
+            alerts.append(alert)
         for sink in self.sinks:
             sink.emit(alerts)
 
@@ -298,40 +213,122 @@ class StreamScorer:
         return self.summary
 
 
+def _csv_parser(header: str) -> CsvLineParser:
+    """The parser of a CSV stream's header line; a line that cannot be one is an InputError."""
+    if "\x00" in header:
+        raise InputError("the first line holds NUL bytes: the input is not CSV or NDJSON text")
+    if "\r" in header.rstrip("\r"):
+        raise InputError("the first line holds a bare carriage return (CR): lines must end with LF or CRLF")
+    try:
+        return CsvLineParser(header)
+    except csv.Error as exc:
+        raise InputError(f"the first line is not a CSV header ({exc})") from None
+
+
+class _Checkpointer:
+    """Saves where the stream is after each batch, and restores it at start (see `checkpoint`)."""
+
+    def __init__(self, path: Path | None, source: str | Path, follower: StreamScorer, outputs: dict):
+        self.path = path
+        self.source = str(Path(source).resolve()) if str(source) != "-" else "-"
+        self.follower = follower
+        self.outputs = {k: v for k, v in outputs.items() if v is not None}
+        self.position: tuple[Any, int] | None = None
+        self.runs = 1
+        self.saved = 0
+        self.info: dict = {}
+
+    def load(self) -> tuple | None:
+        """The (FileId, offset) to resume at, after restoring counts, history and outputs."""
+        from deepids.serving.follow import FileId
+
+        if self.path is None:
+            return None
+        if self.source == "-":
+            raise ConfigError("a stream state needs a file to follow, not stdin")
+        loaded = checkpoint.load_state(self.path)
+        if loaded is None:
+            return None
+        doc, tensors = loaded
+        if doc.get("source") != self.source:
+            raise ConfigError(f"the stream state {self.path} belongs to {doc.get('source')}, not {self.source}; "
+                              f"give another --state")
+        self.follower.restore(doc)
+        restored = checkpoint.restore_histories(self.follower.scorer.history, doc, tensors)
+        cut = checkpoint.cut_back(self.outputs, doc.get("outputs") or {})
+        self.runs = int(doc.get("runs", 1)) + 1
+        self.info = {"entities_restored": restored, "output_bytes_cut_back": cut}
+        if not doc.get("file"):
+            return None
+        self.position = (FileId.from_dict(doc["file"]), int(doc["offset"]))
+        return self.position
+
+    def advance(self, batch: Sequence[Line | LongLine]) -> None:
+        last = batch[-1] if batch else None
+        if last is not None and getattr(last, "file", None) is not None:
+            self.position = (last.file, last.end)
+        self.save()
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        doc = dict(self.follower.state_doc(), source=self.source, runs=self.runs,
+                   outputs=checkpoint.output_sizes(self.outputs))
+        if self.position is not None:
+            doc["file"], doc["offset"] = self.position[0].to_dict(), self.position[1]
+        checkpoint.save_state(self.path, doc, self.follower.scorer.history)
+        self.saved += 1
+
+
 def run_stream(scorer: LiveScorer, source: str | Path, sinks: Sequence[AlertSink] = (), *, follow: bool = False,
                fmt: str = "auto", batch_size: int = 1000, flush_interval: float = 0.5,
                scores_out: IO[str] | None = None, rejected_out: IO[str] | None = None,
                stop: threading.Event | None = None, stdin: IO[bytes] | None = None,
-               poll_interval: float = 0.2, model_label: str | None = None) -> StreamSummary:
+               poll_interval: float = 0.2, model_label: str | None = None,
+               state_path: str | Path | None = None, max_line_bytes: int | None = None) -> StreamSummary:
     """Follow `source` (a path or ``-`` for stdin) and score until the input ends, `stop` is set,
-    or KeyboardInterrupt; then flush what was read and return the summary."""
+    or KeyboardInterrupt; then flush what was read and return the summary.
+
+    With `state_path` the run resumes where the last one with that state stopped, and saves
+    its position after every batch (see the module's docstring).
+    """
+    from deepids.serving.follow import DEFAULT_MAX_LINE
+
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    reader = LineReader(source, follow=follow, poll_interval=poll_interval, stdin=stdin,
-                        max_queued_lines=max(10 * batch_size, 10_000))
     follower = StreamScorer(scorer, sinks, fmt=fmt, scores_out=scores_out, rejected_out=rejected_out,
                             model_label=model_label)
+    outputs = {"scores": scores_out, "rejected": rejected_out,
+               **{f"alerts{i}": getattr(s, "handle", None) for i, s in enumerate(sinks)}}
+    saver = _Checkpointer(Path(state_path) if state_path is not None else None, source, follower, outputs)
+    resume = saver.load()
+    reader = LineReader(source, follow=follow, poll_interval=poll_interval, stdin=stdin,
+                        max_queued_lines=max(10 * batch_size, 10_000), resume=resume,
+                        max_line_bytes=max_line_bytes or DEFAULT_MAX_LINE)
+
+    def flush(batch: list) -> None:
+        follower.process(batch)
+        saver.advance(batch)
+
     started = time.perf_counter()
-    pending: list[bytes] = []
+    pending: list = []
     stop = stop or threading.Event()
     reader.start()
     try:
         try:
-            ended = False
-            while not ended and not stop.is_set():
+            while not stop.is_set():
                 try:
                     item = reader.lines.get(timeout=flush_interval if pending else min(flush_interval, 0.2))
                 except queue.Empty:
                     if pending:
-                        follower.process(pending)
+                        flush(pending)
                         pending = []
                     continue
-                if item is _EOF:
-                    ended = True
+                if item is EOF:
                     break
                 pending.append(item)
                 if len(pending) >= batch_size:
-                    follower.process(pending)
+                    flush(pending)
                     pending = []
         except KeyboardInterrupt:
             follower.summary.interrupted = True
@@ -344,14 +341,18 @@ def run_stream(scorer: LiveScorer, source: str | Path, sinks: Sequence[AlertSink
                 item = reader.lines.get_nowait()
             except queue.Empty:
                 break
-            if item is not _EOF:
+            if item is not EOF:
                 pending.append(item)
         for start in range(0, len(pending), batch_size):
-            follower.process(pending[start:start + batch_size])
+            flush(pending[start:start + batch_size])
         pending = []
     finally:
         follower.summary.seconds = time.perf_counter() - started
         summary = follower.close()
+        summary.follow = {k: v for k, v in {
+            "state": str(saver.path) if saver.path else None, "runs": saver.runs if saver.path else None,
+            "resumed": reader.resumed, "rotations": reader.rotations, "truncations": reader.truncations,
+            "checkpoints": saver.saved, **saver.info}.items() if v not in (None, {}, 0) or k == "truncations"}
     if reader.error is not None and not isinstance(reader.error, KeyboardInterrupt):
         if isinstance(reader.error, (InputError, ConfigError)):
             raise reader.error

@@ -1,0 +1,140 @@
+"""Rarity of what an event shows, against training data: overall and per host or user (UEBA).
+
+:class:`RarityTables` counts, on training events only, how often each *key* occurs: the event
+kind with its process image, the parent -> child image pair of the acting process and its
+lineage (grandparent > parent > child), the user and the integrity level each image runs with,
+the shape of each image's command line, the network destinations of each image (Sysmon 3), the
+registry paths each image writes (Sysmon 12/13/14, with SIDs, GUIDs and numbers masked), the
+modules each image loads (Sysmon 7), and which image opens which (Sysmon 10, with the access
+mask). A key's rarity is `-log10((count + 1) / (total + 1))`: 0 for what every event shows, the
+largest for a key never seen in training (the unseen slot). Events a key does not apply to get 0.
+
+Per-entity baselines: the same count of (event kind, image) per host and per user, so an event
+can be rare *for this host* although common elsewhere. An entity not seen in training falls back
+to the overall table. Memory is bounded: each table keeps its `max_keys` most frequent keys and
+each per-entity table its `max_entities` busiest entities (what is dropped counts as unseen).
+The fitted tables are plain dicts, saved as JSON with the model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from deepids.errors import ModelFormatError
+
+# key name -> the event kinds it applies to (None: every event)
+RARITY_KEYS = ("event_image", "parent_child", "lineage", "image_user", "image_integrity", "cmd_shape", "network",
+               "registry", "image_load", "process_access")
+ENTITY_KEYS = ("host", "user")
+RARITY_COLUMNS = tuple(f"rarity_{k}" for k in RARITY_KEYS) + tuple(f"rarity_{k}_baseline" for k in ENTITY_KEYS)
+_MASK = re.compile(r"(?i)s-1-5-21-[\d-]+|\{?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}?|\d+")
+
+
+def registry_path(target: str | None, depth: int = 6) -> str | None:
+    """`HKU\\S-1-5-21-..\\Software\\Classes\\ms-settings\\shell\\open\\command\\(Default)` -> the path with
+    SIDs, GUIDs and numbers masked, cut to its first `depth` parts (lower case)."""
+    if not target:
+        return None
+    parts = _MASK.sub("#", str(target).lower()).split("\\")
+    return "\\".join(parts[:depth])
+
+
+def event_keys(event: str, image: str, parent: str, grandparent: str, user: str | None, integrity: str | None,
+               shape: str, channel_event: tuple, dst: str | None, target_object: str | None,
+               image_loaded: str | None, target_image: str | None, access: str | None) -> dict:
+    """The rarity keys one event shows (None where a key does not apply)."""
+    sysmon_id = channel_event[1] if channel_event[0] == "Microsoft-Windows-Sysmon/Operational" else None
+    return {
+        "event_image": f"{event}|{image}",
+        "parent_child": f"{parent}>{image}",
+        "lineage": f"{grandparent}>{parent}>{image}",
+        "image_user": f"{image}|{user or 'none'}",
+        "image_integrity": f"{image}|{integrity}" if integrity else None,
+        "cmd_shape": f"{image}|{shape}" if shape != "none" else None,
+        "network": f"{image}>{dst}" if sysmon_id == 3 and dst else None,
+        "registry": f"{image}>{registry_path(target_object)}" if sysmon_id in (12, 13, 14) and target_object else None,
+        "image_load": f"{image}<{_base(image_loaded)}" if sysmon_id == 7 and image_loaded else None,
+        "process_access": f"{image}>{_base(target_image)}|{access}" if sysmon_id == 10 and target_image else None,
+    }
+
+
+def _base(path) -> str:
+    return re.split(r"[\\/]", str(path))[-1].lower()
+
+
+class RarityTables:
+    """Counts of rarity keys, overall and per host/user, fitted on training events."""
+
+    def __init__(self, max_keys: int = 20_000, max_entities: int = 500, max_entity_keys: int = 2_000):
+        self.max_keys = max_keys
+        self.max_entities = max_entities
+        self.max_entity_keys = max_entity_keys
+        self.counts_: dict[str, dict[str, int]] = {}
+        self.totals_: dict[str, int] = {}
+        self.entity_counts_: dict[str, dict[str, dict[str, int]]] = {}
+        self.entity_totals_: dict[str, dict[str, int]] = {}
+
+    def fit(self, keys: dict[str, list], entities: dict[str, list]) -> "RarityTables":
+        """`keys`: key name -> one key (or None) per training event; `entities`: host/user -> one per event."""
+        for name in RARITY_KEYS:
+            values = [k for k in keys[name] if k is not None]
+            self.counts_[name] = dict(Counter(values).most_common(self.max_keys))
+            self.totals_[name] = len(values)
+        for ent in ENTITY_KEYS:
+            per: dict[str, Counter] = {}
+            for e, k in zip(entities[ent], keys["event_image"]):
+                if e is not None:
+                    per.setdefault(e, Counter())[k] += 1
+            busiest = sorted(per, key=lambda e: (-sum(per[e].values()), e))[:self.max_entities]
+            self.entity_counts_[ent] = {e: dict(per[e].most_common(self.max_entity_keys)) for e in busiest}
+            self.entity_totals_[ent] = {e: sum(per[e].values()) for e in busiest}
+        return self
+
+    def rarity(self, keys: dict[str, list], entities: dict[str, list]) -> dict[str, list[float]]:
+        """One rarity column per key name and per entity kind, in event order."""
+        out: dict[str, list[float]] = {}
+        for name in RARITY_KEYS:
+            counts, total = self.counts_.get(name, {}), self.totals_.get(name, 0)
+            cache: dict = {None: 0.0}
+            col = []
+            for k in keys[name]:
+                r = cache.get(k)
+                if r is None:
+                    r = cache[k] = -math.log10((counts.get(k, 0) + 1) / (total + 1))
+                col.append(r)
+            out[f"rarity_{name}"] = col
+        g_counts, g_total = self.counts_.get("event_image", {}), self.totals_.get("event_image", 0)
+        for ent in ENTITY_KEYS:
+            tables, totals = self.entity_counts_.get(ent, {}), self.entity_totals_.get(ent, {})
+            cache = {}
+            col = []
+            for e, k in zip(entities[ent], keys["event_image"]):
+                r = cache.get((e, k))
+                if r is None:
+                    if e in tables:          # this entity's own baseline
+                        r = -math.log10((tables[e].get(k, 0) + 1) / (totals[e] + 1))
+                    else:                    # unseen entity: the overall table
+                        r = -math.log10((g_counts.get(k, 0) + 1) / (g_total + 1))
+                    cache[(e, k)] = r
+                col.append(r)
+            out[f"rarity_{ent}_baseline"] = col
+        return out
+
+    def to_dict(self) -> dict:
+        return {"max_keys": self.max_keys, "max_entities": self.max_entities, "max_entity_keys": self.max_entity_keys,
+                "counts": self.counts_, "totals": self.totals_, "entity_counts": self.entity_counts_,
+                "entity_totals": self.entity_totals_}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "RarityTables":
+        try:
+            out = cls(int(state["max_keys"]), int(state["max_entities"]), int(state["max_entity_keys"]))
+            out.counts_ = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in state["counts"].items()}
+            out.totals_ = {k: int(v) for k, v in state["totals"].items()}
+            out.entity_counts_ = state["entity_counts"]
+            out.entity_totals_ = state["entity_totals"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelFormatError(f"the model's event rarity tables are damaged: {exc}") from exc
+        return out
