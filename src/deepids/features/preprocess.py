@@ -157,8 +157,9 @@ class FlowPreprocessor:
             shown = ", ".join(repr(c) for c in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise SchemaError(f"the data lacks {len(missing)} column(s) the model needs: {shown}{more}")
-        text = [c for c in self.numeric_sources_ if c in df.columns and not df.schema[c].is_numeric()
-                and df.schema[c] != pl.Null]
+        schema = df.schema                  # built on every access: once here
+        text = [c for c in self.numeric_sources_ if c in schema and not schema[c].is_numeric()
+                and schema[c] != pl.Null]
         if text:
             raise SchemaError(f"column(s) {', '.join(repr(c) for c in text[:5])} held numbers when the model "
                               f"was trained and hold text here: the columns disagree with the model's "
