@@ -141,3 +141,27 @@ def test_disk_full_while_scoring_is_one_line_and_leaves_no_file(tiny_disk, tmp_p
     last = r.stderr.strip().splitlines()[-1]
     assert "Traceback" not in r.stderr and "disk is full" in last and str(out) in last
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_an_interrupted_score_leaves_the_old_output_and_no_partial(tmp_path, samples_dir, flow_sample, monkeypatch):
+    from deepids.models import IsolationForestDetector
+    from deepids.scoring import score_files
+
+    model = IsolationForestDetector(n_estimators=10, seed=0).fit(flow_sample[:600])
+    out = tmp_path / "scores.parquet"
+    score_files(model, samples_dir / CIC, out, batch_size=2000, progress=False)
+    before = pl.read_parquet(out).height
+    assert before == 8002
+    calls = []
+    original = ScoreWriter.write
+
+    def interrupted(self, df):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt        # Ctrl-C (or SIGTERM, which the CLI turns into it) mid-run
+        original(self, df)
+
+    monkeypatch.setattr(ScoreWriter, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        score_files(model, samples_dir / CIC, out, batch_size=2000, progress=False)
+    assert pl.read_parquet(out).height == before and _leftovers(tmp_path) == []

@@ -35,7 +35,7 @@ def test_fixed_and_round_trip():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"method": "fixed"}, "needs a value"),
-    ({"method": "percentile", "benign_scores": np.ones(3), "percentile": 120}, "between 0 and 100"),
+    ({"method": "percentile", "benign_scores": np.ones(3), "percentile": 120}, r"in \(0, 100\]"),
     ({"method": "best-f1", "scores": np.ones(4), "y": np.zeros(4)}, "both benign and attack"),
     ({"method": "magic", "benign_scores": np.ones(3)}, "unknown threshold method"),
     ({"method": "percentile", "benign_scores": np.array([np.nan])}, "no finite scores"),

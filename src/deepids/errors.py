@@ -21,5 +21,9 @@ class ConfigError(DeepidsError):
     """A hyperparameter or option has an invalid value."""
 
 
+class NotFittedError(DeepidsError):
+    """A model was asked to score, predict or save before it was fitted (or loaded)."""
+
+
 class OutputError(DeepidsError):
     """An output cannot be written (disk full, permission, a symlink in the way); nothing partial is left."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import math
+from numbers import Integral, Real
+
 import numpy as np
 
 from deepids.errors import ConfigError
@@ -28,12 +31,25 @@ class Threshold:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Threshold":
-        return cls(**d)
+        """Rebuild a saved threshold; ValueError when a field is missing or of the wrong type."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a threshold is a mapping, found {type(d).__name__}")
+        value = d.get("value")
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            raise ValueError(f"the threshold value must be a finite number, found {value!r}")
+        if d.get("method") not in METHODS:
+            raise ValueError(f"unknown threshold method {d.get('method')!r}")
+        params, n_scores, note = d.get("params", {}), d.get("n_scores", 0), d.get("note", "")
+        if not isinstance(params, dict) or not isinstance(note, str):
+            raise ValueError("the threshold's params must be a mapping and its note a string")
+        if isinstance(n_scores, bool) or not isinstance(n_scores, Integral) or n_scores < 0:
+            raise ValueError(f"the threshold's n_scores must be a count, found {n_scores!r}")
+        return cls(float(value), d["method"], params, int(n_scores), note)
 
 
 def threshold_percentile(benign_scores: np.ndarray, percentile: float = 99.0) -> Threshold:
-    if not 0 < percentile < 100:
-        raise ConfigError(f"percentile must be between 0 and 100, got {percentile}")
+    if not 0 < percentile <= 100:
+        raise ConfigError(f"percentile must be in (0, 100], got {percentile}")
     s = _finite(benign_scores)
     return Threshold(float(np.percentile(s, percentile)), "percentile", {"percentile": percentile}, len(s),
                      f"{percentile:g}th percentile of {len(s)} benign validation scores")

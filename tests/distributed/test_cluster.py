@@ -1,4 +1,4 @@
-"""Without the ray extra, the Ray engine says how to install it (no traceback); with it, a local cluster has token auth on."""
+"""Without the ray extra, the Ray engine says how to install it; with it, deepids' local cluster is on loopback with token auth."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
         require_ray()
 
 
-def test_a_local_cluster_runs_on_loopback_with_token_authentication():
-    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'deepids[ray]')")
+def test_a_local_cluster_runs_on_loopback_with_token_authentication(ray_cluster):
+    import ray
+
     from deepids.distributed.cluster import LOOPBACK, ray_session, token_auth_on
 
-    with ray_session(num_cpus=1):
-        assert token_auth_on()
-        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {LOOPBACK}
-    assert not ray.is_initialized()
+    assert token_auth_on()
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {LOOPBACK}
+    with ray_session():                                    # a session already open is used, and left open
+        assert ray.is_initialized()
+    assert ray.is_initialized()

@@ -1,7 +1,7 @@
 """Scoring on a local Ray cluster equals single-process scoring, record by record.
 
-The cluster is started here on loopback with 2 CPUs (token authentication on) and stopped at
-the end of the module. Skipped, saying why, when the `ray` extra is not installed.
+The cluster (`ray_cluster`, conftest.py) is started by deepids on loopback with 2 CPUs, token
+authentication on. Skipped, saying why, when the `ray` extra is not installed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'deepids[ray]')")
 
-from deepids.distributed.cluster import ray_session  # noqa: E402
 from deepids.distributed.ray_score import SUMMARY_FILE, score_files_ray  # noqa: E402
 from deepids.errors import ConfigError, InputError  # noqa: E402
 from deepids.io import read_flows  # noqa: E402
@@ -23,12 +22,6 @@ from deepids.scoring import score_files  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CHUNK = 4_000          # smaller than the lab files: entity histories cross chunk and file boundaries
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with ray_session(num_cpus=2):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +83,13 @@ def _assert_same_scores(model_dir, folder, tmp_path, **cluster_options):
     return summary
 
 
-def test_dense_autoencoder_scores_equal_single_process(cluster, flow_folder, training_rows, tmp_path):
+def test_dense_autoencoder_scores_equal_single_process(ray_cluster, flow_folder, training_rows, tmp_path):
     model_dir = _saved(DenseAutoencoder(epochs=2, verbose=False), training_rows, tmp_path / "dense")
     summary = _assert_same_scores(model_dir, flow_folder, tmp_path, actors=2, cpus_per_actor=0.5)
     assert summary.partitions is None and summary.files == 7
 
 
-def test_lstm_autoencoder_windows_of_10_per_source_ip_equal_single_process(cluster, flow_folder, training_rows,
+def test_lstm_autoencoder_windows_of_10_per_source_ip_equal_single_process(ray_cluster, flow_folder, training_rows,
                                                                             tmp_path):
     model = LSTMAutoencoder(sequence_length=10, epochs=1, verbose=False)
     model_dir = _saved(model, training_rows, tmp_path / "lstm")
@@ -104,7 +97,7 @@ def test_lstm_autoencoder_windows_of_10_per_source_ip_equal_single_process(clust
     assert summary.partitions == 3
 
 
-def test_a_users_mistake_is_a_deepids_error(cluster, flow_folder, training_rows, tmp_path):
+def test_a_users_mistake_is_a_deepids_error(ray_cluster, flow_folder, training_rows, tmp_path):
     model_dir = _saved(DenseAutoencoder(epochs=1, verbose=False), training_rows.head(500), tmp_path / "m")
     with pytest.raises(InputError, match="no such file"):
         score_files_ray(model_dir, tmp_path / "absent.csv", tmp_path / "out")
@@ -114,3 +107,19 @@ def test_a_users_mistake_is_a_deepids_error(cluster, flow_folder, training_rows,
     (tmp_path / "full" / "x.parquet").write_bytes(b"")
     with pytest.raises(ConfigError, match="not empty"):
         score_files_ray(model_dir, flow_folder, tmp_path / "full")
+
+
+def test_a_mistake_met_on_a_worker_reaches_the_caller_as_one_line(ray_cluster, flow_folder, training_rows, tmp_path,
+                                                                  samples_dir):
+    import gzip
+
+    model_dir = _saved(DenseAutoencoder(epochs=1, verbose=False), training_rows.head(500), tmp_path / "m")
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    real = samples_dir / "cicids2017" / "GeneratedLabelledFlows" / "baseline_sqli.csv.gz"
+    shutil.copy(real, folder / "a.csv.gz")
+    with gzip.open(real, "rt") as fh:                        # the same real file cut to its header
+        (folder / "b.csv").write_text(fh.readline())
+    with pytest.raises(InputError, match="has a header but no data rows") as caught:
+        score_files_ray(model_dir, folder, tmp_path / "out", actors=1, cpus_per_actor=0.5)
+    assert "\n" not in str(caught.value)

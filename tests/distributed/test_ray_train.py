@@ -9,7 +9,6 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'deepids[ray]')")
 
-from deepids.distributed.cluster import ray_session  # noqa: E402
 from deepids.distributed.ray_train import batch_slices, train_ray  # noqa: E402
 from deepids.errors import ConfigError  # noqa: E402
 from deepids.models import DenseAutoencoder, IsolationForestDetector  # noqa: E402
@@ -18,12 +17,11 @@ from deepids.models.base import MODEL_JSON, WEIGHTS  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_two_workers_reach_the_single_process_validation_loss(shared_data, tmp_path):
+def test_two_workers_reach_the_single_process_validation_loss(ray_cluster, shared_data, tmp_path):
     data = shared_data / "flows" / "cicids2017" / "cicids2017_sample.csv.gz"
     options = dict(epochs=8, patience=8, verbose=False)
     single = DenseAutoencoder(**options).fit_files(data, chunk_rows=2_000, progress=False)
-    with ray_session(num_cpus=2):
-        cluster = train_ray(DenseAutoencoder(**options), data, tmp_path / "model", num_workers=2, chunk_rows=2_000)
+    cluster = train_ray(DenseAutoencoder(**options), data, tmp_path / "model", num_workers=2, chunk_rows=2_000)
     assert (tmp_path / "model" / MODEL_JSON).exists() and (tmp_path / "model" / WEIGHTS).exists()
     ours, theirs = (m.training_summary_ for m in (cluster, single))
     assert ours["distributed"]["workers"] == 2

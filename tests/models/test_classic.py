@@ -10,7 +10,7 @@ from sklearn.ensemble._iforest import _average_path_length
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from deepids.datasets import holdout_split
-from deepids.errors import ConfigError, ModelFormatError, SchemaError
+from deepids.errors import ConfigError, ModelFormatError, NotFittedError, SchemaError
 from deepids.evaluation import family_metrics
 from deepids.models import MODELS, IsolationForestDetector, RandomForestFlowClassifier, load_model
 from deepids.models.base import WEIGHTS
@@ -95,7 +95,7 @@ def test_random_forest_needs_labels_and_two_classes(split):
         RandomForestFlowClassifier(n_estimators=5, verbose=False).fit(train.filter(pl.col("label") == "benign"))
     with pytest.raises(ConfigError, match="class_weight"):
         RandomForestFlowClassifier(class_weight="even", verbose=False).fit(train)
-    with pytest.raises(ConfigError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         RandomForestFlowClassifier().predict_proba(train)
 
 

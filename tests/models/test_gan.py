@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from deepids.errors import ConfigError
+from deepids.errors import ConfigError, NotFittedError
 from deepids.features.events import event_features
 from deepids.io.logs import read_events
 from deepids.io.otrf import empire_attack_labels, read_otrf_index, recording_agents
@@ -80,7 +80,7 @@ def test_dense_ae_on_log_features(split, tmp_path):
 def test_bad_parameters(split):
     with pytest.raises(ConfigError):
         GANDetector(score_method="nope").fit(split[0])
-    with pytest.raises(ConfigError):
+    with pytest.raises(NotFittedError):
         GANDetector().score_records(split[1])
 
 

@@ -46,8 +46,15 @@ for _command in (train.train, score.evaluate, score.score, inspect.inspect, benc
     app.command()(_command)
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt        # SIGTERM ends a run as Ctrl-C does: partial outputs removed
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app(standalone_mode=True)
     except DeepidsError as exc:

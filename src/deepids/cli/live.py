@@ -117,7 +117,8 @@ def stream(
     input_: Annotated[str, typer.Option("--input", "-i", help="CSV or NDJSON file, or '-' for stdin.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading as the file grows "
                                                                 "(survives truncation and rotation).")] = False,
-    format_: Annotated[str, typer.Option("--format", help="auto (from the first line), csv or ndjson.")] = "auto",
+    format_: Annotated[str, typer.Option("--format", help="auto (from the first line), csv, ndjson, or a connection log: zeek-conn, zeek-conn-json, "
+                                                             "suricata-eve, nfdump-csv, nfstream.")] = "auto",
     alerts: Annotated[Optional[str], typer.Option(help="Write ECS alerts as NDJSON here ('-' for stdout; "
                                                         "default: stdout unless --webhook is given).")] = None,
     webhook: Annotated[Optional[str], typer.Option(help="POST alerts as NDJSON to this URL (retried with "

@@ -51,8 +51,9 @@ class HuntBy(str, Enum):
 
 
 Layout = Annotated[Optional[str], typer.Option(
-    help="Force the input layout: cicids2017, cicids2017-labelled, cse-cic-ids2018, nsl-kdd or generic "
-         "(default: detected from the header).")]
+    help="Force the input layout: cicids2017, cicids2017-labelled, cse-cic-ids2018, nsl-kdd or generic; "
+         "connection logs: zeek-conn, zeek-conn-json, suricata-eve, nfdump-csv or nfstream "
+         "(default: detected from the header or first record).")]
 EngineOption = Annotated[Engine, typer.Option(
     help="local: this process; ray: a Ray cluster (pip install 'deepids[ray]'; see the README, 'On a Ray cluster').")]
 Address = Annotated[Optional[str], typer.Option(

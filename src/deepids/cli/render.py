@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -20,19 +21,32 @@ out = Console(markup=False)
 err = Console(stderr=True, soft_wrap=True, markup=False)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text) -> str:
+    """Text from the data as it may reach a terminal: control characters (escape sequences that
+    could clear the screen or retitle the window) shown as \\xNN, never sent raw."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def _row(table: Table, *cells) -> None:
+    table.add_row(*(safe(c) for c in cells))
+
+
 def info(message: str) -> None:
     """A progress or summary line on stderr (stdout is kept for results)."""
-    err.print(message, highlight=False)
+    err.print(safe(message), highlight=False)
 
 
 def said(message: str) -> None:
     """A result line on stdout (e.g. 'saved DIR', 'wrote FILE')."""
-    out.print(message, highlight=False)
+    out.print(safe(message), highlight=False)
 
 
 def fail(message: str) -> None:
     """A user's mistake: one line on stderr, exit code 2."""
-    sys.stderr.write("deepids: error: " + " ".join(message.split()) + "\n")
+    sys.stderr.write("deepids: error: " + " ".join(safe(message).split()) + "\n")
     sys.exit(2)
 
 
@@ -44,7 +58,7 @@ class ConsoleLogHandler(logging.Handler):
         try:
             message = self.format(record).removeprefix("deepids: ")
             level = "" if record.levelno == logging.INFO else record.levelname.lower() + ": "
-            err.print(f"deepids: {level}{message}", highlight=False)
+            err.print(safe(f"deepids: {level}{message}"), highlight=False)
         except Exception:       # a broken stderr must not take the command down with it
             self.handleError(record)
 
@@ -151,21 +165,23 @@ def inspect_table(d: dict, title: str) -> Table:
     table = Table(show_header=False, title=title, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("layout", d["layout"])
-    table.add_row("records", f"{d['records']:,}")
-    table.add_row("rejected", f"{d['rejected']:,}" + "".join(f"\n  {n:,} {r}" for r, n in d["rejected_reasons"].items()))
-    table.add_row("exact duplicates", f"{d.get('duplicates', 0):,}")
+    _row(table, "layout", d["layout"])
+    _row(table, "records", f"{d['records']:,}")
+    _row(table, "rejected", f"{d['rejected']:,}" + "".join(f"\n  {n:,} {r}" for r, n in d["rejected_reasons"].items()))
+    if d.get("ignored"):
+        _row(table, "ignored", f"{sum(d['ignored'].values()):,}" + "".join(f"\n  {n:,} {r}" for r, n in d["ignored"].items()))
+    _row(table, "exact duplicates", f"{d.get('duplicates', 0):,}")
     if d.get("time_range"):
-        table.add_row("time range", " to ".join(d["time_range"]))
+        _row(table, "time range", " to ".join(d["time_range"]))
     if d.get("entities"):
-        table.add_row("entities", ", ".join(f"{n:,} {k}" for k, n in d["entities"].items()))
+        _row(table, "entities", ", ".join(f"{n:,} {k}" for k, n in d["entities"].items()))
     for key in ("hosts", "channels", "event_ids"):
         if d.get(key):
-            table.add_row(key.replace("_", " "), "\n".join(f"{n:>8,}  {k}" for k, n in d[key].items()))
+            _row(table, key.replace("_", " "), "\n".join(f"{n:>8,}  {k}" for k, n in d[key].items()))
     labels = d.get("labels") or {}
     if d.get("notes"):
-        table.add_row("notes", "\n".join(d["notes"]))
-    table.add_row("labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
+        _row(table, "notes", "\n".join(d["notes"]))
+    _row(table, "labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
                   or "none")
     if d.get("columns"):          # column roles: what training would use, and why not the rest
         features = [r["column"] for r in d["columns"] if r["role"] == "feature"]
@@ -198,7 +214,7 @@ def hunt_table(findings: list[dict], by: str) -> Table:
     for col in ("rank", by, "window start", "score", "events", "top features", "label"):
         table.add_column(col, justify="right" if col in ("rank", "score", "events") else "left")
     for f in findings:
-        table.add_row(str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
+        _row(table, str(f["rank"]), f["entity"], f["window_start"], f"{f['score']:.4g}", f"{f['events']:,}",
                       ", ".join(x["feature"] for x in f["top_features"][:3]), "; ".join(f.get("attack_labels", [])))
     return table
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +13,7 @@ from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, Strict
                                 choose_columns, guard_leakage, report_expected, save_training_rows)
 from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
                                  ScoreMode, Target, ThresholdMethod, is_logs)
-from deepids.cli.render import info, report_read, said
+from deepids.cli.render import err, info, report_read, said
 from deepids.errors import ConfigError, InputError
 
 
@@ -65,6 +66,16 @@ def train(
     storage: Annotated[Optional[str], typer.Option(help="--engine ray: where Ray Train keeps its checkpoint, on "
                                                    "storage every node sees (a shared path or s3://...); default: "
                                                    "a temporary folder, enough on one machine.")] = None,
+    entity_context: Annotated[bool, typer.Option("--entity-context", help="Add what each source host has been doing "
+                                                 "(records, destinations, ports in the last --context-seconds and "
+                                                 "last --context-flows records, inter-arrival, failed share) as "
+                                                 "features (flow files read at once).")] = False,
+    context_seconds: Annotated[float, typer.Option(help="--entity-context: time window in seconds.")] = 60.0,
+    context_flows: Annotated[int, typer.Option(help="--entity-context: the last records per host.", min=1)] = 20,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Write a training checkpoint "
+                                                           "here after every epoch (torch models).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training from its "
+                                                   "checkpoint directory (give the same model, options and data).")] = None,
     feature_columns: FeatureColumns = None,
     drop_columns: DropColumns = None,
     strict_leakage: StrictLeakage = False,
@@ -81,17 +92,29 @@ def train(
     from deepids.io import read_flows
 
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
+    if entity_context:
+        if stream or engine is Engine.ray or is_logs(data):
+            raise ConfigError("--entity-context applies to flow files read at once (not --stream, --engine ray "
+                              "or event logs)")
+        from deepids.models.context import ContextDetector
+
+        estimator = ContextDetector(detector=model, detector_params=estimator.get_params(),
+                                    window_seconds=context_seconds, last_flows=context_flows)
     if engine is not Engine.ray:
         for name in ("address", "num_workers", "storage"):
             if was_given(ctx, name):
                 raise ConfigError(f"--{name.replace('_', '-')} applies with --engine ray")
+    fit_options = _fit_options(checkpoint_dir, resume)
+    if engine is Engine.ray and fit_options["checkpoint_dir"] is not None:
+        raise ConfigError("--checkpoint-dir and --resume apply to local training, not --engine ray")
     if stream or engine is Engine.ray:
         if feature_columns or drop_columns or false_alarms is not None:
             raise ConfigError("--feature-columns, --drop-columns and --false-alarms need the table in memory; "
                               "train without --stream or --engine ray")
         ray = ({"num_workers": num_workers, "address": address, "storage_path": storage} if engine is Engine.ray
                else None)
-        _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, ray)
+        _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, ray,
+                        fit_options, quiet)
         return
     if was_given(ctx, "chunk_rows"):
         raise ConfigError("--chunk-rows applies with --stream or --engine ray")
@@ -102,13 +125,15 @@ def train(
             raise ConfigError("--feature-columns, --drop-columns and --false-alarms apply to flow files")
         log_events, report = read_log_events(data, progress=not quiet)
         report_read(report)
-        fit_log_model(estimator, log_events)
+        with epoch_bar(not quiet) as progress:
+            fit_log_model(estimator, log_events, progress=progress, **fit_options)
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
         report_read(report)
         table = choose_columns(table, feature_columns, drop_columns)
         guard_leakage(table, strict_leakage)      # before any training: a feature that gives the label away
-        estimator.fit(table)
+        with epoch_bar(not quiet) as progress:
+            estimator.fit(table, progress=progress, **fit_options)
         point = after_training(estimator, table, false_alarms)
         _save_trained(estimator, model, data, out_dir, report.to_dict())
         save_training_rows(out_dir, table)
@@ -136,7 +161,7 @@ def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: d
 
 
 def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
-                    ray: dict | None) -> None:
+                    ray: dict | None, fit_options: dict, quiet: bool) -> None:
     how = "--engine ray" if ray else "--stream"
     if not hasattr(detector, "fit_files"):
         raise InputError(f"{how} trains the autoencoders (lstm-ae, dense-ae), not {model}")
@@ -150,7 +175,9 @@ def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk
         info(f"trained on {ray['num_workers']} Ray workers (DDP, "
              f"{detector.training_summary_['distributed']['backend']})")
     else:
-        detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows)
+        with epoch_bar(not quiet) as progress:
+            detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows,
+                               progress=progress, **fit_options)
     summary = detector.training_summary_
     read = summary.pop("read") or {}
     report_read(read)
@@ -158,3 +185,38 @@ def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk
          f"{summary['validation_windows']:,} for validation; features fitted on "
          f"{summary['streamed']['feature_sample_rows']:,} sampled benign records")
     _save_trained(detector, model, data, out_dir, read)
+
+
+def _fit_options(checkpoint_dir: Path | None, resume: Path | None) -> dict:
+    """`fit`'s checkpoint arguments from --checkpoint-dir and --resume."""
+    if resume is None:
+        return {"checkpoint_dir": checkpoint_dir, "resume": False}
+    if checkpoint_dir is not None and checkpoint_dir.resolve() != resume.resolve():
+        raise InputError("--resume continues in its own checkpoint directory; drop --checkpoint-dir or give the same one")
+    if not resume.is_dir():
+        raise InputError(f"--resume {resume}: no such checkpoint directory")
+    return {"checkpoint_dir": resume, "resume": True}
+
+
+@contextmanager
+def epoch_bar(enabled: bool):
+    """A rich progress bar on stderr, fed by the training loop's `progress(report)` after each epoch
+    (see deepids.models.training); yields that callback, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} epochs"), TextColumn("{task.fields[info]}", markup=False),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+    tasks: dict[str, int] = {}
+
+    def progress(report) -> None:
+        if report.description not in tasks:
+            tasks[report.description] = bar.add_task(report.description, total=report.epochs, info="")
+        bar.update(tasks[report.description], completed=report.epoch, total=report.epochs,
+                   info=f"loss {report.train_loss:.4f}  val {report.val_loss:.4f}  best {report.best_val_loss:.4f}")
+
+    with bar:
+        yield progress

@@ -1,25 +1,24 @@
 """Scoring flow files on a Ray cluster: a thin adapter over single-process scoring.
 
-Three Ray Data stages, none of which holds a file whole:
+Every record is read by deepids' own reader (`iter_flow_batches`: the same canonical records
+and the same rejections as `deepids score`), in chunks, and keyed: `source_file`, `record` (its
+number among the file's records, from 0) and the chunk it was read in. Ray Data does not keep
+row order, so the key travels with the record to the output. Actors, each holding the model
+once (loaded from its JSON + safetensors bytes), score the chunks with the model's own
+`score_chunk`, the code `deepids score` runs. Two pipelines:
 
-1. **read**: one task per file reads it in chunks with deepids' own reader
-   (`iter_flow_batches`: the same canonical records and the same rejections as `deepids
-   score`) and keys every record: `source_file`, `record` (its number among the file's
-   records, from 0) and the chunk it was read in. Ray Data does not keep row order, so the
-   key travels with the record to the output.
-2. **score**: actors, each holding the model once (loaded from its JSON + safetensors bytes),
-   score canonical chunks with the model's own `score_chunk`, the code `deepids score` runs.
-   A model that scores records alone (the dense autoencoder) takes any batch. A sequence model
-   needs each entity's records together and in order: records are partitioned by a hash of
-   the entity (`src_ip`), and each partition is scored in the order single-process scoring
-   windows in: file by file, chunk by chunk (`chunk_rows`), by timestamp within a chunk, with
-   each entity's history carried across chunks. Windows are therefore exactly those of
-   single-process scoring with the same chunk size.
-3. **write**: Parquet files under the output folder (several, one per block), and
-   `_summary.json` beside them.
+- **models that score records alone** (the dense autoencoder): each actor reads whole files
+  and scores them chunk by chunk (`FileScorer`); canonical records never leave the actor.
+- **sequence models** need each entity's records together and in order: read tasks key every
+  record with a hash of its entity (`src_ip`) into one of `partitions` groups, Ray Data
+  shuffles the groups to the actors (`groupby().map_groups()`), and each group is scored in
+  the order single-process scoring windows in: file by file, chunk by chunk (`chunk_rows`), by
+  timestamp within a chunk, each entity's history carried across chunks. Windows are exactly
+  those of single-process scoring with the same chunk size.
 
-Counting: every read task reports each chunk's accepted and rejected records to a small ledger
-actor, and every scoring call the records it scored; the summary says whether
+The scores are written as Parquet files under the output folder (several, one per block), with
+`_summary.json` beside them. Counting: each chunk's accepted and rejected records are reported
+to a small ledger actor when read, and each scored batch when scored; the summary says whether
 scored + rejected = read, file by file.
 """
 
@@ -138,30 +137,35 @@ class _Ledger:
         return {f: {**e, "rejected": dict(e["rejected"])} for f, e in per_file.items()}
 
 
-def _read_files(items: dict, *, layout, label_column, chunk_rows: int, ledger, entity: str | None,
-                partitions: int | None):
-    """Ray Data UDF: canonical chunks of the files in `items`, each record keyed (see module docstring)."""
+def keyed_chunks(file_index: int, path: str, *, layout, label_column, chunk_rows: int, ledger, entity: str | None,
+                 partitions: int | None):
+    """One file's canonical chunks, every record keyed (see the module docstring); counts go to `ledger`."""
     import ray
 
     from deepids.io import iter_flow_batches
 
+    offset = 0
+    for chunk_no, (chunk, report) in enumerate(iter_flow_batches(path, layout=layout, label_column=label_column,
+                                                                 batch_size=chunk_rows)):
+        ray.get(ledger.add_read.remote(file_index, chunk_no, chunk.height, dict(report.rejected)))
+        if not chunk.height:
+            continue
+        keys = [pl.lit(str(path)).alias(SOURCE_FILE),
+                pl.int_range(offset, offset + chunk.height, dtype=pl.Int64).alias(RECORD),
+                pl.lit(file_index, dtype=pl.Int32).alias(_FILE_INDEX),
+                pl.lit(chunk_no, dtype=pl.Int32).alias(_CHUNK)]
+        if partitions:
+            key = pl.col(entity).cast(pl.Utf8).fill_null("") if entity and entity in chunk.columns else pl.lit("")
+            keys.append((key.hash(seed=0) % partitions).cast(pl.Int32).alias(_PARTITION))
+        offset += chunk.height
+        yield chunk.with_columns(keys)
+
+
+def _read_files(items: dict, **options):
+    """Ray Data UDF (tasks): the keyed canonical chunks of the files in `items`."""
     for file_index, path in zip(items["file_index"], items["path"]):
-        file_index, offset = int(file_index), 0
-        for chunk_no, (chunk, report) in enumerate(iter_flow_batches(path, layout=layout, label_column=label_column,
-                                                                     batch_size=chunk_rows)):
-            ray.get(ledger.add_read.remote(file_index, chunk_no, chunk.height, dict(report.rejected)))
-            if not chunk.height:
-                continue
-            keys = [pl.lit(str(path)).alias(SOURCE_FILE),
-                    pl.int_range(offset, offset + chunk.height, dtype=pl.Int64).alias(RECORD),
-                    pl.lit(file_index, dtype=pl.Int32).alias(_FILE_INDEX),
-                    pl.lit(chunk_no, dtype=pl.Int32).alias(_CHUNK)]
-            if partitions:
-                key = (pl.col(entity).cast(pl.Utf8).fill_null("") if entity and entity in chunk.columns
-                       else pl.lit(""))
-                keys.append((key.hash(seed=0) % partitions).cast(pl.Int32).alias(_PARTITION))
-            offset += chunk.height
-            yield chunk.with_columns(keys).to_arrow()
+        for frame in keyed_chunks(int(file_index), str(path), **options):
+            yield frame.to_arrow()
 
 
 class ChunkScorer:
@@ -171,7 +175,8 @@ class ChunkScorer:
     chunk in single-process order, each entity's history carried across chunks.
     """
 
-    def __init__(self, model_files: dict[str, bytes], *, top_k: int, in_order: bool, ledger, threads: int = 1):
+    def __init__(self, model_files: dict[str, bytes], *, top_k: int, in_order: bool, ledger, threads: int = 1,
+                 read_options: dict | None = None):
         import torch
 
         from deepids.models import load_model
@@ -182,14 +187,16 @@ class ChunkScorer:
                 (Path(tmp) / name).write_bytes(data)
             self.model = load_model(tmp)
         self.threshold = self.model._threshold_value()
-        self.top_k, self.in_order, self.ledger = top_k, in_order, ledger
+        self.top_k, self.in_order, self.ledger, self.read_options = top_k, in_order, ledger, read_options
 
     def __call__(self, batch):
+        return self.score(pl.from_arrow(batch)).to_arrow()
+
+    def score(self, df: pl.DataFrame) -> pl.DataFrame:
         import ray
 
         from deepids.scoring import score_frame
 
-        df = pl.from_arrow(batch)
         if self.in_order:
             df = df.sort([_FILE_INDEX, _CHUNK, RECORD])
             parts = df.partition_by([_FILE_INDEX, _CHUNK], maintain_order=True)
@@ -210,7 +217,20 @@ class ChunkScorer:
             counts.append(tuple(int(v) for v in row))
         ray.get(self.ledger.add_scored.remote(counts))
         columns = [SOURCE_FILE, *[c for c in out.columns if c not in (SOURCE_FILE, _FILE_INDEX, _CHUNK)]]
-        return out.select(columns).to_arrow()
+        return out.select(columns)
+
+
+class FileScorer(ChunkScorer):
+    """Ray Data actor for models that score records alone: reads its files itself and scores them
+    chunk by chunk (the next chunk read ahead in a thread, as `deepids score` does), so that
+    canonical records never travel through the object store."""
+
+    def __call__(self, items):
+        from deepids.scoring import prefetch
+
+        for file_index, path in zip(items["file_index"], items["path"]):
+            for frame in prefetch(keyed_chunks(int(file_index), str(path), **self.read_options)):
+                yield self.score(frame).to_arrow()
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -255,19 +275,19 @@ def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address
         if partitions is not None and partitions < 1:
             raise ConfigError(f"partitions must be at least 1, got {partitions}")
         ledger = ray.remote(num_cpus=0)(_Ledger).remote()
-        keyed = ray.data.from_items([{"file_index": i, "path": p} for i, p in enumerate(files)],
-                                    override_num_blocks=len(files)).map_batches(
-            _read_files, batch_size=1, num_cpus=READ_CPUS,
-            fn_kwargs=dict(layout=layout, label_column=label_column, chunk_rows=chunk_rows, ledger=ledger,
-                           entity=entity_column(model) if in_order else None,
-                           partitions=partitions if in_order else None))
+        files_ds = ray.data.from_items([{"file_index": i, "path": p} for i, p in enumerate(files)],
+                                       override_num_blocks=len(files))
+        read_options = dict(layout=layout, label_column=label_column, chunk_rows=chunk_rows, ledger=ledger,
+                            entity=entity_column(model) if in_order else None,
+                            partitions=partitions if in_order else None)
         scorer = dict(fn_constructor_kwargs=dict(model_files=shipped, top_k=top_k, in_order=in_order, ledger=ledger,
-                                                 threads=max(1, round(cpus_per_actor))),
-                      concurrency=n_actors, num_cpus=cpus_per_actor, batch_format="pyarrow")
-        if in_order:
-            scored = keyed.groupby(_PARTITION).map_groups(ChunkScorer, **scorer)
-        else:
-            scored = keyed.map_batches(ChunkScorer, batch_size=None, **scorer)
+                                                 threads=max(1, round(cpus_per_actor)), read_options=read_options),
+                      compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus_per_actor)
+        if in_order:          # read tasks -> shuffle by entity partition -> actors
+            keyed = files_ds.map_batches(_read_files, batch_size=1, num_cpus=READ_CPUS, fn_kwargs=read_options)
+            scored = keyed.groupby(_PARTITION).map_groups(ChunkScorer, batch_format="pyarrow", **scorer)
+        else:                 # actors read and score whole files
+            scored = files_ds.map_batches(FileScorer, batch_size=1, **scorer)
         try:
             scored.write_parquet(str(out))
         except Exception as exc:                  # a user's mistake met on a worker: one line, as locally
@@ -305,6 +325,9 @@ def _quiet_ray_data(progress: bool) -> None:
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
+    # a failed task reaches the caller as its exception (a user's mistake: one line); Ray Data's
+    # own account of it and its execution notes stay out of the output unless progress is asked for
+    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.CRITICAL)
     for name in ("print_on_execution_start", "enable_operator_progress_bars"):
         if hasattr(ctx, name):
             setattr(ctx, name, progress)
@@ -316,6 +339,7 @@ def _user_error(exc: BaseException) -> DeepidsError | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, DeepidsError) and type(exc).__module__.startswith("deepids"):
-            return exc
+            # Ray Data appends its retry advice to the message after a newline; deepids' own is one line
+            return type(exc)(str(exc.args[0]).split("\n")[0]) if exc.args else exc
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
     return None

@@ -55,12 +55,13 @@ def read_log_features(paths, progress: bool = False, model: BaseDetector | None 
     return events, features, report
 
 
-def fit_log_model(detector: BaseDetector, events: pl.DataFrame) -> BaseDetector:
-    """Fit the event context (process tree, rarity tables) and then `detector` on training events."""
+def fit_log_model(detector: BaseDetector, events: pl.DataFrame, **fit_options) -> BaseDetector:
+    """Fit the event context (process tree, rarity tables) and then `detector` on training events
+    (`fit_options`: `fit`'s progress, checkpoint_dir, resume)."""
     context = EventContext()
     parts = context.keys(events)
     context.fit_keys(parts)
-    detector.fit(context.features_from(parts))
+    detector.fit(context.features_from(parts), **fit_options)
     detector.feature_context_ = context.to_dict()
     return detector
 

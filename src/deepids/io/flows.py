@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from deepids.errors import ConfigError, InputError
 from deepids.io.arrow import arrow_to_polars
 from deepids.io.cast import R_EMPTY_ROW, R_FIELDS, R_HEADER, R_LABEL, batch_report, cast_batch
+from deepids.io.connlogs import CONN_SOURCES, conn_files, iter_conn_batches
 from deepids.io.layouts import LAYOUT_FAMILY, detect, detect_layout, read_header
 from deepids.io.paths import FLOW_FILE_SUFFIXES, PathLike, open_stream, resolve_paths
 from deepids.io.plans import Plan, infer_kinds, make_plan
@@ -95,6 +96,9 @@ def _raw_batches_csv(plan: Plan, pending: list[int]) -> Iterator[pa.Table]:
     except InputError:
         raise
     except (OSError, pa.ArrowException, EOFError) as exc:
+        if "straddl" in str(exc):
+            raise InputError(f"cannot read {plan.path}: a line is longer than {_CSV_BLOCK_SIZE >> 20} MiB; "
+                             f"flow records are far shorter: is the file damaged?") from None
         raise InputError(f"cannot read {plan.path}: {exc}") from None
     finally:
         stream.close()
@@ -192,7 +196,7 @@ def _chain(first: list, rest: Iterator) -> Iterator:
 
 def _plans(paths, layout: str | None, label_column: str | None) -> list[Plan]:
     if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS + CONN_SOURCES)}")
     files = resolve_paths(paths)
     plans = []
     for f in files:
@@ -229,6 +233,11 @@ def iter_flow_batches(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    conn = conn_files(paths, layout)          # Zeek, Suricata, nfdump, NFStream: deepids.io.connlogs
+    if conn is not None:
+        for path, source in conn:
+            yield from iter_conn_batches(path, source, batch_size, label_column)
+        return
     plans = _plans(paths, layout, label_column)
     for plan in plans:
         yield from _iter_file(plan, batch_size)

@@ -132,7 +132,7 @@ def detect(header: Header) -> str:
     raise InputError(
         f"cannot detect the layout of {header.path}: its first line ({len(names)} fields: "
         f"{shown}) matches no known flow layout (CICIDS2017, CSE-CIC-IDS2018, NSL-KDD); "
-        f"pass layout='generic' to read it as a plain table")
+        f"give --layout generic (layout='generic' in Python) to read it as a plain table")
 
 
 def detect_layout(path: PathLike) -> str:

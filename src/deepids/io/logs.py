@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator
 
 import polars as pl
 
-from deepids.errors import InputError
+from deepids.errors import DeepidsError, InputError
 from deepids.io.timestamps import parse_timestamps
 
 LOG_LAYOUT = "windows-events"
@@ -142,8 +142,16 @@ def log_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def is_log_file(path: str | Path) -> bool:
+    """An event log by its name, unless it is a connection log (Suricata EVE, Zeek JSON …)."""
     name = Path(path).name.lower()
-    return name.endswith(LOG_SUFFIXES)
+    if not name.endswith(LOG_SUFFIXES):
+        return False
+    from deepids.io.connlogs import detect_source
+
+    try:
+        return not Path(path).is_file() or detect_source(path) is None
+    except DeepidsError:
+        return True
 
 
 def looks_like_logs(paths: Iterable[str | Path]) -> bool:

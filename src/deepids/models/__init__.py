@@ -1,48 +1,21 @@
-"""Models: each keeps its pure torch module apart from the estimator users build."""
+"""Models: each keeps its pure torch module apart from the estimator users build.
 
-from pathlib import Path
+Importing this package imports every model module, and each registers itself in
+`deepids.models.registry.MODELS` (see `registry.py`); nothing here is needed by the models.
+"""
 
-from deepids.errors import ModelFormatError
-from deepids.models.base import BaseDetector, Scores, read_model_document
-from deepids.models.classic import IsolationForestDetector, RandomForestFlowClassifier
+# the order of these imports is the registry's order (the CLI lists models in it)
+from deepids.models.lstm_ae import LSTMAutoencoder, LSTMAutoencoderNet  # noqa: I001
 from deepids.models.dense_ae import DenseAutoencoder
 from deepids.models.ensemble import LSTMAutoencoderEnsemble
-from deepids.models.gan import GANDetector
-from deepids.models.lstm_ae import LSTMAutoencoder, LSTMAutoencoderNet
 from deepids.models.supervised import BaseClassifier, CNNClassifier, DNNClassifier
+from deepids.models.classic import IsolationForestDetector, RandomForestFlowClassifier
 from deepids.models.two_stage import TwoStageDetector
-
-MODELS: dict[str, type[BaseDetector]] = {
-    LSTMAutoencoder.model_name: LSTMAutoencoder,
-    DenseAutoencoder.model_name: DenseAutoencoder,
-    LSTMAutoencoderEnsemble.model_name: LSTMAutoencoderEnsemble,
-    DNNClassifier.model_name: DNNClassifier,
-    CNNClassifier.model_name: CNNClassifier,
-    RandomForestFlowClassifier.model_name: RandomForestFlowClassifier,
-    IsolationForestDetector.model_name: IsolationForestDetector,
-    TwoStageDetector.model_name: TwoStageDetector,
-    GANDetector.model_name: GANDetector,
-}
-
-
-def model_from_document(doc: dict, tensors: dict, where: str = "model") -> BaseDetector:
-    """Rebuild a model from its document and tensors (as `BaseDetector.to_document` made them)."""
-    by_class = {cls.__name__: cls for cls in MODELS.values()}
-    cls = by_class.get(doc.get("class"))
-    if cls is None:
-        raise ModelFormatError(f"{where}: unknown model class {doc.get('class')!r}")
-    try:
-        return cls._from_document(doc, tensors)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFormatError(f"{where} is damaged: {type(exc).__name__}: {exc}") from None
-
-
-def load_model(path: str | Path) -> BaseDetector:
-    """Load a saved model directory (JSON + safetensors; nothing is unpickled)."""
-    doc, tensors = read_model_document(path)
-    return model_from_document(doc, tensors, str(path))
-
+from deepids.models.gan import GANDetector
+from deepids.models.context import ContextDetector
+from deepids.models.base import BaseDetector, Scores
+from deepids.models.registry import MODELS, load_model, model_from_document
 
 __all__ = ["MODELS", "BaseDetector", "BaseClassifier", "Scores", "LSTMAutoencoder", "LSTMAutoencoderNet", "DenseAutoencoder", "LSTMAutoencoderEnsemble",
            "DNNClassifier", "CNNClassifier", "TwoStageDetector", "RandomForestFlowClassifier",
-           "IsolationForestDetector", "GANDetector", "load_model", "model_from_document"]
+           "IsolationForestDetector", "GANDetector", "ContextDetector", "load_model", "model_from_document"]

@@ -1,37 +1,49 @@
-"""The estimator contract and the saved-model format shared by every deepids model.
+"""The estimator contract every deepids model keeps, written once here (as PyOD's `BaseDetector`).
 
 Estimators follow scikit-learn / PyOD: hyperparameters are plain `__init__` keywords stored
 unchanged, fitted state ends in `_`, `fit(X, y=None)`, `score_samples(X)` (higher = more
 anomalous), `predict(X)` (1 = anomaly).
 
-A saved model is a directory: `model.json` (format version, class, hyperparameters, feature
-schema, preprocessing state, threshold and its provenance, training summary) and
-`weights.safetensors`. Loading never unpickles anything.
+What the base owns, so that a model writes only its network, its loss and its scoring:
+- `fit` is a template: the parameters (the threshold's included) are checked against the
+  class's `_parameter_constraints` and `_validate_params` before anything is read or trained,
+  then the data's fitness for the threshold (best-f1 needs labelled attacks), then the
+  model's `_fit` runs, and the threshold is calibrated here, once, on the benign validation
+  scores `_fit` returns (and the attack records' scores, for best-f1);
+- `score_records`/`score_chunk` check the table and that the model is fitted (`NotFittedError`)
+  before the model's `_score_records`/`_score_chunk`;
+- save and load: `to_document`/`_from_document`; the format is `models/persistence.py`'s.
+
+`fit(X, y=None, *, progress=None, checkpoint_dir=None, resume=False)`: `progress` is called
+after every training epoch with an `EpochReport` (see `models/training.py`); with a
+`checkpoint_dir` torch models write a checkpoint there after every epoch, and `resume=True`
+continues from it. Models without epochs (the forests) ignore both.
 """
 
 from __future__ import annotations
 
 import inspect
-from abc import ABC, abstractmethod
 import json
 import os
-import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from deepids.errors import ConfigError, ModelFormatError, SchemaError
+from deepids.errors import ConfigError, NotFittedError, SchemaError
 from deepids.io.schema import BENIGN, LABEL
+from deepids.models.params import validate_parameters
+from deepids.models.persistence import FORMAT_VERSION, MODEL_JSON, WEIGHTS, jsonable, read_model_document
+from deepids.models.training import TrainingConfig
 from deepids.thresholds import Threshold, calibrate_threshold
 
-FORMAT_VERSION = 1
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.safetensors"
+_jsonable = jsonable          # the name other rooms import
+__all__ = ["BaseDetector", "FitOptions", "Scores", "FORMAT_VERSION", "MODEL_JSON", "WEIGHTS", "read_model_document"]
 
 
 @dataclass
@@ -115,10 +127,35 @@ def attack_labels(X: pl.DataFrame, y=None) -> np.ndarray | None:
     return None if mask is None else (~mask).astype(np.int64)
 
 
+@dataclass
+class FitOptions:
+    """How a caller runs one `fit`: progress callback, checkpoint directory, resume."""
+
+    progress: Callable | None = None
+    checkpoint_dir: str | Path | None = None
+    resume: bool = False
+
+    def sub(self, name: str) -> "FitOptions":
+        """The options for a member model: its checkpoints in a subdirectory."""
+        directory = None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / name
+        return FitOptions(self.progress, directory, self.resume)
+
+    def as_kwargs(self) -> dict:
+        return {"progress": self.progress, "checkpoint_dir": self.checkpoint_dir, "resume": self.resume}
+
+
 class BaseDetector(ABC):
-    """Shared plumbing: parameters, thresholds, predict, save and load."""
+    """The contract: parameters, the fit template, calibration, fitted checks, predict, save and load.
+
+    A subclass declares `model_name`, `_parameter_constraints` (every `__init__` keyword), the
+    attribute that marks it fitted (`_fitted_attribute`), and writes `_fit`, `_score_records`
+    and the persistence hooks `_state`, `_tensors`, `_restore`. Cross-parameter rules go in an
+    override of `_validate_params` that calls `super()._validate_params()` first.
+    """
 
     model_name: ClassVar[str] = ""
+    _parameter_constraints: ClassVar[dict[str, list]] = {}
+    _fitted_attribute: ClassVar[str] = "threshold_"
     threshold_: Threshold | None
     training_summary_: dict
 
@@ -135,17 +172,101 @@ class BaseDetector(ABC):
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
 
+    def _validate_params(self) -> None:
+        """Check every parameter (ConfigError naming it); run when `fit` starts and when a model loads."""
+        params = self.get_params()
+        validate_parameters(self.model_name or type(self).__name__, params, self._parameter_constraints)
+        if params.get("threshold_method") == "fixed" and params.get("threshold_value") is None:
+            raise ConfigError(f"{self.model_name}: the fixed threshold needs a value (threshold_value, "
+                              "--threshold-value)")
+
+    @property
+    def calibrates(self) -> bool:
+        """True for models whose threshold is chosen on validation scores (they take `threshold_method`)."""
+        return "threshold_method" in self._param_names()
+
+    def _check_training_data(self, X: pl.DataFrame, y=None) -> None:
+        """What the data must hold for the chosen threshold, checked before training."""
+        if self.calibrates and self.threshold_method == "best-f1":
+            benign = benign_mask(X, y)
+            if benign is None or benign.all():
+                raise ConfigError(f"{self.model_name}: the best-f1 threshold needs labelled training data with "
+                                  "attack records in it (pick percentile or fpr for unlabelled data)")
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: pl.DataFrame, y=None, *, progress: Callable | None = None,
+            checkpoint_dir: str | Path | None = None, resume: bool = False) -> "BaseDetector":
+        """Check the parameters and data, train (`_fit`), calibrate the threshold; returns self."""
+        X = check_table(X)
+        self._validate_params()
+        self._check_training_data(X, y)
+        validation_scores = self._fit(X, y, FitOptions(progress, checkpoint_dir, resume))
+        self._calibrate(validation_scores, X, y)
+        return self
+
+    @abstractmethod
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> np.ndarray | None:
+        """Train; return the benign validation records' scores (models that calibrate) or None."""
+
+    def _training_config(self, options: FitOptions, **overrides) -> TrainingConfig:
+        """The shared loop's settings from this model's parameters and the caller's fit options."""
+        names = ("epochs", "batch_size", "learning_rate", "patience", "seed", "device", "verbose")
+        settings = {k: getattr(self, k) for k in names if hasattr(self, k)}
+        fingerprint = {"model": self.model_name,
+                       **jsonable({k: v for k, v in self.get_params().items()
+                                   if k not in ("epochs", "patience", "verbose", "device")}),
+                       **jsonable(overrides.pop("fingerprint", {}))}
+        progress = options.progress if callable(options.progress) else None    # a bool: the former API, no bar
+        return TrainingConfig(**{**settings, **overrides}, progress=progress,
+                              checkpoint_dir=options.checkpoint_dir, resume=options.resume, fingerprint=fingerprint)
+
+    def _calibrate(self, validation_scores: np.ndarray | None, X: pl.DataFrame | None, y=None) -> None:
+        """Choose the threshold once, here: from the validation scores, or the model's own fixed rule."""
+        if not self.calibrates:
+            self.threshold_ = self._uncalibrated_threshold()
+            return
+        if self.threshold_method == "best-f1":
+            benign = benign_mask(X, y)
+            attack_scores = self._score_records(X.filter(pl.Series(~benign))).score
+            self.set_threshold("best-f1", scores=np.concatenate([validation_scores, attack_scores]),
+                               y=np.r_[np.zeros(len(validation_scores)), np.ones(len(attack_scores))])
+        else:
+            self.set_threshold(self.threshold_method, benign_scores=validation_scores,
+                               percentile=self.threshold_percentile, fpr=self.threshold_fpr,
+                               value=self.threshold_value)
+
+    def _uncalibrated_threshold(self) -> Threshold:
+        """The threshold of a model without threshold parameters (classifiers: P(attack) > 0.5)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no threshold parameters and sets no threshold")
+
     # --------------------------------------------------------------- predicting
+    def _check_fitted(self) -> None:
+        """NotFittedError unless `fit` finished (or the model was loaded): the model's state and its threshold."""
+        if getattr(self, self._fitted_attribute, None) is None or getattr(self, "threshold_", None) is None:
+            raise NotFittedError(f"this {self.model_name or type(self).__name__} model is not fitted yet: "
+                                 "call fit, or load a saved model")
+
     def score_samples(self, X: pl.DataFrame) -> np.ndarray:
         return self.score_records(X).score
 
-    @abstractmethod
     def score_records(self, X: pl.DataFrame) -> Scores:
         """Scores (and per-feature contributions) for every record of X, in input order."""
+        X = check_table(X)
+        self._check_fitted()
+        return self._score_records(X)
+
+    @abstractmethod
+    def _score_records(self, X: pl.DataFrame) -> Scores:
+        """The model's scoring of a checked table (the model is fitted)."""
 
     def score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
         """Score one chunk of a larger input; sequence models carry per-entity state in `history`."""
-        return self.score_records(X)
+        X = check_table(X)
+        self._check_fitted()
+        return self._score_chunk(X, history)
+
+    def _score_chunk(self, X: pl.DataFrame, history) -> Scores:
+        return self._score_records(X)
 
     def new_history(self):
         """Per-entity state for `score_chunk` (None for models that score records alone)."""
@@ -155,8 +276,7 @@ class BaseDetector(ABC):
         return (self.score_samples(X) > self._threshold_value()).astype(np.int64)
 
     def _threshold_value(self) -> float:
-        if getattr(self, "threshold_", None) is None:
-            raise ConfigError("the model has no threshold yet; fit it or call set_threshold")
+        self._check_fitted()
         return self.threshold_.value
 
     def set_threshold(self, method: str, *, benign_scores=None, percentile: float = 99.0, fpr: float = 0.01,
@@ -189,6 +309,26 @@ class BaseDetector(ABC):
         self.input_columns_ = list(state["input_columns"])
         self.feature_context_ = state.get("feature_context")
 
+    def _load_network(self, build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """Build the network the saved parameters describe and load `tensors` into it.
+
+        The shapes are compared on torch's `meta` device first, so a description that does not
+        match its weights (a layer 28,000 wide in a small file) is refused before any memory is
+        allocated for it.
+        """
+        with torch.device("meta"):
+            expected = build().state_dict()
+        if set(expected) != set(tensors):
+            missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+            raise ValueError(f"the weights do not match the network (missing {missing[:3]}, unexpected {extra[:3]})")
+        for name, t in expected.items():
+            if tuple(t.shape) != tuple(tensors[name].shape):
+                raise ValueError(f"weight {name!r} has shape {tuple(tensors[name].shape)}, the model description "
+                                 f"says {tuple(t.shape)}")
+        network = build()
+        network.load_state_dict(tensors)
+        return network.eval()
+
     # ------------------------------------------------------------- persistence
     @abstractmethod
     def _state(self) -> dict:
@@ -206,15 +346,16 @@ class BaseDetector(ABC):
         """The model as a JSON-ready document and named CPU tensors (what `save` writes)."""
         from deepids import __version__
 
+        self._check_fitted()
         doc = {
             "format_version": FORMAT_VERSION,
             "deepids_version": __version__,
             "class": type(self).__name__,
             "model": self.model_name,
-            "hyperparameters": _jsonable(self.get_params()),
+            "hyperparameters": jsonable(self.get_params()),
             "threshold": self.threshold_.to_dict() if self.threshold_ else None,
-            "training": _jsonable(self.training_summary_),
-            "state": _jsonable(self._state()),
+            "training": jsonable(self.training_summary_),
+            "state": jsonable(self._state()),
         }
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self._tensors().items()}
         return doc, tensors
@@ -239,59 +380,13 @@ class BaseDetector(ABC):
     def _from_document(cls, doc: dict, tensors: dict[str, torch.Tensor]) -> "BaseDetector":
         params = {k: v for k, v in doc["hyperparameters"].items() if k in cls._param_names()}
         model = cls(**params)
-        model.threshold_ = Threshold.from_dict(doc["threshold"]) if doc.get("threshold") else None
+        model._validate_params()
+        if doc.get("threshold") is None:
+            raise ValueError("the model has no threshold")
+        model.threshold_ = Threshold.from_dict(doc["threshold"])
         model.training_summary_ = doc.get("training") or {}
         model._restore(doc["state"], tensors)
         return model
-
-
-def read_model_document(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read and validate a saved model directory; never unpickles."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelFormatError(f"no model at {path}")
-    if not path.is_dir():
-        raise ModelFormatError(f"{path} is not a model directory (expected {MODEL_JSON} and {WEIGHTS} inside)")
-    meta, weights = path / MODEL_JSON, path / WEIGHTS
-    if not meta.exists():
-        raise ModelFormatError(f"{path} is not a deepids model: {MODEL_JSON} is missing")
-    try:
-        doc = json.loads(meta.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{meta} is damaged: {exc}") from None
-    if not isinstance(doc, dict) or "format_version" not in doc or "class" not in doc:
-        raise ModelFormatError(f"{meta} is damaged: format_version or class missing")
-    version = doc["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFormatError(f"{path} was saved in model format {version}; this deepids reads format "
-                               f"{FORMAT_VERSION} and older: upgrade deepids")
-    for key in ("hyperparameters", "state"):
-        if not isinstance(doc.get(key), dict):
-            raise ModelFormatError(f"{meta} is damaged: '{key}' missing")
-    if not weights.exists():
-        raise ModelFormatError(f"{path} is damaged: {WEIGHTS} is missing")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as exc:  # safetensors raises its own error types for a corrupt header
-        raise ModelFormatError(f"{weights} is damaged: {exc}") from None
-    return doc, tensors
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return None if not math.isfinite(f) else f
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def check_table(X) -> pl.DataFrame:

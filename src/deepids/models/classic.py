@@ -17,23 +17,38 @@ number of trees; isolation-forest path lengths as in `IsolationForest.score_samp
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 
 import numpy as np
 import polars as pl
 import torch
 
-from deepids.errors import ConfigError, SchemaError
+from deepids.errors import SchemaError
 from deepids.features.preprocess import feature_columns, fit_preprocessor
 from deepids.io.schema import BENIGN
-from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
-from deepids.models.supervised import BaseClassifier, class_weights, training_targets
+from deepids.models.base import BaseDetector, FitOptions, Scores, benign_training_rows, benign_validation_mask
+from deepids.models.params import COMMON, FRACTION, SEED, THRESHOLD, Interval, Options
+from deepids.models.registry import register
+from deepids.models.supervised import TARGETS, BaseClassifier, class_weights, training_targets
+
+log = logging.getLogger(__name__)
 
 CLASS_WEIGHTS = ("auto", "balanced_subsample", "balanced", None)
 ENGINE_TOLERANCE = 1e-9       # the numpy engine must agree with scikit-learn to this on training rows
 CHECK_ROWS = 4096             # how many training rows that check uses
 PAIRS_PER_CHUNK = 1 << 21     # (record, tree) pairs walked at once: bounds the engine's memory
+MAX_TREES = 100_000
+
+
+class _Fraction:
+    """A float fraction in (0, 1] (isolation forest's max_samples, besides 'auto' and a count)."""
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, float) and 0 < value <= 1
+
+    def __str__(self) -> str:
+        return "a fraction in (0, 1]"
 
 
 class TreeEnsemble:
@@ -190,8 +205,7 @@ def average_path_length(n) -> np.ndarray:
 
 
 def _info(verbose: bool, message: str) -> None:
-    if verbose:
-        print(message, file=sys.stderr)
+    log.log(logging.INFO if verbose else logging.DEBUG, message)
 
 
 def _check_engine(name: str, ours: np.ndarray, theirs: np.ndarray) -> float:
@@ -209,6 +223,7 @@ def _check_rows(n: int, seed: int) -> np.ndarray:
 
 
 # ====================================================================== random forest
+@register
 class RandomForestFlowClassifier(BaseClassifier):
     """scikit-learn's RandomForestClassifier on the shared flow features, binary or per attack family.
 
@@ -234,21 +249,16 @@ class RandomForestFlowClassifier(BaseClassifier):
         self.threshold_ = None
         self.training_summary_ = {}
 
-    def _validate_params(self) -> None:
-        if self.n_estimators < 1:
-            raise ConfigError(f"n_estimators must be at least 1, got {self.n_estimators}")
-        if self.max_depth is not None and self.max_depth < 1:
-            raise ConfigError(f"max_depth must be at least 1 or None, got {self.max_depth}")
-        if self.min_samples_leaf < 1:
-            raise ConfigError(f"min_samples_leaf must be at least 1, got {self.min_samples_leaf}")
-        if self.class_weight not in CLASS_WEIGHTS:
-            raise ConfigError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
+    _parameter_constraints = {
+        "seed": SEED, "verbose": [bool], "target": [Options(TARGETS)], "n_estimators": [Interval(int, 1, MAX_TREES)],
+        "max_depth": [Interval(int, 1, 10_000), None], "min_samples_leaf": [Interval(int, 1)],
+        "class_weight": [Options(tuple(w for w in CLASS_WEIGHTS if w)), None], "n_jobs": [Interval(int)],
+    }
+    _fitted_attribute = "trees_"
 
-    def fit(self, X: pl.DataFrame, y=None) -> "RandomForestFlowClassifier":
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> None:
         from sklearn.ensemble import RandomForestClassifier
 
-        X = check_table(X)
-        self._validate_params()
         names = training_targets(X, y, self.target)
         classes = sorted(set(names.tolist()), key=lambda c: (c != BENIGN, c))
         if len(classes) < 2:
@@ -278,7 +288,6 @@ class RandomForestFlowClassifier(BaseClassifier):
         engine_diff = _check_engine(self.model_name, self._proba_features(features[rows]),
                                     forest.predict_proba(features[rows]))
         del forest                                          # from here on only the numpy engine predicts
-        self._default_threshold()
         weights = class_weights(codes, len(classes)) if class_weight else np.ones(len(classes))
         self.training_summary_ = {
             "records": X.height, "classes": {c: int((names == c).sum()) for c in classes},
@@ -291,7 +300,6 @@ class RandomForestFlowClassifier(BaseClassifier):
         }
         _info(self.verbose, f"{self.model_name}: {self.trees_.n_trees} trees, {int(self.trees_.offsets[-1]):,} nodes "
                             f"on {X.height:,} records ({len(classes)} classes) in {seconds:.1f}s")
-        return self
 
     def _set_engine(self, trees: TreeEnsemble, value: np.ndarray) -> None:
         value = np.asarray(value, dtype=np.float64)
@@ -309,10 +317,8 @@ class RandomForestFlowClassifier(BaseClassifier):
         proba /= leaves.shape[1]
         return proba
 
-    def predict_proba(self, X: pl.DataFrame) -> np.ndarray:
-        if not hasattr(self, "trees_"):
-            raise ConfigError("the model is not fitted yet")
-        return self._proba_features(self.preprocessor_.transform(check_table(X)))
+    def _predict_proba(self, X: pl.DataFrame) -> np.ndarray:
+        return self._proba_features(self.preprocessor_.transform(X))
 
     def _state(self) -> dict:
         return {"classes": self.classes_, **self._feature_state(), "n_trees": self.trees_.n_trees,
@@ -333,6 +339,7 @@ class RandomForestFlowClassifier(BaseClassifier):
 
 
 # ===================================================================== isolation forest
+@register
 class IsolationForestDetector(BaseDetector):
     """scikit-learn's IsolationForest on the shared flow features, trained on benign records.
 
@@ -365,31 +372,25 @@ class IsolationForestDetector(BaseDetector):
         self.threshold_ = None
         self.training_summary_ = {}
 
-    def _validate_params(self) -> None:
-        if self.n_estimators < 1:
-            raise ConfigError(f"n_estimators must be at least 1, got {self.n_estimators}")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        ms = self.max_samples
-        if not (ms == "auto" or (isinstance(ms, int) and not isinstance(ms, bool) and ms >= 1)
-                or (isinstance(ms, float) and 0 < ms <= 1)):
-            raise ConfigError(f"max_samples must be 'auto', a count >= 1 or a fraction in (0, 1], got {ms!r}")
-        if not 0 < self.max_features <= 1:
-            raise ConfigError(f"max_features must be a fraction in (0, 1], got {self.max_features}")
+    _parameter_constraints = {
+        **COMMON, **THRESHOLD, "validation_fraction": FRACTION, "n_estimators": [Interval(int, 1, MAX_TREES)],
+        "max_samples": [Options(("auto",)), Interval(int, 1), _Fraction()],
+        "max_features": [Interval(float, 0, 1, "right")], "bootstrap": [bool],
+        "clip": [Interval(float, 0, None, "neither")], "n_jobs": [Interval(int)], "split_seed": [*SEED, None],
+    }
+    _fitted_attribute = "trees_"
 
     def validation_mask(self, n_benign: int) -> np.ndarray:
         """Benign training records held back for the threshold (drawn from split_seed, else seed)."""
         split_seed = getattr(self, "split_seed", None)
         return benign_validation_mask(n_benign, self.validation_fraction, self.seed if split_seed is None else split_seed)
 
-    def fit(self, X: pl.DataFrame, y=None) -> "IsolationForestDetector":
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> np.ndarray:
         """Train on the benign records of X (attack rows, when labelled, are left out and counted)."""
         import warnings
 
         from sklearn.ensemble import IsolationForest
 
-        X = check_table(X)
-        self._validate_params()
         train_table, benign, n_attacks = benign_training_rows(X, y, minimum=3)
         is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
@@ -418,15 +419,6 @@ class IsolationForestDetector(BaseDetector):
         del forest                                          # from here on only the numpy engine scores
 
         val_scores = self._score_features(preprocessor.transform(train_table.filter(pl.Series(is_val))))
-        if self.threshold_method == "best-f1":
-            if benign is None or n_attacks == 0:
-                raise ConfigError("best-f1 needs labelled training data with attack records in it")
-            attack_scores = self.score_samples(X.filter(pl.Series(~benign)))
-            self.set_threshold("best-f1", scores=np.concatenate([val_scores, attack_scores]),
-                               y=np.r_[np.zeros(len(val_scores)), np.ones(len(attack_scores))])
-        else:
-            self.set_threshold(self.threshold_method, benign_scores=val_scores, percentile=self.threshold_percentile,
-                               fpr=self.threshold_fpr, value=self.threshold_value)
         q = np.percentile(val_scores, [50, 90, 99, 100])
         self.training_summary_ = {
             "records": X.height, "benign_records": train_table.height, "attack_records_left_out": n_attacks,
@@ -441,7 +433,7 @@ class IsolationForestDetector(BaseDetector):
         }
         _info(self.verbose, f"{self.model_name}: {self.trees_.n_trees} trees on {int((~is_val).sum()):,} benign "
                             f"records (left out {n_attacks:,} attack records) in {seconds:.1f}s")
-        return self
+        return val_scores
 
     def _set_engine(self, trees: TreeEnsemble, n_node_samples: np.ndarray, max_samples: int) -> None:
         n_node_samples = np.asarray(n_node_samples, dtype=np.int64)
@@ -464,10 +456,7 @@ class IsolationForestDetector(BaseDetector):
             return np.ones(len(features))
         return 2.0 ** (-(depths / self.denominator_))
 
-    def score_records(self, X: pl.DataFrame) -> Scores:
-        X = check_table(X)
-        if not hasattr(self, "trees_"):
-            raise ConfigError("the model is not fitted yet")
+    def _score_records(self, X: pl.DataFrame) -> Scores:
         return Scores(score=self._score_features(self.preprocessor_.transform(X)),
                       feature_names=list(self.feature_names_))
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from deepids.models.reconstruction import ReconstructionDetector
+from deepids.models.registry import register
 
 
 class DenseAutoencoderNet(nn.Module):
@@ -29,6 +30,7 @@ class DenseAutoencoderNet(nn.Module):
         return self.layers(x)        # Linear acts on the last axis: (B, 1, F) stays (B, 1, F)
 
 
+@register
 class DenseAutoencoder(ReconstructionDetector):
     """Unsupervised: mean absolute reconstruction error of each record."""
 

@@ -18,14 +18,27 @@ import torch
 from deepids.errors import ConfigError
 from deepids.features.preprocess import feature_columns
 from deepids.io.schema import LABEL, METADATA_COLUMNS
-from deepids.models.base import BaseDetector, Scores, benign_training_rows, check_table, embed_members, member_tensors
+from deepids.models.base import BaseDetector, FitOptions, Scores, benign_training_rows, embed_members, member_tensors
 from deepids.models.lstm_ae import LSTMAutoencoder
+from deepids.models.params import (COMMON, MAX_SEQUENCE, THRESHOLD, TRAINING, Interval, Options, Widths)
+from deepids.models.reconstruction import OBJECTIVES
+from deepids.models.registry import model_from_document, register
 
 AGGREGATES = ("mean", "median", "max")
+MAX_MEMBERS = 1000
 
 
+@register
 class LSTMAutoencoderEnsemble(BaseDetector):
     model_name = "lstm-ae-ensemble"
+    _parameter_constraints = {
+        **COMMON, **TRAINING, **THRESHOLD, "n_members": [Interval(int, 1, MAX_MEMBERS)],
+        "aggregate": [Options(AGGREGATES)], "sequence_length": [Interval(int, 1, MAX_SEQUENCE)],
+        "sequence_lengths": [Widths(1, MAX_SEQUENCE, MAX_MEMBERS, "window lengths"), None],
+        "feature_fraction": [Interval(float, 0, 1, "right")], "entity": [str, None],
+        "objective": [Options(OBJECTIVES), None],
+    }
+    _fitted_attribute = "members_"
 
     def __init__(self, n_members: int = 5, aggregate: str = "mean", sequence_length: int = 10,
                  sequence_lengths: list[int] | None = None, feature_fraction: float = 1.0,
@@ -56,19 +69,21 @@ class LSTMAutoencoderEnsemble(BaseDetector):
         self.threshold_ = None
         self.training_summary_ = {}
 
-    def _validate(self) -> None:
-        if self.n_members < 1:
-            raise ConfigError(f"n_members must be at least 1, got {self.n_members}")
-        if self.aggregate not in AGGREGATES:
-            raise ConfigError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
-        if not 0 < self.feature_fraction <= 1:
-            raise ConfigError(f"feature_fraction must be in (0, 1], got {self.feature_fraction}")
+    def _validate_params(self) -> None:
+        super()._validate_params()
         if self.sequence_lengths is not None and len(self.sequence_lengths) != self.n_members:
             raise ConfigError("sequence_lengths needs one window length per member")
+        for k in range(self.n_members):
+            self._member(k)._validate_params()
 
-    def fit(self, X: pl.DataFrame, y=None) -> "LSTMAutoencoderEnsemble":
-        X = check_table(X)
-        self._validate()
+    def _member(self, k: int) -> LSTMAutoencoder:
+        T = self.sequence_lengths[k] if self.sequence_lengths else self.sequence_length
+        return LSTMAutoencoder(
+            sequence_length=T, epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            patience=self.patience, validation_fraction=self.validation_fraction, entity=self.entity,
+            objective=self.objective, seed=self.seed + k, split_seed=self.seed, device=self.device, verbose=self.verbose)
+
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> np.ndarray:
         table, benign, n_attacks = benign_training_rows(X, y, minimum=10)
         rng = np.random.default_rng(self.seed)
         features = feature_columns(X)
@@ -79,12 +94,8 @@ class LSTMAutoencoderEnsemble(BaseDetector):
             if self.feature_fraction < 1:
                 n = max(1, int(round(self.feature_fraction * len(features))))
                 cols = sorted(rng.choice(features, n, replace=False).tolist(), key=features.index)
-            T = self.sequence_lengths[k] if self.sequence_lengths else self.sequence_length
-            member = LSTMAutoencoder(
-                sequence_length=T, epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                patience=self.patience, validation_fraction=self.validation_fraction, entity=self.entity,
-                objective=self.objective, seed=self.seed + k, split_seed=self.seed, device=self.device, verbose=self.verbose)
-            member.fit(table.select(keep_always + cols))
+            member = self._member(k)
+            member.fit(table.select(keep_always + cols), **options.sub(f"member{k}").as_kwargs())
             self.members_.append(member)
             self.member_columns_.append(cols)
         is_cal = self.members_[0].validation_mask(table.height)     # the split every member held back
@@ -92,9 +103,6 @@ class LSTMAutoencoderEnsemble(BaseDetector):
         self.centre_ = np.median(cal_member_scores, axis=1)
         spread = np.percentile(cal_member_scores, 90, axis=1) - self.centre_
         self.scale_ = np.where(spread > 1e-12, spread, 1.0)
-        cal_scores = self._aggregate(cal_member_scores)
-        self.set_threshold(self.threshold_method, benign_scores=cal_scores, percentile=self.threshold_percentile,
-                           fpr=self.threshold_fpr, value=self.threshold_value)
         self.training_summary_ = {
             "records": X.height, "benign_records": table.height, "attack_records_left_out": n_attacks,
             "calibration_records": int(is_cal.sum()), "members": [
@@ -102,7 +110,7 @@ class LSTMAutoencoderEnsemble(BaseDetector):
                  "best_val_loss": m.training_summary_["history"]["best_val_loss"]}
                 for m, c in zip(self.members_, self.member_columns_)],
         }
-        return self
+        return self._aggregate(cal_member_scores)
 
     # ---------------------------------------------------------------- scoring
     def _member_scores(self, X: pl.DataFrame, histories=None) -> np.ndarray:
@@ -116,16 +124,14 @@ class LSTMAutoencoderEnsemble(BaseDetector):
         z = (member_scores - self.centre_[:, None]) / self.scale_[:, None]
         return {"mean": np.mean, "median": np.median, "max": np.max}[self.aggregate](z, axis=0)
 
-    def score_records(self, X: pl.DataFrame) -> Scores:
-        X = check_table(X)
-        if not hasattr(self, "members_"):
-            raise ConfigError("the model is not fitted yet")
+    def _score_records(self, X: pl.DataFrame) -> Scores:
         return Scores(score=self._aggregate(self._member_scores(X)).astype(np.float32))
 
-    def score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
+    def _score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
         return Scores(score=self._aggregate(self._member_scores(X, history)).astype(np.float32))
 
     def new_history(self):
+        self._check_fitted()
         return [m.new_history() for m in self.members_]
 
     # ------------------------------------------------------------ persistence
@@ -138,10 +144,11 @@ class LSTMAutoencoderEnsemble(BaseDetector):
         return embed_members(self.members_)[1]
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        from deepids.models import model_from_document
-
         self.members_ = [model_from_document(doc, member_tensors(tensors, k), f"ensemble member {k}")
                          for k, doc in enumerate(state["members"])]
         self.member_columns_ = [list(c) for c in state["member_columns"]]
         self.centre_ = np.asarray(state["centre"], dtype=np.float64)
         self.scale_ = np.asarray(state["scale"], dtype=np.float64)
+        n = len(self.members_)
+        if len(self.member_columns_) != n or self.centre_.shape != (n,) or self.scale_.shape != (n,):
+            raise ValueError(f"the ensemble describes {n} members but its columns or scales do not match")

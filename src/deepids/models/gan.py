@@ -41,8 +41,11 @@ from torch.nn import functional as F
 
 from deepids.errors import ConfigError
 from deepids.features.preprocess import feature_columns, fit_preprocessor
-from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
-from deepids.models.training import TrainingConfig, fit_network, record_batches, resolve_device, seed_everything
+from deepids.models.base import (BaseDetector, FitOptions, Scores, benign_training_rows, benign_validation_mask,
+                                 check_table)
+from deepids.models.params import COMMON, MAX_WIDTH, THRESHOLD, TRAINING, Interval, Options, Widths
+from deepids.models.registry import register
+from deepids.models.training import fit_network, record_batches, resolve_device, seed_everything
 
 SCORE_METHODS = ("reconstruction", "discriminator", "latent-search")
 
@@ -89,13 +92,20 @@ def encoder_loss(network: GANNet, batch, kappa: float = 1.0) -> torch.Tensor:
 
 
 def gan_step(learning_rate: float, smoothing: float = 0.9):
-    """The alternating update for `fit_network(step_fn=...)`; the passed optimizer is the discriminator's."""
+    """The alternating update for `fit_network(step_fn=...)`; the passed optimizer is the discriminator's.
+
+    `step.state_dict()` / `step.load_state_dict()` carry the generator's and encoder's optimizers
+    through training checkpoints (a loaded state is applied when the optimizers are made).
+    """
     state: dict = {}
+    pending: dict = {}
 
     def step(network: GANNet, optimizer, loss_fn, batch) -> float:
         if not state:
             state["g"] = torch.optim.Adam(network.generator.parameters(), lr=learning_rate, betas=(0.5, 0.999))
             state["e"] = torch.optim.Adam(network.encoder.parameters(), lr=learning_rate, betas=(0.5, 0.999))
+            for name, saved in pending.items():
+                state[name].load_state_dict(saved)
         (x,) = batch
         n = len(x)
         # 1. discriminator: real (smoothed) vs generated, generator frozen
@@ -125,13 +135,23 @@ def gan_step(learning_rate: float, smoothing: float = 0.9):
         state["g"].zero_grad(set_to_none=True)
         return float(e_loss.detach())
 
+    step.state_dict = lambda: {name: opt.state_dict() for name, opt in state.items()}
+    step.load_state_dict = pending.update
     return step
 
 
+@register
 class GANDetector(BaseDetector):
     """Unsupervised: a GAN trained on benign records; scores records by how badly they fit it."""
 
     model_name = "gan"
+    _parameter_constraints = {
+        **COMMON, **TRAINING, **THRESHOLD, "latent_dim": [Interval(int, 1, MAX_WIDTH)],
+        "generator_hidden": [Widths()], "discriminator_hidden": [Widths()], "encoder_hidden": [Widths(0)],
+        "score_method": [Options(SCORE_METHODS)], "kappa": [Interval(float, 0, 1e6)],
+        "latent_steps": [Interval(int, 0, 10_000)], "clip": [Interval(float, 0, None, "neither")],
+    }
+    _fitted_attribute = "network_"
 
     def __init__(self, latent_dim: int = 16, generator_hidden: tuple[int, ...] = (32, 64, 128, 128, 256, 256),
                  discriminator_hidden: tuple[int, ...] = (256, 128, 64, 32), encoder_hidden: tuple[int, ...] = (128, 64),
@@ -164,24 +184,11 @@ class GANDetector(BaseDetector):
         self.threshold_ = None
         self.training_summary_ = {}
 
-    def _validate(self) -> None:
-        if self.score_method not in SCORE_METHODS:
-            raise ConfigError(f"score_method must be one of {SCORE_METHODS}, got {self.score_method!r}")
-        if len(self.generator_hidden) < 1 or len(self.discriminator_hidden) < 1:
-            raise ConfigError("the generator and discriminator need at least one hidden layer each")
-        for name in ("epochs", "batch_size", "latent_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-
     def _build_network(self, n_features: int) -> GANNet:
         return GANNet(n_features, self.latent_dim, self.generator_hidden, self.discriminator_hidden,
                       self.encoder_hidden)
 
-    def fit(self, X: pl.DataFrame, y=None) -> "GANDetector":
-        X = check_table(X)
-        self._validate()
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> np.ndarray:
         table, benign, n_attacks = benign_training_rows(X, y, minimum=2)
         is_val = benign_validation_mask(table.height, self.validation_fraction, self.seed)
         fit_rows = table.filter(pl.Series(~is_val))
@@ -190,8 +197,7 @@ class GANDetector(BaseDetector):
         seed_everything(self.seed)
         self.network_ = self._build_network(features.shape[1])
         disc_params = list(self.network_.disc_body.parameters()) + list(self.network_.disc_head.parameters())
-        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                                patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
+        config = self._training_config(options, fingerprint={"records": X.height})
         kappa = self.kappa
         history = fit_network(
             self.network_, lambda net, batch: encoder_loss(net, batch, kappa),
@@ -202,8 +208,6 @@ class GANDetector(BaseDetector):
             description="gan")
         self.network_.to("cpu").eval()
         val_scores = self._score_matrix(features[torch.from_numpy(is_val)].numpy()).score
-        self.set_threshold(self.threshold_method, benign_scores=val_scores, percentile=self.threshold_percentile,
-                           fpr=self.threshold_fpr, value=self.threshold_value)
         self.training_summary_ = {
             "records": X.height, "benign_records": table.height, "attack_records_left_out": n_attacks,
             "train_records": int((~is_val).sum()), "validation_records": int(is_val.sum()),
@@ -211,14 +215,19 @@ class GANDetector(BaseDetector):
             "dropped_constant": self.preprocessor_.dropped_constant_, "score_method": self.score_method,
             "history": history.to_dict(),
         }
-        return self
+        return val_scores
 
     # ---------------------------------------------------------------- scoring
     def score_records(self, X: pl.DataFrame, method: str | None = None) -> Scores:
+        """The base's scoring, with another `score_method` for this call when `method` is given."""
+        if method is None:
+            return super().score_records(X)
         X = check_table(X)
-        if not hasattr(self, "network_"):
-            raise ConfigError("the model is not fitted yet")
+        self._check_fitted()
         return self._score_matrix(self.preprocessor_.transform(X), method)
+
+    def _score_records(self, X: pl.DataFrame) -> Scores:
+        return self._score_matrix(self.preprocessor_.transform(X))
 
     def _score_matrix(self, features: np.ndarray, method: str | None = None, batch_size: int = 4096) -> Scores:
         method = method or self.score_method
@@ -277,6 +286,4 @@ class GANDetector(BaseDetector):
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self._restore_features(state)
-        self.network_ = self._build_network(len(self.feature_names_))
-        self.network_.load_state_dict(tensors)
-        self.network_.eval()
+        self.network_ = self._load_network(lambda: self._build_network(len(self.feature_names_)), tensors)

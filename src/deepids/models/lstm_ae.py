@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from deepids.models.reconstruction import OBJECTIVES, SCORE_MODES, ReconstructionDetector, reconstruction_loss
+from deepids.models.registry import register
 
 __all__ = ["LSTMAutoencoder", "LSTMAutoencoderNet", "OBJECTIVES", "SCORE_MODES", "reconstruction_loss"]
 
@@ -87,6 +88,7 @@ def _lstm_cell(gates: torch.Tensor, c: torch.Tensor | None, hidden: int) -> tupl
     return s[:, 3 * hidden:] * torch.tanh(c), c
 
 
+@register
 class LSTMAutoencoder(ReconstructionDetector):
     """Unsupervised flow detector: reconstruction error of a window of one entity's flows.
 
@@ -136,8 +138,6 @@ class LSTMAutoencoder(ReconstructionDetector):
         self.verbose = verbose
         self.threshold_ = None
         self.training_summary_ = {}
-
-    _positive_params = ("epochs", "batch_size", "encoder_units", "decoder_units")
 
     def _build_network(self, n_features: int) -> nn.Module:
         return LSTMAutoencoderNet(n_features, self.sequence_length, self.encoder_units, self.decoder_units)

@@ -19,7 +19,10 @@ from deepids.errors import ConfigError
 from deepids.features.preprocess import feature_columns, fit_preprocessor
 from deepids.features.windows import EntityHistory, window_order, windows_by_entity
 from deepids.io.schema import LABEL
-from deepids.models.base import BaseDetector, Scores, benign_training_rows, benign_validation_mask, check_table
+from deepids.models.base import (BaseDetector, FitOptions, Scores, benign_training_rows, benign_validation_mask,
+                                 check_table)
+from deepids.models.params import (COMMON, MAX_SEQUENCE, MAX_WIDTH, SEED, THRESHOLD, TRAINING, Interval, Options,
+                                   Widths)
 from deepids.models.training import (TrainingConfig, fit_network, resolve_device, run_batches, seed_everything,
                                      window_batches)
 
@@ -58,7 +61,16 @@ class ReconstructionDetector(BaseDetector):
     threshold_fpr, threshold_value, clip, normalise_errors, noise, seed, device, verbose.
     """
 
-    _positive_params: tuple[str, ...] = ("epochs", "batch_size")
+    _parameter_constraints = {
+        **COMMON, **TRAINING, **THRESHOLD,
+        "sequence_length": [Interval(int, 1, MAX_SEQUENCE)], "entity": [str, None],
+        "score_mode": [Options(SCORE_MODES)], "objective": [Options(OBJECTIVES), None],
+        "clip": [Interval(float, 0, None, "neither")], "normalise_errors": [bool],
+        "noise": [Interval(float, 0, 100)], "split_seed": [*SEED, None],
+        "encoder_units": [Interval(int, 1, MAX_WIDTH)], "decoder_units": [Interval(int, 1, MAX_WIDTH)],
+        "hidden": [Widths()],
+    }
+    _fitted_attribute = "network_"
 
     @abstractmethod
     def _build_network(self, n_features: int) -> nn.Module:
@@ -66,27 +78,14 @@ class ReconstructionDetector(BaseDetector):
 
     # ------------------------------------------------------------------ fitting
     def _validate_params(self) -> None:
-        if self.sequence_length < 1:
-            raise ConfigError(f"sequence_length must be at least 1, got {self.sequence_length}")
-        if self.score_mode not in SCORE_MODES:
-            raise ConfigError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
+        super()._validate_params()
         objective = getattr(self, "objective", None)
-        if objective is not None and objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {OBJECTIVES} (or None: the score mode's), got {objective!r}")
         if objective == "last" and self.score_mode != "last":
             raise ConfigError("objective 'last' trains only each window's newest step; score it with score_mode 'last'")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        for name in self._positive_params:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
-    def fit(self, X: pl.DataFrame, y=None) -> "ReconstructionDetector":
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> np.ndarray:
         """Train on the benign records of X (attack rows, when labelled, are left out and counted)."""
-        X = check_table(X)
-        self._validate_params()
         train_table, benign, n_attacks = benign_training_rows(X, y, minimum=2)
-
         is_val = self.validation_mask(train_table.height)
         fit_rows = train_table.filter(pl.Series(~is_val))
         self._use_preprocessor(fit_preprocessor(fit_rows, feature_columns(X), clip=self.clip))
@@ -95,8 +94,7 @@ class ReconstructionDetector(BaseDetector):
         idx = self._window_index(train_table)
         seed_everything(self.seed)            # the initial weights too: same seed, same model
         self.network_ = self._build_network(len(self.feature_names_))
-        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                                patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
+        config = self._training_config(options, fingerprint={"records": X.height, "windows": len(idx)})
         history = fit_network(
             self.network_, reconstruction_loss(self.noise, self.training_objective()),
             window_batches(features, idx[~is_val], self.batch_size, shuffle=True),
@@ -104,19 +102,7 @@ class ReconstructionDetector(BaseDetector):
             config, n_train=int((~is_val).sum()), description=self.model_name,
         )
         self.network_.to("cpu")
-
         val_scores = self._validation_scores(features.numpy(), idx[is_val])
-        if self.threshold_method == "best-f1":
-            if benign is None or n_attacks == 0:
-                raise ConfigError("best-f1 needs labelled training data with attack records in it")
-            attacks = X.filter(pl.Series(~benign))
-            attack_scores = self.score_records(attacks).score
-            scores = np.concatenate([val_scores, attack_scores])
-            labels = np.r_[np.zeros(len(val_scores)), np.ones(len(attack_scores))]
-            self.set_threshold("best-f1", scores=scores, y=labels)
-        else:
-            self.set_threshold(self.threshold_method, benign_scores=val_scores, percentile=self.threshold_percentile,
-                               fpr=self.threshold_fpr, value=self.threshold_value)
         self.training_summary_ = {
             "records": X.height, "benign_records": train_table.height, "attack_records_left_out": n_attacks,
             "train_windows": int((~is_val).sum()), "validation_windows": int(is_val.sum()),
@@ -124,7 +110,7 @@ class ReconstructionDetector(BaseDetector):
             "dropped_constant": self.preprocessor_.dropped_constant_, "entity": self._entity_column(X),
             "history": history.to_dict(), "validation_score_quantiles": _quantiles(val_scores),
         }
-        return self
+        return val_scores
 
     def training_objective(self) -> str:
         """What training minimises: the `objective` set, else the steps the score reads (`score_mode`)."""
@@ -141,7 +127,7 @@ class ReconstructionDetector(BaseDetector):
     # ------------------------------------------------------- training from files, streamed
     def fit_files(self, paths, *, layout: str | None = None, label_column: str | None = None,
                   chunk_rows: int = 100_000, sample_rows: int = 200_000, max_validation: int = 20_000,
-                  progress: bool | None = None) -> "ReconstructionDetector":
+                  progress=None, checkpoint_dir=None, resume: bool = False) -> "ReconstructionDetector":
         """Train on flow files too large to hold at once, reading them in chunks every epoch.
 
         Memory is bounded by the chunk, the feature sample and the validation set, not by the
@@ -153,22 +139,35 @@ class ReconstructionDetector(BaseDetector):
           `validation_fraction`, drawn per chunk from the seed (the same records every epoch);
           the first `max_validation` of those windows are kept for early stopping and the
           threshold, and the rest are left out of training too (counted in the summary).
-        Attack records, when labelled, are left out and counted, as in `fit`.
+        Attack records, when labelled, are left out and counted, as in `fit`. `progress`,
+        `checkpoint_dir` and `resume` are `fit`'s.
         """
         from deepids.io.flows import iter_flow_batches
 
         self._validate_params()
         if self.threshold_method == "best-f1":
             raise ConfigError("best-f1 is not available when training from files; use percentile, fpr or fixed")
-        verbose = self.verbose if progress is None else progress
         chunks = lambda: iter_flow_batches(paths, layout=layout, label_column=label_column,  # noqa: E731
                                            batch_size=chunk_rows)
         survey = _survey_files(chunks(), sample_rows, np.random.default_rng(self.seed))
         self._use_preprocessor(fit_preprocessor(survey.pop("sample"), survey.pop("columns"), clip=self.clip))
-        records, seen, attacks, labelled, read = (survey["records"], survey["benign"], survey["attacks"],
-                                                  survey["labelled"], survey["read"])
+        val_scores, counts, history = self._train_streamed(
+            chunks, max_validation, FitOptions(progress, checkpoint_dir, resume), survey["records"])
+        self._calibrate(val_scores, None)
+        read = survey.pop("read")
+        self.training_summary_ = {
+            "records": survey["records"], "benign_records": survey["benign"], "attack_records_left_out": survey["attacks"],
+            **counts, "streamed": {"chunk_rows": chunk_rows, "feature_sample_rows": min(survey["benign"], sample_rows),
+                                   "max_validation": max_validation},
+            "labelled": survey["labelled"],
+            "features": len(self.feature_names_), "dropped_constant": self.preprocessor_.dropped_constant_,
+            "entity": self.entity, "history": history.to_dict(), "validation_score_quantiles": _quantiles(val_scores),
+            "read": read.to_dict() if read is not None else None,
+        }
+        return self
 
-        T = self.sequence_length
+    def _train_streamed(self, chunks, max_validation: int, options: FitOptions, records: int):
+        """The shared loop over windows read chunk by chunk: (validation scores, window counts, history)."""
         val_windows: list[np.ndarray] = []
         counts = {"train_windows": 0, "validation_windows": 0, "held_back_unused": 0}
         first_epoch = [True]
@@ -176,9 +175,7 @@ class ReconstructionDetector(BaseDetector):
         def stream(epoch_rng: np.random.Generator | None):
             history = self.new_history()
             for i, (chunk, _) in enumerate(chunks()):
-                if not chunk.height:
-                    continue
-                benign, _, _ = benign_training_rows(check_table(chunk), minimum=0)
+                benign = benign_training_rows(check_table(chunk), minimum=0)[0] if chunk.height else chunk
                 if not benign.height:
                     continue
                 matrix, idx = self._chunk_windows(benign, history)
@@ -195,6 +192,8 @@ class ReconstructionDetector(BaseDetector):
                                           shuffle=True)(epoch_rng)
             first_epoch[0] = False
 
+        T = self.sequence_length
+
         def validation(_rng):
             if val_windows:
                 yield from window_batches(torch.from_numpy(np.concatenate(val_windows)), self._stored_index(
@@ -202,28 +201,18 @@ class ReconstructionDetector(BaseDetector):
 
         seed_everything(self.seed)
         self.network_ = self._build_network(len(self.feature_names_))
-        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                                patience=self.patience, seed=self.seed, device=self.device, verbose=verbose)
+        config = self._training_config(options, fingerprint={"records": records, "streamed": True})
         history = fit_network(self.network_, reconstruction_loss(self.noise, self.training_objective()),
                               stream, validation, config, n_train=0, description=f"{self.model_name} (streamed)")
+        if first_epoch[0]:                     # resumed from a finished run: no epoch read the files here
+            for _ in stream(None):
+                pass
         history.samples_per_second = counts["train_windows"] * len(history.train_loss) / max(history.seconds, 1e-9)
         self.network_.to("cpu")
         if not counts["validation_windows"]:
             raise ConfigError("no benign record was held back for validation; raise validation_fraction")
         stored = np.concatenate(val_windows)
-        val_scores = self._validation_scores(stored, self._stored_index(len(stored) // T))
-        self.set_threshold(self.threshold_method, benign_scores=val_scores, percentile=self.threshold_percentile,
-                           fpr=self.threshold_fpr, value=self.threshold_value)
-        self.training_summary_ = {
-            "records": records, "benign_records": seen, "attack_records_left_out": attacks,
-            **counts, "streamed": {"chunk_rows": chunk_rows, "feature_sample_rows": min(seen, sample_rows),
-                                   "max_validation": max_validation},
-            "labelled": labelled,
-            "features": len(self.feature_names_), "dropped_constant": self.preprocessor_.dropped_constant_,
-            "entity": self.entity, "history": history.to_dict(), "validation_score_quantiles": _quantiles(val_scores),
-            "read": read.to_dict() if read is not None else None,
-        }
-        return self
+        return self._validation_scores(stored, self._stored_index(len(stored) // T)), counts, history
 
     def _validation_scores(self, features: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Scores of the held-back benign windows; sets `error_scale_` (with `normalise_errors`)."""
@@ -249,15 +238,12 @@ class ReconstructionDetector(BaseDetector):
         codes, order = window_order(X, self._entity_column(X))
         return windows_by_entity(codes, order, self.sequence_length)
 
-    def score_records(self, X: pl.DataFrame) -> Scores:
-        X = check_table(X)
-        self._check_fitted()
+    def _score_records(self, X: pl.DataFrame) -> Scores:
         features = self.preprocessor_.transform(X)
         return self._score_windows(features, self._window_index(X))
 
-    def score_chunk(self, X: pl.DataFrame, history: EntityHistory) -> Scores:
+    def _score_chunk(self, X: pl.DataFrame, history: EntityHistory) -> Scores:
         """Score one chunk of a larger input, carrying each entity's recent records in `history`."""
-        self._check_fitted()
         return self._score_windows(*self._chunk_windows(X, history))
 
     def _chunk_windows(self, X: pl.DataFrame, history: EntityHistory) -> tuple[np.ndarray, np.ndarray]:
@@ -305,10 +291,6 @@ class ReconstructionDetector(BaseDetector):
         run_batches(score_batch, n, batch_size, device)
         return Scores(score=score, feature_error=ferr, loss=loss, feature_names=self.feature_names_)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise ConfigError("the model is not fitted yet")
-
     # ------------------------------------------------------------ persistence
     def _state(self) -> dict:
         return {**self._feature_state(), "error_scale": self.error_scale_.tolist()}
@@ -319,9 +301,9 @@ class ReconstructionDetector(BaseDetector):
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self._restore_features(state)
         self.error_scale_ = np.asarray(state["error_scale"], dtype=np.float32)
-        self.network_ = self._build_network(len(self.feature_names_))
-        self.network_.load_state_dict(tensors)
-        self.network_.eval()
+        if self.error_scale_.shape != (len(self.feature_names_),) or not np.isfinite(self.error_scale_).all():
+            raise ValueError("error_scale does not match the features or is not finite")
+        self.network_ = self._load_network(lambda: self._build_network(len(self.feature_names_)), tensors)
 
 
 def _survey_files(chunks, sample_rows: int, rng: np.random.Generator) -> dict:

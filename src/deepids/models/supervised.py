@@ -29,10 +29,11 @@ from deepids.errors import ConfigError, SchemaError
 from deepids.features.families import attack_families
 from deepids.features.preprocess import feature_columns, fit_preprocessor
 from deepids.io.schema import BENIGN, LABEL
-from deepids.models.base import BaseDetector, Scores, check_table
-from deepids.models.training import (TrainingConfig, fit_network, record_batches, resolve_device,
-                                     seed_everything)
-from deepids.thresholds import threshold_fixed
+from deepids.models.base import BaseDetector, FitOptions, Scores, check_table
+from deepids.models.params import COMMON, TRAINING, Interval, Options, Widths
+from deepids.models.registry import register
+from deepids.models.training import fit_network, record_batches, resolve_device, seed_everything
+from deepids.thresholds import Threshold, threshold_fixed
 
 TARGETS = ("binary", "family")
 
@@ -62,12 +63,18 @@ class BaseClassifier(BaseDetector):
 
     classes_: list[str]
 
-    @abstractmethod
     def predict_proba(self, X: pl.DataFrame) -> np.ndarray:
         """(n, len(classes_)) class probabilities."""
+        X = check_table(X)
+        self._check_fitted()
+        return self._predict_proba(X)
 
-    def score_records(self, X: pl.DataFrame) -> Scores:
-        proba = self.predict_proba(check_table(X))
+    @abstractmethod
+    def _predict_proba(self, X: pl.DataFrame) -> np.ndarray:
+        """The model's class probabilities for a checked table (the model is fitted)."""
+
+    def _score_records(self, X: pl.DataFrame) -> Scores:
+        proba = self._predict_proba(X)
         benign = self.classes_.index(BENIGN) if BENIGN in self.classes_ else None
         attack = 1.0 - proba[:, benign] if benign is not None else np.ones(len(proba))
         eps = 1e-7
@@ -80,13 +87,19 @@ class BaseClassifier(BaseDetector):
         proba = self.predict_proba(X)
         return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
 
-    def _default_threshold(self) -> None:
-        self.threshold_ = threshold_fixed(0.5)
-        self.threshold_.note = "P(attack) > 0.5"
+    def _uncalibrated_threshold(self) -> Threshold:
+        threshold = threshold_fixed(0.5)
+        threshold.note = "P(attack) > 0.5"
+        return threshold
 
 
 class TorchClassifier(BaseClassifier):
     """Everything but the network: features, class weights, the shared loop, persistence."""
+
+    _parameter_constraints = {**COMMON, **TRAINING, "validation_fraction": [Interval(float, 0, 1, "left")],
+                              "target": [Options(TARGETS)], "class_weighting": [bool, None],
+                              "hidden": [Widths()], "dropout": [Interval(float, 0, 1, "left")]}
+    _fitted_attribute = "network_"
 
     def __init__(self, target: str = "binary", epochs: int = 50, batch_size: int = 256,
                  learning_rate: float = 1e-3, patience: int = 5, validation_fraction: float = 0.1,
@@ -108,8 +121,7 @@ class TorchClassifier(BaseClassifier):
     def _build_network(self, n_features: int, n_classes: int) -> nn.Module:
         """The network: (batch, n_features) -> (batch, n_classes) logits."""
 
-    def fit(self, X: pl.DataFrame, y=None) -> "TorchClassifier":
-        X = check_table(X)
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> None:
         names = training_targets(X, y, self.target)
         self.classes_ = sorted(set(names.tolist()), key=lambda c: (c != BENIGN, c))
         if len(self.classes_) < 2:
@@ -131,27 +143,22 @@ class TorchClassifier(BaseClassifier):
 
         seed_everything(self.seed)
         self.network_ = self._build_network(len(self.feature_names_), len(self.classes_))
-        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                                patience=self.patience, seed=self.seed, device=self.device, verbose=self.verbose)
+        config = self._training_config(options, fingerprint={"records": X.height, "classes": self.classes_})
         val = torch.from_numpy(is_val)
         history = fit_network(self.network_, loss_fn,
                               record_batches(features[~val], target[~val], self.batch_size, shuffle=True),
                               record_batches(features[val], target[val], 8192, shuffle=False) if is_val.any() else None,
                               config, n_train=int((~is_val).sum()), description=self.model_name)
         self.network_.to("cpu")
-        self._default_threshold()
         self.training_summary_ = {
             "records": X.height, "classes": {c: int((names == c).sum()) for c in self.classes_},
             "class_weights": dict(zip(self.classes_, np.round(weights, 4).tolist())),
             "train_records": int((~is_val).sum()), "validation_records": int(is_val.sum()),
             "features": len(self.feature_names_), "history": history.to_dict(),
         }
-        return self
 
     @torch.inference_mode()
-    def predict_proba(self, X: pl.DataFrame) -> np.ndarray:
-        if not hasattr(self, "network_"):
-            raise ConfigError("the model is not fitted yet")
+    def _predict_proba(self, X: pl.DataFrame) -> np.ndarray:
         device = resolve_device(self.device)
         net = self.network_.to(device).eval()
         features = torch.from_numpy(self.preprocessor_.transform(X))
@@ -168,9 +175,8 @@ class TorchClassifier(BaseClassifier):
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.classes_ = list(state["classes"])
         self._restore_features(state)
-        self.network_ = self._build_network(len(self.feature_names_), len(self.classes_))
-        self.network_.load_state_dict(tensors)
-        self.network_.eval()
+        self.network_ = self._load_network(lambda: self._build_network(len(self.feature_names_), len(self.classes_)),
+                                           tensors)
 
 
 class DNNNet(nn.Module):
@@ -204,6 +210,7 @@ class CNNNet(nn.Module):
         return self.head(self.conv(x.unsqueeze(1)))
 
 
+@register
 class DNNClassifier(TorchClassifier):
     """Feed-forward classifier: 512-256-128, ReLU, dropout 0.2, up to 100 epochs with patience 10.
 
@@ -227,6 +234,7 @@ class DNNClassifier(TorchClassifier):
         return DNNNet(n_features, n_classes, self.hidden, self.dropout)
 
 
+@register
 class CNNClassifier(TorchClassifier):
     """1-D convolutional classifier over the feature vector of each record."""
 

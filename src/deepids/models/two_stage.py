@@ -36,15 +36,26 @@ import torch
 from deepids.errors import ConfigError, SchemaError
 from deepids.features.families import UNKNOWN_ANOMALY, attack_families
 from deepids.io.schema import BENIGN, LABEL
-from deepids.models.base import BaseDetector, Scores, check_table, embed_members, member_tensors
+from deepids.models.base import BaseDetector, FitOptions, Scores, embed_members, member_tensors
 from deepids.models.novelty import NearestReference, classifier_embedding
+from deepids.models.params import COMMON, FRACTION, Interval, Options
+from deepids.models.registry import MODELS, model_class, model_from_document, register
+from deepids.thresholds import Threshold
 
 STAGE_ONE = ("supervised", "hybrid")
 NOVELTY = ("embedding", "confidence")
 
 
+@register
 class TwoStageDetector(BaseDetector):
     model_name = "two-stage"
+    _parameter_constraints = {**COMMON, "detector": [str], "classifier": [str],
+                              "min_confidence": [Interval(float, 0, 1)], "detector_params": [dict, None],
+                              "classifier_params": [dict, None], "stage_one": [Options(STAGE_ONE)],
+                              "novelty": [Options(NOVELTY)], "anomaly_quantile": FRACTION,
+                              "novelty_quantile": FRACTION, "validation_fraction": FRACTION,
+                              "max_reference": [Interval(int, 1, 10_000_000)]}
+    _fitted_attribute = "classifier_"
 
     def __init__(self, detector: str = "dnn", classifier: str = "dnn", stage_one: str = "supervised",
                  novelty: str = "embedding", min_confidence: float = 0.6, anomaly_quantile: float = 0.995,
@@ -68,46 +79,50 @@ class TwoStageDetector(BaseDetector):
         self.threshold_ = None
         self.training_summary_ = {}
 
-    def _check_params(self) -> None:
-        from deepids.models import MODELS
-
-        for name in (self.detector, self.classifier):
-            if name not in MODELS:
-                raise ConfigError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-        if self.stage_one not in STAGE_ONE:
-            raise ConfigError(f"stage_one must be one of {STAGE_ONE}, got {self.stage_one!r}")
-        if self.novelty not in NOVELTY:
-            raise ConfigError(f"novelty must be one of {NOVELTY}, got {self.novelty!r}")
-        for name in ("anomaly_quantile", "novelty_quantile", "validation_fraction"):
-            if not 0 < getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-
-    def fit(self, X: pl.DataFrame, y=None) -> "TwoStageDetector":
-        from deepids.models import MODELS
+    def _stages(self) -> tuple[BaseDetector, BaseDetector]:
+        """Unfitted stage one and stage two, built from their names and parameters."""
         from deepids.models.supervised import BaseClassifier
 
-        X = check_table(X)
-        if y is not None:
-            X = X.with_columns(pl.Series(LABEL, np.asarray(y, dtype=object).astype(str)))
-        if LABEL not in X.columns:
+        def build(name: str, params: dict) -> BaseDetector:
+            cls = model_class(name)
+            common = {k: getattr(self, k) for k in ("seed", "device", "verbose") if k in cls._param_names()}
+            try:
+                return cls(**{**common, **params})
+            except TypeError as exc:         # a parameter the stage's model does not take
+                raise ConfigError(f"two-stage: {name}: {exc}") from None
+
+        detector = build(self.detector, self.detector_params or {})
+        classifier = build(self.classifier, {"target": "family", **(self.classifier_params or {})})
+        if not isinstance(classifier, BaseClassifier):
+            choices = ", ".join(n for n, c in MODELS.items() if issubclass(c, BaseClassifier))
+            raise ConfigError(f"stage two must be a classifier ({choices}), not {self.classifier!r}")
+        return detector, classifier
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        for stage in self._stages():
+            stage._validate_params()
+
+    def _check_training_data(self, X: pl.DataFrame, y=None) -> None:
+        if y is None and LABEL not in X.columns:
             raise SchemaError("the two-stage model needs labels: stage two learns attack families "
                               "(name the label column with --label-column)")
-        self._check_params()
-        common = {"seed": self.seed, "device": self.device, "verbose": self.verbose}
-        self.detector_ = MODELS[self.detector](**{**common, **(self.detector_params or {})})
-        self.detector_.fit(X)          # a detector learns benign traffic; a binary classifier both classes
+        self._stages()[0]._check_training_data(X, y)
+
+    def _fit(self, X: pl.DataFrame, y, options: FitOptions) -> None:
+        if y is not None:
+            X = X.with_columns(pl.Series(LABEL, np.asarray(y, dtype=object).astype(str)))
+        self.detector_, classifier = self._stages()
+        # a detector learns benign traffic; a binary classifier both classes
+        self.detector_.fit(X, **options.sub("stage1").as_kwargs())
+        # held back from stage two and the novelty references, to calibrate the novelty thresholds
         is_val = np.random.default_rng(self.seed).random(X.height) < self.validation_fraction
         benign = (X.get_column(LABEL) == BENIGN).to_numpy()
         attacks = X.filter(pl.Series(~benign & ~is_val))
         families = sorted(set(attack_families(X.filter(pl.Series(~benign)).get_column(LABEL).to_numpy()).tolist()))
         if len(families) < 2:
             raise SchemaError(f"stage two needs at least two attack families to tell apart, got {families}")
-        self.classifier_ = MODELS[self.classifier](**{**common, "target": "family",
-                                                      **(self.classifier_params or {})})
-        if not isinstance(self.classifier_, BaseClassifier):
-            raise ConfigError(f"stage two must be a classifier, not {self.classifier!r}")
-        self.classifier_.fit(attacks)
-        self.threshold_ = self.detector_.threshold_
+        self.classifier_ = classifier.fit(attacks, **options.sub("stage2").as_kwargs())
         self._fit_novelty(X.filter(pl.Series(benign & ~is_val)), X.filter(pl.Series(benign & is_val)),
                           attacks, X.filter(pl.Series(~benign & is_val)))
         self.training_summary_ = {"records": X.height, "attack_records": int((~benign).sum()),
@@ -115,7 +130,6 @@ class TwoStageDetector(BaseDetector):
                                   "novelty": self._novelty_summary(),
                                   "stage_one": self.detector_.training_summary_,
                                   "stage_two": self.classifier_.training_summary_}
-        return self
 
     def _fit_novelty(self, benign_fit, benign_val, attack_fit, attack_val) -> None:
         """References and thresholds of both novelty checks, calibrated on held-back records."""
@@ -140,6 +154,9 @@ class TwoStageDetector(BaseDetector):
             if ref is not None:
                 out[name] = ref.to_state()
         return out
+
+    def _uncalibrated_threshold(self) -> Threshold:
+        return self.detector_.threshold_            # the score and its threshold are stage one's
 
     # ---------------------------------------------------------------- scoring
     def _flagged(self, X: pl.DataFrame, stage_one: Scores) -> Scores:
@@ -166,11 +183,10 @@ class TwoStageDetector(BaseDetector):
             names[flagged] = np.where(unknown, UNKNOWN_ANOMALY, named)
         return names
 
-    def score_records(self, X: pl.DataFrame) -> Scores:
-        X = check_table(X)
+    def _score_records(self, X: pl.DataFrame) -> Scores:
         return self._with_names(X, self.detector_.score_records(X))
 
-    def score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
+    def _score_chunk(self, X: pl.DataFrame, history=None) -> Scores:
         return self._with_names(X, self.detector_.score_chunk(X, history))
 
     def _with_names(self, X: pl.DataFrame, stage_one: Scores) -> Scores:
@@ -179,6 +195,7 @@ class TwoStageDetector(BaseDetector):
         return scores
 
     def new_history(self):
+        self._check_fitted()
         return self.detector_.new_history()
 
     # ------------------------------------------------------------ persistence
@@ -193,8 +210,6 @@ class TwoStageDetector(BaseDetector):
         return tensors
 
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        from deepids.models import model_from_document
-
         self.detector_, self.classifier_ = [model_from_document(doc, member_tensors(tensors, k), f"stage {k + 1}")
                                             for k, doc in enumerate(state["stages"])]
         novelty = state.get("novelty")

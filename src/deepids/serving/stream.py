@@ -35,7 +35,7 @@ from deepids.serving.alerts import AlertSink, dumps, ecs_alert
 from deepids.serving.follow import EOF, Line, LineReader, LongLine
 from deepids.serving.scorer import LiveScorer
 
-FORMATS = ("auto", "csv", "ndjson")
+FORMATS = ("auto", "csv", "ndjson", "zeek-conn", "zeek-conn-json", "suricata-eve", "nfdump-csv", "nfstream")
 R_LONG_LINE = "line too long"
 
 
@@ -51,6 +51,7 @@ class StreamSummary:
     sinks: list[dict] = field(default_factory=list)
     state: dict = field(default_factory=dict)
     follow: dict = field(default_factory=dict)     # resume, rotations, truncations, checkpoints
+    ignored: dict[str, int] = field(default_factory=dict)   # lines of a connection log that are no records
 
     @property
     def n_rejected(self) -> int:
@@ -61,7 +62,8 @@ class StreamSummary:
                 "rejected_reasons": dict(sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
                 "alerts": self.alerts,
                 "seconds": round(self.seconds, 3), "format": self.format, "interrupted": self.interrupted,
-                "sinks": self.sinks, "state": self.state, "follow": self.follow}
+                "sinks": self.sinks, "state": self.state, "follow": self.follow,
+                **({"ignored": dict(self.ignored)} if self.ignored else {})}
 
     def line(self) -> str:
         text = (f"read {self.read:,} records: scored {self.scored:,}, rejected {self.n_rejected:,}"
@@ -101,12 +103,15 @@ class StreamScorer:
         self.summary = StreamSummary()
         self.header: str | None = None
         self._csv: CsvLineParser | None = None
+        self._conn = None       # a connection log (Zeek, Suricata EVE, nfdump, NFStream): io.connlogs.live
 
     # ------------------------------------------------------------------ state
     def state_doc(self) -> dict:
         s = self.summary
         return {"read": s.read, "scored": s.scored, "rejected": dict(s.rejected), "alerts": s.alerts,
-                "format": s.format, "csv_header": self.header}
+                "format": s.format, "csv_header": self.header,
+                **({"conn_header": self._conn.header_lines, "ignored": dict(self._conn.ignored)}
+                   if self._conn is not None else {})}
 
     def restore(self, doc: dict) -> None:
         s = self.summary
@@ -114,9 +119,31 @@ class StreamScorer:
         s.rejected = {str(k): int(v) for k, v in (doc.get("rejected") or {}).items()}
         if doc.get("format"):
             self.fmt = s.format = doc["format"]
+            if self.fmt not in ("csv", "ndjson"):
+                self._use_conn(self.fmt)
+                for line in doc.get("conn_header") or []:
+                    self._conn.record(line)
+                self._conn.ignored.update(doc.get("ignored") or {})
+                self._conn.ignored_changed()
         if doc.get("csv_header"):
             self.header = doc["csv_header"]
             self._csv = _csv_parser(self.header)
+
+    def _use_conn(self, source: str) -> None:
+        """Read a connection log: its own line parser and canonicaliser (io.connlogs.live)."""
+        from deepids.io.connlogs.live import ConnLineParser
+
+        self._conn = conn = ConnLineParser(source)
+        metrics = self.scorer.metrics
+
+        def canonicalise(items):
+            canon = conn.canonicalise(items)
+            metrics.count_received(len(items))
+            if canon.rejected:
+                metrics.count_rejected(canon.rejected)
+            return canon
+
+        self.scorer.canonicalise = canonicalise
 
     # ------------------------------------------------------------------ records
     def _records(self, raw: Sequence[Line | LongLine | bytes]) -> tuple[list[Any], list[str | None]]:
@@ -137,16 +164,28 @@ class StreamScorer:
                 continue                          # blank lines are not records (as the readers)
             if self.summary.format is None:
                 if self.fmt == "auto":
-                    self.fmt = "ndjson" if text.lstrip().startswith(("{", "[")) else "csv"
+                    from deepids.io.connlogs import source_of_line
+
+                    self.fmt = source_of_line(text) or ("ndjson" if text.lstrip().startswith(("{", "[")) else "csv")
                 self.summary.format = self.fmt
+                if self.fmt not in ("csv", "ndjson"):
+                    self._use_conn(self.fmt)
                 if self.fmt == "csv":
                     self._csv = _csv_parser(text)
                     self.header = text
                     continue
-            texts.append(text)
+            if self._conn is not None:
+                rec = self._conn.record(text)
+                if rec is None:
+                    continue                      # a header, a directive, another event type, a footer
+                texts.append(rec)
+            else:
+                texts.append(text)
             keys.append(item.key)
         if not texts:
             return [], []
+        if self._conn is not None:
+            return [Unparsable(R_LONG_LINE) if t is None else t for t in texts], keys
         lines = [t for t in texts if t is not None]
         if self.fmt == "ndjson":
             parsed = parse_ndjson(lines)
@@ -208,6 +247,8 @@ class StreamScorer:
             sink.emit(alerts)
 
     def close(self) -> StreamSummary:
+        if self._conn is not None:
+            self.summary.ignored = dict(self._conn.ignored)
         self.summary.sinks = [sink.close() for sink in self.sinks]
         self.summary.state = self.scorer.state()
         return self.summary

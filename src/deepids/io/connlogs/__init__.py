@@ -28,7 +28,7 @@ from deepids.io.paths import read_first_line, sniff_format
 from deepids.io.report import ReadReport
 
 __all__ = ["CONN_SOURCES", "CONN_FEATURES", "CONN_CATEGORICAL", "CONN_METADATA", "detect_source",
-           "iter_conn_batches", "read_conn", "is_conn_file_name"]
+           "iter_conn_batches", "read_conn", "is_conn_file_name", "conn_files", "source_of_line"]
 
 _READERS = {
     "zeek-conn": zeek.tsv_batches,
@@ -98,6 +98,40 @@ def iter_conn_batches(path: str | Path, source: str | None = None, batch_size: i
         yield frame, report
     if not yielded:
         raise InputError(f"{path} holds no records")
+
+
+def conn_files(paths, layout: str | None = None) -> list[tuple[Path, str]] | None:
+    """``[(file, source)]`` when the inputs are connection logs, None when none is; a directory
+    expands to its files in name order (rotated logs: ``conn.log``, ``conn.*.log.gz``).
+    Connection logs cannot be read together with other flow files, nor Zeek with NetFlow."""
+    from deepids.io.paths import FLOW_FILE_SUFFIXES
+
+    if layout is not None and layout not in CONN_SOURCES:
+        return None
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.is_file() and (
+                is_conn_file_name(f.name) or f.name.lower().endswith(FLOW_FILE_SUFFIXES)))
+        elif p.is_file():
+            files.append(p)
+        else:
+            return None if layout is None else [(p, layout)]    # the flow readers say what is wrong
+    found = [(f, layout or detect_source(f)) for f in files]
+    conn = [(f, s) for f, s in found if s is not None]
+    if not conn:
+        return None
+    if len(conn) < len(found):
+        other = next(f for f, s in found if s is None)
+        raise InputError(f"cannot read {other} together with {conn[0][0]} ({conn[0][1]}): "
+                         "connection logs are read apart from other flow files")
+    families = {s.split("-")[0] for _, s in conn}
+    if len(families) > 1:
+        raise InputError(f"cannot read {conn[-1][0]} ({conn[-1][1]}) together with {conn[0][0]} ({conn[0][1]}): "
+                         "files read together must come from one kind of sensor")
+    return conn
 
 
 def read_conn(paths, source: str | None = None, label_column: str | None = None) -> tuple[pl.DataFrame, ReadReport]:

@@ -71,6 +71,17 @@ class _Footer:
         return FOOTER if self.seen else None
 
 
+def fields_for(names: list[str], label_column: str | None = None) -> list[Field]:
+    label = label_column or "label"
+    return list(FLOW_FIELDS) + ([Field(label, "label", "label")] if label in names else [])
+
+
+def prepare(raw: pl.DataFrame) -> pl.DataFrame:
+    """ICMP type.code as one number; the flag string as eight 0/1 columns."""
+    missing = [c for c in ("flg", "dp") if c not in raw.columns]
+    return _expand(raw.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in missing]))
+
+
 def _expand(raw: pl.DataFrame) -> pl.DataFrame:
     flg = pl.col("flg").cast(pl.Utf8).str.strip_chars()
     dp = pl.col("dp").cast(pl.Utf8).str.strip_chars()

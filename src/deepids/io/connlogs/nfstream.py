@@ -60,6 +60,19 @@ def _fields(names: list[str], label: str | None) -> list[Field]:
     return out
 
 
+def prepare(raw: pl.DataFrame) -> pl.DataFrame:
+    """The duration in seconds from NFStream's milliseconds."""
+    if "bidirectional_duration_ms" not in raw.columns:
+        return raw
+    seconds = (pl.col("bidirectional_duration_ms").cast(pl.Utf8).str.strip_chars()
+               .cast(pl.Float64, strict=False) / 1000.0).cast(pl.Utf8)
+    return raw.with_columns(seconds.alias("duration"))
+
+
+def fields_for(names: list[str], label_column: str | None = None) -> list[Field]:
+    return _fields(names, label_column)
+
+
 def csv_batches(path: Path, compression: str | None, batch_size: int,
                 label_column: str | None = None) -> Iterator[tuple[pl.DataFrame, ReadReport]]:
     first = read_first_line(path, compression) or ""
@@ -70,12 +83,8 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
         raise InputError(f"label column {label_column!r} is not in {path}")
     fields = _fields(names, label_column)
     sink = LineSink(lambda text: None)
-    seconds = (pl.col("bidirectional_duration_ms").cast(pl.Utf8).str.strip_chars()
-               .cast(pl.Float64, strict=False) / 1000.0).cast(pl.Utf8).alias("duration")
     for raw in rebatch(delimited_batches(path, compression, names, 1, ",", sink, quote='"'), batch_size):
-        if "bidirectional_duration_ms" in raw.columns:
-            raw = raw.with_columns(seconds)
-        frame, rejected = cast_fields(raw, fields)
+        frame, rejected = cast_fields(prepare(raw), fields)
         bad, _ = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v

@@ -109,61 +109,76 @@ def cast_fields(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str]
     Returns the canonical frame (columns in :func:`order_columns` order) and
     ``{reason: count}`` of the rows rejected; every raw row is in exactly one of the two.
     """
+    frame, reasons = cast_rows(raw, fields, unset)
+    rejected: dict[str, int] = {}
+    for r in reasons:
+        if r is not None:
+            rejected[r] = rejected.get(r, 0) + 1
+    return frame, rejected
+
+
+def cast_rows(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str] = ("-",)
+              ) -> tuple[pl.DataFrame, list[str | None]]:
+    """As :func:`cast_fields`, with the reason of every raw row (None: kept) in row order."""
     present = [f for f in fields if f.src in raw.columns]
     exprs, checks = [], []
     for f in present:
-        e = _unset(_text(f.src), unset)
-        if f.kind in ("epoch", "epoch_ms", "time"):
-            out = _time_expr(f, unset)
-            checks.append((R_TIME, out.is_null()))
-        elif f.kind == "port":
-            out = e.cast(pl.Float64, strict=False)
-            bad = e.is_not_null() & (out.is_null() | (out < 0) | (out > 65535) | (out != out.floor()))
-            checks.append((r_port(f.src), bad))
-            out = out.cast(pl.Int64)
-        elif f.kind == "proto":
-            low = e.str.to_lowercase()
-            out = pl.coalesce(low.replace_strict(PROTOCOL_NUMBERS, default=None, return_dtype=pl.Int64),
-                              low.cast(pl.Int64, strict=False))
-        elif f.kind in ("count", "float"):
-            out = e.cast(pl.Float64, strict=False)
-            checks.append((r_number(f.src), e.is_not_null() & out.is_null()))
-            if f.kind == "count":
-                checks.append((r_negative(f.src), out < 0))
-                out = out.fill_null(0.0)
-            else:
-                out = out.fill_null(float("nan"))
-        elif f.kind == "hex":
-            out = e.str.strip_prefix("0x").str.to_integer(base=16, strict=False).cast(pl.Float64)
-            checks.append((r_number(f.src), e.is_not_null() & out.is_null()))
-            out = out.fill_null(float("nan"))
-        elif f.kind == "bool":
-            out = pl.when(e.is_null()).then(None).otherwise(
-                e.str.to_lowercase().is_in(["t", "true", "1"]).cast(pl.Float64)).fill_null(float("nan"))
-        elif f.kind == "label":
-            out = e
-            checks.append((R_LABEL, e.is_null()))
-        else:
-            out = e
-        if f.out in ("src_ip", "dst_ip"):
-            checks.append((R_ADDRESS, e.is_null()))
+        out, more = _cast_one(f, unset)
+        checks += more
         exprs.append(out.alias(f.out))
     if not any(f.out == "timestamp" for f in present):
         exprs.append(pl.lit(None, dtype=pl.Datetime("us")).alias("timestamp"))
         checks.append((R_TIME, pl.lit(True)))
-    reasons = [r for r, _ in checks]
-    flags = raw.select([c.fill_null(False).alias(f"__bad{i}") for i, (_, c) in enumerate(checks)]) if checks else None
-    frame = raw.select(exprs)
-    rejected: dict[str, int] = {}
-    if flags is not None and flags.width:
-        m = flags.to_numpy().astype(bool)
+    names = [r for r, _ in checks]
+    frame = raw.select(exprs) if exprs else pl.DataFrame()
+    reasons: list[str | None] = [None] * raw.height
+    if checks and raw.height:
+        m = raw.select([c.fill_null(False).alias(f"__bad{i}") for i, (_, c) in enumerate(checks)]).to_numpy()
+        m = m.astype(bool).reshape(raw.height, len(checks))
         first = np.where(m.any(axis=1), m.argmax(axis=1), -1)   # a row counts under its first reason
-        for k in np.unique(first[first >= 0]):
-            rejected[reasons[k]] = rejected.get(reasons[k], 0) + int((first == k).sum())
+        reasons = [names[k] if k >= 0 else None for k in first.tolist()]
         frame = frame.filter(pl.Series(first < 0))
     if LABEL in frame.columns:
         frame = frame.with_columns(pl.Series(LABEL, normalise_labels(frame[LABEL]), dtype=pl.Utf8))
-    return frame.select(order_columns(frame.columns)), rejected
+    return frame.select(order_columns(frame.columns)), reasons
+
+
+def _cast_one(f: Field, unset: Sequence[str]) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
+    e = _unset(_text(f.src), unset)
+    checks = []
+    if f.kind in ("epoch", "epoch_ms", "time"):
+        out = _time_expr(f, unset)
+        checks.append((R_TIME, out.is_null()))
+    elif f.kind == "port":
+        out = e.cast(pl.Float64, strict=False)
+        checks.append((r_port(f.src), e.is_not_null() & (out.is_null() | (out < 0) | (out > 65535)
+                                                         | (out != out.floor()))))
+        out = out.cast(pl.Int64, strict=False)
+    elif f.kind == "proto":
+        low = e.str.to_lowercase()
+        out = pl.coalesce(low.replace_strict(PROTOCOL_NUMBERS, default=None, return_dtype=pl.Int64),
+                          low.cast(pl.Int64, strict=False))
+    elif f.kind in ("count", "float"):
+        out = e.cast(pl.Float64, strict=False)
+        checks.append((r_number(f.src), e.is_not_null() & out.is_null()))
+        if f.kind == "count":
+            checks.append((r_negative(f.src), out < 0))
+        out = out.fill_null(0.0 if f.kind == "count" else float("nan"))
+    elif f.kind == "hex":
+        out = e.str.strip_prefix("0x").str.to_integer(base=16, strict=False).cast(pl.Float64)
+        checks.append((r_number(f.src), e.is_not_null() & out.is_null()))
+        out = out.fill_null(float("nan"))
+    elif f.kind == "bool":
+        out = pl.when(e.is_null()).then(None).otherwise(
+            e.str.to_lowercase().is_in(["t", "true", "1"]).cast(pl.Float64)).fill_null(float("nan"))
+    elif f.kind == "label":
+        out = e
+        checks.append((R_LABEL, e.is_null()))
+    else:
+        out = e
+    if f.out in ("src_ip", "dst_ip"):
+        checks.append((R_ADDRESS, e.is_null()))
+    return out, checks
 
 
 def order_columns(columns: Sequence[str]) -> list[str]:

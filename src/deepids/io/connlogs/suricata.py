@@ -56,7 +56,13 @@ def _flatten(raw: pl.DataFrame) -> pl.DataFrame:
     cols = [pl.col(k) for k in raw.columns if k not in ("flow", "tcp")]
     cols += [pl.col("flow").struct.field(k).alias(f"flow.{k}") for k in _FLOW]
     cols += [pl.col("tcp").struct.field(k).alias(f"tcp.{k}") for k in _TCP]
-    flat = raw.select(cols)
+    return prepare(raw.select(cols))
+
+
+def prepare(flat: pl.DataFrame) -> pl.DataFrame:
+    """Flat text columns (``flow.start`` …) -> the duration, and the TCP flags made explicit."""
+    missing = [c for c in (*(f"flow.{k}" for k in _FLOW), *(f"tcp.{k}" for k in _TCP)) if c not in flat.columns]
+    flat = flat.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in missing])
     # EVE writes only the flags that were seen: where a TCP record is present, a missing one is false
     seen = pl.col("tcp.tcp_flags").is_not_null() | pl.col("tcp.tcp_flags_ts").is_not_null()
     flat = flat.with_columns([pl.when(seen).then(pl.col(f"tcp.{f}").fill_null("false")).otherwise(pl.col(f"tcp.{f}"))

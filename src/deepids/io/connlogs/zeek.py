@@ -115,7 +115,7 @@ def _fields(names: list[str], types: list[str], label_column: str | None) -> lis
     return out
 
 
-DIRECTIVES = "Zeek '#' lines after the header (#close, headers of concatenated logs)"
+DIRECTIVES = "Zeek '#' lines after the header (#close, concatenated logs)"
 
 
 def _directive(text: str) -> str | None:
