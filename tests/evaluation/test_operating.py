@@ -41,7 +41,7 @@ def test_a_false_alarm_target_moves_the_threshold_and_holds_on_new_data(split):
     before = operating_point(model, train)
     threshold = calibrate_false_alarms(model, train, 20)
     after = operating_point(model, train)
-    assert threshold.method == "false-alarms" and after["false_alarms_per_10k"] <= 20
+    assert threshold.method == "fpr" and threshold.params["false_alarms_per_10k"] == 20 and after["false_alarms_per_10k"] <= 20
     assert after["detection_rate"] <= before["detection_rate"] + 1e-9 or threshold.value < 0.5
     benign = test.filter(pl.col("label") == "benign")
     test_rate = 1e4 * float((model.score_records(benign).score > threshold.value).mean())

@@ -98,8 +98,7 @@ def calibrate_false_alarms(model, X: pl.DataFrame, per_10k: float) -> Threshold:
                           f"target on (it needs labelled training data)")
     scores = model.score_records(X.filter(pl.Series(rows & benign))).score
     threshold = threshold_fpr(scores, per_10k / PER)
-    threshold.method = "false-alarms"
-    threshold.params = {"false_alarms_per_10k": per_10k}
+    threshold.params = {"fpr": per_10k / PER, "false_alarms_per_10k": per_10k}   # an fpr target, said per 10k
     threshold.note = (f"at most {per_10k:g} false alarms per 10,000 benign flows, on "
                       f"{threshold.n_scores:,} held-out benign training flows")
     if threshold.n_scores * per_10k < PER:
