@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +12,8 @@ from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, Strict
                                 choose_columns, guard_leakage, report_expected, save_training_rows)
 from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
                                  ScoreMode, Target, ThresholdMethod, is_logs)
-from deepids.cli.render import err, info, report_read, said
+from deepids.cli.progress import epoch_bar
+from deepids.cli.render import info, report_read, said
 from deepids.errors import ConfigError, InputError
 
 
@@ -196,27 +196,3 @@ def _fit_options(checkpoint_dir: Path | None, resume: Path | None) -> dict:
     if not resume.is_dir():
         raise InputError(f"--resume {resume}: no such checkpoint directory")
     return {"checkpoint_dir": resume, "resume": True}
-
-
-@contextmanager
-def epoch_bar(enabled: bool):
-    """A rich progress bar on stderr, fed by the training loop's `progress(report)` after each epoch
-    (see deepids.models.training); yields that callback, or None when disabled."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} epochs"), TextColumn("{task.fields[info]}", markup=False),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
-    tasks: dict[str, int] = {}
-
-    def progress(report) -> None:
-        if report.description not in tasks:
-            tasks[report.description] = bar.add_task(report.description, total=report.epochs, info="")
-        bar.update(tasks[report.description], completed=report.epoch, total=report.epochs,
-                   info=f"loss {report.train_loss:.4f}  val {report.val_loss:.4f}  best {report.best_val_loss:.4f}")
-
-    with bar:
-        yield progress
