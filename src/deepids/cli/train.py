@@ -45,8 +45,8 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto (cuda when present), cpu or cuda.")] = None,
     target: Annotated[Optional[Target], typer.Option(help="Classifiers: learn benign/attack (binary) or attack "
                                                      "families.")] = None,
-    score_method: Annotated[Optional[str], typer.Option(help="gan: latent-search, reconstruction (about 20x faster "
-                                                        "to score) or discriminator.")] = None,
+    score_method: Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), latent-search "
+                                                        "(AnoGAN, about 20x slower to score) or discriminator.")] = None,
     members: Annotated[Optional[int], typer.Option(help="lstm-ae-ensemble: how many autoencoders.")] = None,
     detector: Annotated[Optional[str], typer.Option(help="two-stage: stage one, the model that flags records "
                                                     "(a detector such as lstm-ae, dense-ae, or a binary "
