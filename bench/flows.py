@@ -64,7 +64,7 @@ DEFAULT_MODELS = ("dense-ae", "lstm-ae", "dnn", "cnn", "iforest", "random-forest
 # short training: the harness measures speed; quality is tested in tests/ and docs/RESULTS.md
 QUICK = {"dense-ae": {"epochs": 2}, "lstm-ae": {"epochs": 2}, "dnn": {"epochs": 2}, "cnn": {"epochs": 2},
          "iforest": {}, "random-forest": {"n_estimators": 50},
-         "lstm-ae-ensemble": {"members": 2, "epochs": 1}, "two-stage": {}}
+         "lstm-ae-ensemble": {"n_members": 2, "epochs": 1}, "two-stage": {}}
 
 SCORE_CHILD = r"""
 import json, resource, sys, time

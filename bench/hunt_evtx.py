@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def main(argv=None) -> None:
     for method in ("reconstruction", "latent-search", "discriminator"):
         scores[f"gan/{method}"] = gan.score_records(fte, method=method).score
     scores["dense-ae"] = DenseAutoencoder(epochs=args.epochs, seed=args.seed, verbose=False).fit(ftr).score_records(fte).score
-    results = {"command": "python -m bench.hunt_evtx " + " ".join(argv or []), "train_events_sampled": len(sample),
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    results = {"command": f"python -m bench.hunt_evtx {command}", "train_events_sampled": len(sample),
                "hunted_events": events.height, "attack_events": int(is_attack.sum()),
                "read": {k: v for k, v in report.to_dict().items() if k not in ("files", "damaged_files")},
                "cpu_count": os.cpu_count(), "loadavg_before": load_before, "models": {}}

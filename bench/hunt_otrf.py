@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -147,7 +148,7 @@ def main(argv=None) -> None:
         held = {r.name for r in labelled}
         splits.append(("non-empire-training", held, set(empire_all)))
 
-    results = {"command": "python -m bench.hunt_otrf " + " ".join(argv or []),
+    results = {"command": "python -m bench.hunt_otrf " + " ".join(sys.argv[1:] if argv is None else argv),
                "labels": "OTRF Empire per-event labels: agent PIDs on the agent's host and their child processes "
                          "(deepids.io.otrf.empire_attack_labels)",
                "events": events.height, "attack_events": int(labels.sum()),

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def main(argv=None) -> None:
     ap.add_argument("--models", default="gan,dense-ae")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--latent-search-events", type=int, default=20_000, help="events scored with latent-search")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model's own; "
+                                                             "smaller only for smoke runs)")
     ap.add_argument("--events-cache", type=Path, default=None, help="as bench.hunt_loro")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hunt_speed.json")
     args = ap.parse_args(argv)
@@ -49,14 +52,15 @@ def main(argv=None) -> None:
         if args.events_cache:
             events.write_parquet(args.events_cache)
     read_s = time.time() - t
-    results = {"command": "python -m bench.hunt_speed " + " ".join(argv or []), "events": events.height,
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    results = {"command": f"python -m bench.hunt_speed {command}", "events": events.height,
                "read_seconds": round(read_s, 1), "torch_threads": args.threads, "cpu_count": os.cpu_count(),
                "host": "shared 2-core development machine, loaded by other work", "loadavg_before": load_before,
-               "models": {}}
+               "epochs": args.epochs or "the model's own", "models": {}}
     for name in [m for m in args.models.split(",") if m]:
         cls = {"gan": GANDetector, "dense-ae": DenseAutoencoder}[name]
         t = time.time()
-        model = fit_log_model(cls(seed=0, verbose=False), events)
+        model = fit_log_model(cls(seed=0, verbose=False, **({"epochs": args.epochs} if args.epochs else {})), events)
         train_s = time.time() - t
         history = model.training_summary_.get("history", {})
         t = time.time()

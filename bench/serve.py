@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--overload-conns", type=int, default=16, help="connections per load generator")
     ap.add_argument("--models", default="dense-ae,lstm-ae", help="comma-separated: dense-ae, lstm-ae")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before the throughput runs")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.json")
     args = ap.parse_args(argv)
 
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
             try:
                 reqs = [http_request(server.port, b) for b in bodies]
                 one = [http_request(server.port, b) for b in singles]
-                throughput(server.port, reqs, args.batch, 2.0, args.clients)        # warm-up
+                throughput(server.port, reqs, args.batch, args.warmup, args.clients)        # warm-up
                 runs = [throughput(server.port, reqs, args.batch, args.seconds, args.clients)
                         for _ in range(args.repeats)]
                 entry["batched"] = {"records_per_second": _summary(runs, "records_per_second"), "runs": runs}

@@ -48,3 +48,20 @@ def test_library_log_records_print_as_one_line_each(capsys):
         for h in [h for h in logger.handlers if isinstance(h, render.ConsoleLogHandler)]:
             logger.removeHandler(h)
         logger.setLevel(before)
+
+
+def test_progress_bars_are_fed_by_callbacks(capsys):
+    from types import SimpleNamespace
+
+    from deepids.cli.progress import epoch_bar, record_bar
+
+    with record_bar(False) as progress:
+        assert progress is None
+    with record_bar(True) as progress:
+        progress(10, 100)
+        progress(120, 100)         # more than estimated: the total follows
+        progress(130)
+    with epoch_bar(True) as progress:
+        progress(SimpleNamespace(description="dense-ae [/x]", epoch=1, epochs=2, train_loss=0.5, val_loss=0.4,
+                                 best_val_loss=0.4))
+    assert "Traceback" not in capsys.readouterr().err

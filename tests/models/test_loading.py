@@ -152,3 +152,35 @@ def test_a_fifo_or_a_directory_in_place_of_a_file_is_refused(copy):
 def test_the_untampered_copy_still_loads(copy, saved, flow_sample):
     np.testing.assert_array_equal(load_model(copy).score_samples(flow_sample[:100]),
                                   load_model(saved).score_samples(flow_sample[:100]))
+
+
+def test_absurd_work_declared_in_model_json_is_refused():
+    """Parameters a stranger could use to make loading or scoring hang (10^8 latent steps, huge windows)."""
+    from deepids.errors import ConfigError
+    from deepids.models import GANDetector, LSTMAutoencoder
+
+    with pytest.raises(ConfigError, match="latent_steps"):
+        GANDetector(latent_steps=10**8)._validate_params()
+    with pytest.raises(ConfigError, match="sequence_length"):
+        LSTMAutoencoder(sequence_length=10**8)._validate_params()
+
+
+@pytest.mark.parametrize("tamper", ["symlink", "threshold", "truncated"])
+def test_the_cli_says_one_line_for_a_tampered_model(copy, saved, tmp_path, samples_dir, tamper):
+    import subprocess
+    import sys
+
+    if tamper == "symlink":
+        (copy / MODEL_JSON).unlink()
+        (copy / MODEL_JSON).symlink_to(saved / MODEL_JSON)
+    elif tamper == "threshold":
+        _edit(copy, lambda d: d.update(threshold="high"))
+    else:
+        (copy / WEIGHTS).write_bytes((copy / WEIGHTS).read_bytes()[:100])
+    data = samples_dir / "cicids2017" / "MachineLearningCVE" / "m1.csv.gz"
+    proc = subprocess.run([sys.executable, "-m", "deepids", "score", "-m", str(copy), "-d", str(data),
+                           "-o", str(tmp_path / "scores.csv")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("deepids: error: ")]
+    assert len(errors) == 1 and str(MODEL_JSON if tamper != "truncated" else WEIGHTS) in errors[0]
+    assert not (tmp_path / "scores.csv").exists()

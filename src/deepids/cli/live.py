@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -75,7 +75,8 @@ def serve(
     idle_ttl: IdleTtl = 3600.0,
     top_k: TopK = 3,
     threads: Threads = 1,
-    limit_concurrency: Annotated[int, typer.Option(help="Open connections before uvicorn answers 503.")] = 1024,
+    limit_concurrency: Annotated[int, typer.Option(help="Requests in progress before new ones get 503 (counted in "
+                                                        "/metrics); uvicorn answers 503 itself beyond twice that.")] = 1024,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     token: Annotated[Optional[str], typer.Option(
         help="Bearer token every route but /healthz requires (default: $DEEPIDS_TOKEN). Prefer the "
@@ -155,8 +156,33 @@ def stream(
     restarted stream resumes where the last one stopped; --scores, --rejected and --alerts
     are appended to, each record exactly once.
     """
-    from deepids.serving.alerts import FileSink, WebhookSink
-    from deepids.serving.stream import FORMATS, run_stream
+    from deepids.atomic import open_append
+    from deepids.serving.stream import run_stream
+
+    state = _stream_state(model, input_, format_, follow, batch_size, flush_interval, webhook_buffer,
+                          max_line_bytes, state, no_state)
+    scorer = _scorer(model, max_entities, idle_ttl, top_k, threads)
+    with ExitStack() as stack, _sigterm_as_interrupt():
+        sinks = _alert_sinks(alerts, webhook, webhook_token, webhook_buffer)
+        # appended to, like --alerts (0640, never through a symlink); a resumed run first cuts
+        # them back to what its state saved
+        scores_out = stack.enter_context(open_append(scores)) if scores else None
+        rejected_out = stack.enter_context(open_append(rejected)) if rejected else None
+        summary = run_stream(scorer, input_, sinks, follow=follow, fmt=format_, batch_size=batch_size,
+                             flush_interval=flush_interval, scores_out=scores_out,
+                             rejected_out=rejected_out, model_label=f"{scorer.name}:{model}",
+                             state_path=state, max_line_bytes=max_line_bytes)
+    _say("deepids: " + summary.line())
+    if summary_json:
+        from deepids.atomic import write_text
+
+        write_text(summary_json, json.dumps(summary.to_dict(), indent=2) + "\n")
+
+
+def _stream_state(model: Path, input_: str, format_: str, follow: bool, batch_size: int, flush_interval: float,
+                  webhook_buffer: int, max_line_bytes: int, state: Path | None, no_state: bool) -> Path | None:
+    """Check `stream`'s options before any work; the state file to use (None: keep no state)."""
+    from deepids.serving.stream import FORMATS
 
     if format_ not in FORMATS:
         raise ConfigError(f"unknown --format {format_!r}; expected one of {', '.join(FORMATS)}")
@@ -170,35 +196,31 @@ def stream(
         from deepids.serving.checkpoint import default_state_path
 
         state = default_state_path(input_, str(model.resolve()))
-    scorer = _scorer(model, max_entities, idle_ttl, top_k, threads)
-    with ExitStack() as stack:
-        sinks = []
-        if alerts is not None or webhook is None:
-            sinks.append(FileSink(alerts or "-"))
-        if webhook is not None:
-            if not webhook.startswith(("http://", "https://")):
-                raise ConfigError(f"--webhook must be an http:// or https:// URL, got {webhook!r}")
-            sinks.append(WebhookSink(webhook, max_buffer=webhook_buffer, token=webhook_token or None))
-        from deepids.atomic import open_append
+    return state
 
-        # appended to, like --alerts (0640, never through a symlink); a resumed run first cuts
-        # them back to what its state saved
-        scores_out = stack.enter_context(open_append(scores)) if scores else None
-        rejected_out = stack.enter_context(open_append(rejected)) if rejected else None
 
-        def _terminate(signum, frame):
-            raise KeyboardInterrupt
+def _alert_sinks(alerts: str | None, webhook: str | None, webhook_token: str | None, webhook_buffer: int) -> list:
+    """Where alerts go: a file or stdout (the default without --webhook), and/or the webhook."""
+    from deepids.serving.alerts import FileSink, WebhookSink
 
-        previous = signal.signal(signal.SIGTERM, _terminate)
-        try:
-            summary = run_stream(scorer, input_, sinks, follow=follow, fmt=format_, batch_size=batch_size,
-                                 flush_interval=flush_interval, scores_out=scores_out,
-                                 rejected_out=rejected_out, model_label=f"{scorer.name}:{model}",
-                                 state_path=state, max_line_bytes=max_line_bytes)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    _say("deepids: " + summary.line())
-    if summary_json:
-        from deepids.atomic import write_text
+    sinks = []
+    if alerts is not None or webhook is None:
+        sinks.append(FileSink(alerts or "-"))
+    if webhook is not None:
+        if not webhook.startswith(("http://", "https://")):
+            raise ConfigError(f"--webhook must be an http:// or https:// URL, got {webhook!r}")
+        sinks.append(WebhookSink(webhook, max_buffer=webhook_buffer, token=webhook_token or None))
+    return sinks
 
-        write_text(summary_json, json.dumps(summary.to_dict(), indent=2) + "\n")
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends the stream as Ctrl-C does: what was read is flushed and the summary printed."""
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from deepids.cli.configure import build_model, given_options, was_given
+from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, StrictLeakage, after_training,
+                                choose_columns, guard_leakage, report_expected, save_training_rows)
 from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
                                  ScoreMode, Target, ThresholdMethod, is_logs)
-from deepids.cli.render import err, info, report_read, said
+from deepids.cli.progress import epoch_bar
+from deepids.cli.render import info, report_read, said
 from deepids.errors import ConfigError, InputError
 
 
@@ -43,8 +45,8 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto (cuda when present), cpu or cuda.")] = None,
     target: Annotated[Optional[Target], typer.Option(help="Classifiers: learn benign/attack (binary) or attack "
                                                      "families.")] = None,
-    score_method: Annotated[Optional[str], typer.Option(help="gan: latent-search, reconstruction (about 20x faster "
-                                                        "to score) or discriminator.")] = None,
+    score_method: Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), latent-search "
+                                                        "(AnoGAN, about 20x slower to score) or discriminator.")] = None,
     members: Annotated[Optional[int], typer.Option(help="lstm-ae-ensemble: how many autoencoders.")] = None,
     detector: Annotated[Optional[str], typer.Option(help="two-stage: stage one, the model that flags records "
                                                     "(a detector such as lstm-ae, dense-ae, or a binary "
@@ -74,6 +76,10 @@ def train(
                                                            "here after every epoch (torch models).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training from its "
                                                    "checkpoint directory (give the same model, options and data).")] = None,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
+    strict_leakage: StrictLeakage = False,
+    false_alarms: FalseAlarms = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -102,6 +108,9 @@ def train(
     if engine is Engine.ray and fit_options["checkpoint_dir"] is not None:
         raise ConfigError("--checkpoint-dir and --resume apply to local training, not --engine ray")
     if stream or engine is Engine.ray:
+        if feature_columns or drop_columns or false_alarms is not None:
+            raise ConfigError("--feature-columns, --drop-columns and --false-alarms need the table in memory; "
+                              "train without --stream or --engine ray")
         ray = ({"num_workers": num_workers, "address": address, "storage_path": storage} if engine is Engine.ray
                else None)
         _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, ray,
@@ -112,6 +121,8 @@ def train(
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
         from deepids.hunting.logs import fit_log_model, read_log_events
 
+        if feature_columns or drop_columns or false_alarms is not None:
+            raise ConfigError("--feature-columns, --drop-columns and --false-alarms apply to flow files")
         log_events, report = read_log_events(data, progress=not quiet)
         report_read(report)
         with epoch_bar(not quiet) as progress:
@@ -119,8 +130,15 @@ def train(
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
         report_read(report)
+        table = choose_columns(table, feature_columns, drop_columns)
+        guard_leakage(table, strict_leakage)      # before any training: a feature that gives the label away
         with epoch_bar(not quiet) as progress:
             estimator.fit(table, progress=progress, **fit_options)
+        point = after_training(estimator, table, false_alarms)
+        _save_trained(estimator, model, data, out_dir, report.to_dict())
+        save_training_rows(out_dir, table)
+        report_expected(point)
+        return
     _save_trained(estimator, model, data, out_dir, report.to_dict())
 
 
@@ -178,27 +196,3 @@ def _fit_options(checkpoint_dir: Path | None, resume: Path | None) -> dict:
     if not resume.is_dir():
         raise InputError(f"--resume {resume}: no such checkpoint directory")
     return {"checkpoint_dir": resume, "resume": True}
-
-
-@contextmanager
-def epoch_bar(enabled: bool):
-    """A rich progress bar on stderr, fed by the training loop's `progress(report)` after each epoch
-    (see deepids.models.training); yields that callback, or None when disabled."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} epochs"), TextColumn("{task.fields[info]}", markup=False),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
-    tasks: dict[str, int] = {}
-
-    def progress(report) -> None:
-        if report.description not in tasks:
-            tasks[report.description] = bar.add_task(report.description, total=report.epochs, info="")
-        bar.update(tasks[report.description], completed=report.epoch, total=report.epochs,
-                   info=f"loss {report.train_loss:.4f}  val {report.val_loss:.4f}  best {report.best_val_loss:.4f}")
-
-    with bar:
-        yield progress

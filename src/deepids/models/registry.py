@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from deepids.errors import ConfigError, DeepidsError, ModelFormatError
-from deepids.models.persistence import read_model_document
+from deepids.models.persistence import MODEL_JSON, read_model_document
 
 if TYPE_CHECKING:
     from deepids.models.base import BaseDetector
@@ -49,11 +49,13 @@ def model_from_document(doc: dict, tensors: dict, where: str = "model") -> "Base
         raise
     except DeepidsError as exc:
         raise ModelFormatError(f"{where} is damaged: {exc}") from None
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
-        raise ModelFormatError(f"{where} is damaged: {type(exc).__name__}: {exc}") from None
+    except KeyError as exc:
+        raise ModelFormatError(f"{where} is damaged: {exc.args[0]!r} is missing") from None
+    except (TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise ModelFormatError(f"{where} is damaged: {exc}") from None
 
 
 def load_model(path: str | Path) -> "BaseDetector":
     """Load a saved model directory (JSON + safetensors; nothing is unpickled)."""
     doc, tensors = read_model_document(path)
-    return model_from_document(doc, tensors, str(path))
+    return model_from_document(doc, tensors, str(Path(path) / MODEL_JSON))
