@@ -189,3 +189,19 @@ def test_long_lines_are_skipped_and_counted_without_being_held(seq_model, friday
     # splitting is linear: a 50 MB line in 64 KiB chunks
     chunks = [b"x" * 65536] * 800 + [b"\n"]
     assert list(split_lines(iter(chunks), max_line_bytes=1 << 20)) == [(800 * 65536 + 1, 800 * 65536 + 1)]
+
+
+def test_a_resumed_stream_never_cuts_a_file_it_did_not_write(seq_model, friday_lines, tmp_path):
+    from deepids.atomic import open_append
+
+    src = tmp_path / "flows.csv"
+    src.write_text(friday_lines[0] + "\n" + "\n".join(friday_lines[1:51]) + "\n")
+    with open_append(tmp_path / "a.ndjson") as out:
+        run_stream(LiveScorer(seq_model), src, scores_out=out, state_path=tmp_path / "state")
+    other = tmp_path / "b.ndjson"
+    other.write_text("x" * 100_000 + "\n")        # someone else's file, larger than the saved size
+    _append(src, friday_lines[51:61])
+    with open_append(other) as out:
+        s = run_stream(LiveScorer(seq_model), src, scores_out=out, state_path=tmp_path / "state")
+    assert s.read == 60 and other.read_text().startswith("x" * 100_000)
+    assert len(other.read_text().splitlines()) == 11      # the old line, then the 10 new records
