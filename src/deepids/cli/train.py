@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from deepids.cli.configure import build_model, given_options, was_given
+from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, StrictLeakage, after_training,
+                                choose_columns, guard_leakage, report_expected, save_training_rows)
 from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
                                  ScoreMode, Target, ThresholdMethod, is_logs)
 from deepids.cli.progress import epoch_bar
@@ -74,6 +76,10 @@ def train(
                                                            "here after every epoch (torch models).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training from its "
                                                    "checkpoint directory (give the same model, options and data).")] = None,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
+    strict_leakage: StrictLeakage = False,
+    false_alarms: FalseAlarms = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -102,6 +108,9 @@ def train(
     if engine is Engine.ray and fit_options["checkpoint_dir"] is not None:
         raise ConfigError("--checkpoint-dir and --resume apply to local training, not --engine ray")
     if stream or engine is Engine.ray:
+        if feature_columns or drop_columns or false_alarms is not None:
+            raise ConfigError("--feature-columns, --drop-columns and --false-alarms need the table in memory; "
+                              "train without --stream or --engine ray")
         ray = ({"num_workers": num_workers, "address": address, "storage_path": storage} if engine is Engine.ray
                else None)
         _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, ray,
@@ -112,6 +121,8 @@ def train(
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
         from deepids.hunting.logs import fit_log_model, read_log_events
 
+        if feature_columns or drop_columns or false_alarms is not None:
+            raise ConfigError("--feature-columns, --drop-columns and --false-alarms apply to flow files")
         log_events, report = read_log_events(data, progress=not quiet)
         report_read(report)
         with epoch_bar(not quiet) as progress:
@@ -119,8 +130,15 @@ def train(
     else:
         table, report = read_flows(data, layout=layout, label_column=label_column)
         report_read(report)
+        table = choose_columns(table, feature_columns, drop_columns)
+        guard_leakage(table, strict_leakage)      # before any training: a feature that gives the label away
         with epoch_bar(not quiet) as progress:
             estimator.fit(table, progress=progress, **fit_options)
+        point = after_training(estimator, table, false_alarms)
+        _save_trained(estimator, model, data, out_dir, report.to_dict())
+        save_training_rows(out_dir, table)
+        report_expected(point)
+        return
     _save_trained(estimator, model, data, out_dir, report.to_dict())
 
 

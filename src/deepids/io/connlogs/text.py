@@ -46,7 +46,8 @@ class LineSink:
 
 
 def delimited_batches(path: Path, compression: str | None, names: Sequence[str], skip_lines: int,
-                      delimiter: str, sink: LineSink, quote: str | bool = False) -> Iterator[pl.DataFrame]:
+                      delimiter: str, sink: LineSink, quote: str | bool = False,
+                      numeric: frozenset[str] = frozenset()) -> Iterator[pl.DataFrame]:
     """Text frames of every field (``names``), after ``skip_lines`` header lines. Rows with the
     wrong number of fields go to ``sink``; no quoting unless ``quote`` (Zeek and nfdump never quote)."""
     stream = open_stream(path, compression)
@@ -62,7 +63,7 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
-            yield arrow_to_polars(pa.Table.from_batches([batch]))
+            yield arrow_to_polars(pa.Table.from_batches([batch]), numeric)
     except InputError:
         raise
     except (OSError, pa.ArrowException, EOFError) as exc:
