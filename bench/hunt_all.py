@@ -1,6 +1,6 @@
 """One hunt over every shared OTRF recording at once: where does each Empire attack land in the top 20?
 
-    python -m bench.hunt_all [--otrf DIR] [--model gan|dense-ae] [--by tree|host] [--top 20] [--out FILE]
+    python -m bench.hunt_all [--otrf DIR] [--model gan|dense-ae] [--by tree,host] [--top 20] [--out FILE]
 
 The model (CLI defaults, with process-tree context: `deepids.hunting.logs.fit_log_model`) trains on
 the recordings that are not Empire ones (Covenant, RDP, Mimikatz, SharpView, schtasks: other
@@ -31,26 +31,33 @@ from deepids.io.logs import read_events
 from deepids.io.otrf import read_otrf_index, recording_agents
 
 
-def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> dict:
-    """recording -> best rank (1-based) of a finding whose evidence holds one of its attack events."""
+def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> tuple[dict, list]:
+    """(recording -> best rank (1-based) of a finding whose evidence holds one of its attack events,
+    the top findings: entity, window, score, the recordings of their evidence and its attack events)."""
     groups = (group_scores(events, score, by=by) if by in ("tree", "process")
               else window_scores(events, score, by=by, window="5m"))
     ranked = groups.sort(["score", "entity", "window_start"], descending=[True, False, False])
     files = events.get_column("source_file").to_numpy()
     best: dict = {}
-    for rank, rows in enumerate(ranked.get_column("rows").to_list(), start=1):
-        rows = np.asarray(rows)
+    head = []
+    for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
+        rows = np.asarray(row["rows"])
         shown = rows[np.argsort(-score[rows], kind="stable")][:evidence]
         for r in shown[labels[shown] == 1]:
             best.setdefault(files[r], rank)
-    return best
+        if rank <= top:
+            head.append({"rank": rank, "entity": row["entity"], "window_start": str(row["window_start"]),
+                         "score": round(float(row["score"]), 5), "events": int(row["events"]),
+                         "evidence_recordings": sorted(set(files[shown].tolist())),
+                         "evidence_attack_events": int(labels[shown].sum())})
+    return best, head
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--otrf", type=Path, default=DEFAULT_OTRF)
     ap.add_argument("--model", choices=("gan", "dense-ae"), default="gan")
-    ap.add_argument("--by", choices=("tree", "process", "host"), default="tree")
+    ap.add_argument("--by", default="tree,host", help="comma-separated: tree, process, host, user")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--evidence", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
@@ -86,21 +93,23 @@ def main(argv=None) -> None:
     score = model.score_records(features).score.astype(np.float64)
     score_s = time.time() - t
     hunted = events.with_columns(processes)
-    results = {"command": "python -m bench.hunt_all " + " ".join(argv or []), "model": args.model, "by": args.by,
+    results = {"command": "python -m bench.hunt_all " + " ".join(argv or []), "model": args.model,
                "top": args.top, "evidence": args.evidence, "train_events": int(train_mask.sum()),
                "train_recordings": "the non-Empire recordings", "hunted_events": events.height,
                "recordings": len(index), "train_seconds": round(train_s, 1),
                "features_and_score_seconds": round(score_s, 1), "cpu_count": os.cpu_count(),
                "host": "shared 2-core development machine, loaded by other work", "loadavg_before": load_before,
-               "labels": {}}
-    for d in LABELS:
-        best = evidence_ranks(hunted, score, labels[d], args.by, args.top, args.evidence)
-        per = {r.name: best.get(r.name) for r in labelled}
-        missed = sorted(k for k, v in per.items() if v is None or v > args.top)
-        results["labels"][d] = {"best_rank_per_recording": per, f"in_top{args.top}": len(per) - len(missed),
-                                "recordings": len(per), "missed": missed}
-        print(f"{d}: {len(per) - len(missed)}/{len(per)} Empire recordings have an attack event as evidence in the "
-              f"top {args.top} {args.by} findings; missed: {missed}", flush=True)
+               "by": {}}
+    for by in [b for b in args.by.split(",") if b]:
+        results["by"][by] = {}
+        for d in LABELS:
+            best, head = evidence_ranks(hunted, score, labels[d], by, args.top, args.evidence)
+            per = {r.name: best.get(r.name) for r in labelled}
+            missed = sorted(k for k, v in per.items() if v is None or v > args.top)
+            results["by"][by][d] = {"best_rank_per_recording": per, f"in_top{args.top}": len(per) - len(missed),
+                                    "recordings": len(per), "missed": missed, "top_findings": head}
+            print(f"{by}, {d} labels: {len(per) - len(missed)}/{len(per)} Empire recordings have an attack event as "
+                  f"evidence in the top {args.top} findings; missed: {missed}", flush=True)
     results["seconds"] = round(time.time() - started, 1)
     results["loadavg_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,9 @@ def main(argv=None) -> None:
     ap.add_argument("--models", default="rarity-baseline,context-rarity,gan,dense-ae")
     ap.add_argument("--training", choices=("all", "benign"), default="all")
     ap.add_argument("--max-folds", type=int, default=0, help="only the first N folds (smoke runs)")
+    ap.add_argument("--train-events", type=int, default=0,
+                    help="train the neural models on a uniform sample of this many training events (0: all); the "
+                         "rarity tables always count every training event")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--events-cache", type=Path, default=None,
@@ -134,6 +137,7 @@ def main(argv=None) -> None:
     print(f"{events.height:,} events; {len(labelled)} labelled Empire recordings in {len(folds)} technique folds; "
           f"attack events: " + ", ".join(f"{d} {int(v.sum()):,}" for d, v in labels.items()), flush=True)
     results = {"command": "python -m bench.hunt_loro " + " ".join(argv or []), "training": args.training,
+               "neural_train_sample": args.train_events or "all training events",
                "labels": {d: fn.__doc__.split("\n")[0] for d, fn in LABELS.items()},
                "events": events.height, "attack_events": {d: int(v.sum()) for d, v in labels.items()},
                "cpu_count": os.cpu_count(), "torch_threads": args.threads, "loadavg_before": load_before,
@@ -158,7 +162,10 @@ def main(argv=None) -> None:
             scores["context-rarity"] = context_score(ftest)
         needs_train = [m for m in models if m in ("gan", "dense-ae")]
         if needs_train:
-            ftrain = ctx.features_from(parts, train_rows)
+            sample = train_rows
+            if args.train_events and len(train_rows) > args.train_events:
+                sample = np.sort(np.random.default_rng(args.seed).choice(train_rows, args.train_events, replace=False))
+            ftrain = ctx.features_from(parts, sample)
             for m in needs_train:
                 t = time.time()
                 model = fit_model(m, ftrain, args.seed)
@@ -179,6 +186,7 @@ def main(argv=None) -> None:
         line = "  ".join(f"{m} " + "/".join(f"{results['models'][m]['recordings'][r.name][d] or float('nan'):.3f}"
                                             for d in LABELS) for m in scores for r in held[:1])
         print(f"[{group}] {len(held)} held out, train {len(train_rows):,} events: {line}", flush=True)
+        _write(args.out, results)                # after every fold: a long run leaves its figures so far
     for m in models:
         results["models"][m]["summary"] = summarise(results["models"][m]["recordings"])
         s = results["models"][m]["summary"]
@@ -187,9 +195,13 @@ def main(argv=None) -> None:
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     results["seconds"] = round(time.time() - started, 1)
     results["loadavg_after"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _write(args.out, results)
     print(f"wrote {args.out} ({results['seconds']:.0f}s)")
+
+
+def _write(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

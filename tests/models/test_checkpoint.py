@@ -124,3 +124,11 @@ def test_composite_models_checkpoint_each_member(train, tmp_path):
     ensemble.fit(train, checkpoint_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["member0", "member1"]
     assert all((tmp_path / m / CHECKPOINT).is_file() for m in ("member0", "member1"))
+
+
+def test_the_threshold_can_change_on_resume(train, tmp_path):
+    """The threshold is chosen after training, so a resumed run may choose it differently."""
+    MODELS["dense-ae"](epochs=2, hidden=(8,), verbose=False).fit(train, checkpoint_dir=tmp_path)
+    again = MODELS["dense-ae"](epochs=2, hidden=(8,), threshold_method="fpr", verbose=False).fit(
+        train, checkpoint_dir=tmp_path, resume=True)
+    assert again.threshold_.method == "fpr" and again.training_summary_["history"]["resumed_from_epoch"] == 2

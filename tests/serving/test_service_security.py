@@ -232,3 +232,23 @@ def test_tls_and_token_on_a_real_server(seq_model, friday_lines, tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_requests_beyond_the_limit_get_a_counted_503_and_healthz_still_answers(seq_model, friday_lines):
+    from deepids.serving.service import RequestLimit
+
+    app = create_app(LiveScorer(seq_model), max_requests=2)
+    with TestClient(app) as c:
+        guard = c.app.middleware_stack
+        while guard is not None and not isinstance(guard, RequestLimit):
+            guard = getattr(guard, "app", None)
+        assert guard is not None
+        guard.active = 2                           # as if two requests were in progress
+        r = c.post("/v1/score", json=_records(friday_lines, 3))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert c.get("/healthz").status_code == 200
+        guard.active = 0
+        assert c.post("/v1/score", json=_records(friday_lines, 3)).status_code == 200
+        m = c.get("/metrics").text
+    assert _metric(m, 'deepids_requests_refused_unread_total{reason="too many requests"}') == 1
+    assert _metric(m, 'deepids_requests_total{code="503"}') == 1

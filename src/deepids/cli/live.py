@@ -75,7 +75,8 @@ def serve(
     idle_ttl: IdleTtl = 3600.0,
     top_k: TopK = 3,
     threads: Threads = 1,
-    limit_concurrency: Annotated[int, typer.Option(help="Open connections before uvicorn answers 503.")] = 1024,
+    limit_concurrency: Annotated[int, typer.Option(help="Requests in progress before new ones get 503 (counted in "
+                                                        "/metrics); uvicorn answers 503 itself beyond twice that.")] = 1024,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     token: Annotated[Optional[str], typer.Option(
         help="Bearer token every route but /healthz requires (default: $DEEPIDS_TOKEN). Prefer the "

@@ -90,8 +90,8 @@ ThresholdValue = Annotated[Optional[float], typer.Option(help="Threshold value (
 Device = Annotated[Optional[str], typer.Option(help="auto (cuda when present), cpu or cuda.")]
 TargetOption = Annotated[Optional[Target], typer.Option(help="Classifiers: learn benign/attack (binary) or attack "
                                                         "families.")]
-ScoreMethod = Annotated[Optional[str], typer.Option(help="gan: latent-search, reconstruction (about 20x faster "
-                                                    "to score) or discriminator.")]
+ScoreMethod = Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), latent-search "
+                                                    "(AnoGAN, about 20x slower to score) or discriminator.")]
 Members = Annotated[Optional[int], typer.Option(help="lstm-ae-ensemble: how many autoencoders.")]
 Detector = Annotated[Optional[str], typer.Option(help="two-stage: stage one, the model that flags records "
                                                  "(a detector such as lstm-ae, dense-ae, or a binary "

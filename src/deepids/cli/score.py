@@ -93,6 +93,11 @@ def score(
         d, unit = score_files(detector, data, out_file, layout=layout, label_column=label_column,
                               batch_size=batch_size, top_k=top_k, progress=not quiet).to_dict(), "records"
     info(score_line(d, detector.threshold_.value, unit))
+    read = d.get("read") or {}
+    for note in read.get("notes", ()):        # what a capture held, its damage
+        info(note)
+    for path, n in (read.get("damaged_files") or {}).items():
+        info(f"DAMAGED: {path}: {n:,} records unreadable or lost (counted as rejected)")
     said(f"wrote {out_file}")
 
 

@@ -18,9 +18,11 @@ The fitted tables are plain dicts, saved as JSON with the model.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
+
+import numpy as np
+import polars as pl
 
 from deepids.errors import ModelFormatError
 
@@ -29,6 +31,7 @@ RARITY_KEYS = ("event_image", "parent_child", "lineage", "image_user", "image_in
                "registry", "image_load", "process_access")
 ENTITY_KEYS = ("host", "user")
 RARITY_COLUMNS = tuple(f"rarity_{k}" for k in RARITY_KEYS) + tuple(f"rarity_{k}_baseline" for k in ENTITY_KEYS)
+_SEP = "\x1f"
 _MASK = re.compile(r"(?i)s-1-5-21-[\d-]+|\{?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}?|\d+")
 
 
@@ -92,34 +95,29 @@ class RarityTables:
             self.entity_totals_[ent] = {e: sum(per[e].values()) for e in busiest}
         return self
 
-    def rarity(self, keys: dict[str, list], entities: dict[str, list]) -> dict[str, list[float]]:
-        """One rarity column per key name and per entity kind, in event order."""
-        out: dict[str, list[float]] = {}
+    def rarity(self, keys: dict[str, list], entities: dict[str, list]) -> dict[str, np.ndarray]:
+        """One rarity column per key name and per entity kind, in event order (vectorised lookups)."""
+        out: dict[str, np.ndarray] = {}
         for name in RARITY_KEYS:
-            counts, total = self.counts_.get(name, {}), self.totals_.get(name, 0)
-            cache: dict = {None: 0.0}
-            col = []
-            for k in keys[name]:
-                r = cache.get(k)
-                if r is None:
-                    r = cache[k] = -math.log10((counts.get(k, 0) + 1) / (total + 1))
-                col.append(r)
-            out[f"rarity_{name}"] = col
-        g_counts, g_total = self.counts_.get("event_image", {}), self.totals_.get("event_image", 0)
+            values = pl.Series(keys[name], dtype=pl.Utf8)
+            count = values.replace_strict(self.counts_.get(name, {}), default=0,
+                                          return_dtype=pl.Int64).fill_null(0).to_numpy()
+            r = -np.log10((count + 1) / (self.totals_.get(name, 0) + 1))
+            out[f"rarity_{name}"] = np.where(values.is_null().to_numpy(), 0.0, r)
+        key = pl.Series(keys["event_image"], dtype=pl.Utf8)
+        g_count = key.replace_strict(self.counts_.get("event_image", {}), default=0,
+                                     return_dtype=pl.Int64).fill_null(0).to_numpy()
+        g_rarity = -np.log10((g_count + 1) / (self.totals_.get("event_image", 0) + 1))
         for ent in ENTITY_KEYS:
             tables, totals = self.entity_counts_.get(ent, {}), self.entity_totals_.get(ent, {})
-            cache = {}
-            col = []
-            for e, k in zip(entities[ent], keys["event_image"]):
-                r = cache.get((e, k))
-                if r is None:
-                    if e in tables:          # this entity's own baseline
-                        r = -math.log10((tables[e].get(k, 0) + 1) / (totals[e] + 1))
-                    else:                    # unseen entity: the overall table
-                        r = -math.log10((g_counts.get(k, 0) + 1) / (g_total + 1))
-                    cache[(e, k)] = r
-                col.append(r)
-            out[f"rarity_{ent}_baseline"] = col
+            entity = pl.Series(entities[ent], dtype=pl.Utf8)
+            flat = {f"{e}{_SEP}{k}": c for e, t in tables.items() for k, c in t.items()}
+            pair = pl.select(pl.concat_str([entity, key], separator=_SEP)).to_series()
+            count = pair.replace_strict(flat, default=0, return_dtype=pl.Int64).fill_null(0).to_numpy()
+            total = entity.replace_strict(totals, default=-1, return_dtype=pl.Int64).fill_null(-1).to_numpy()
+            # this entity's own baseline; an entity not seen in training falls back to the overall table
+            out[f"rarity_{ent}_baseline"] = np.where(total >= 0, -np.log10((count + 1) / (np.maximum(total, 0) + 1)),
+                                                     g_rarity)
         return out
 
     def to_dict(self) -> dict:

@@ -3,9 +3,10 @@
 `by="host"` or `"user"`: one finding per entity and time window. `by="process"` or `"tree"`: one
 finding per process (all events of one process, `process` column) or per process tree (a process
 and its descendants below a long-lived parent such as explorer.exe or services.exe,
-`process_tree` column); both columns come from `EventContext` (models trained with process-tree
-context add them to the events they score). A tree holds one attack chain (wscript.exe ->
-powershell.exe -> cmd.exe) however many windows it spans, and nothing else of a busy host.
+`process_tree` column) in each time window (`window=None`: over its whole life); both columns come
+from `EventContext` (models trained with process-tree context add them to the events they
+score). A tree holds one attack chain (wscript.exe -> powershell.exe -> cmd.exe) and nothing else
+of a busy host; windowing it splits a long-lived agent's activity into the sessions an analyst reads.
 
 A window is one entity (host or user) over one fixed time slot (5 minutes by default). Its score
 is the mean of its `top_k` highest event scores (fewer when it has fewer events): a window stands
@@ -98,9 +99,10 @@ def window_scores(events: pl.DataFrame, scores: np.ndarray, by: str = "host", wi
 GROUPS = {"process": "process", "tree": "process_tree"}
 
 
-def group_scores(events: pl.DataFrame, scores: np.ndarray, by: str = "tree", top_k: int = 10) -> pl.DataFrame:
-    """One row per process or process tree: score (mean of the top_k event scores), events, first and last
-    event time (as window_start/window_end), host, and the row ids inside."""
+def group_scores(events: pl.DataFrame, scores: np.ndarray, by: str = "tree", top_k: int = 10,
+                 window: str | timedelta | None = "5m") -> pl.DataFrame:
+    """One row per process or process tree and time window (the whole life of each when `window` is None):
+    score (mean of the top_k event scores), events, window start and end, host, and the row ids inside."""
     column = GROUPS.get(by)
     if column is None:
         raise ConfigError(f"group events by 'process' or 'tree', got {by!r}")
@@ -112,15 +114,25 @@ def group_scores(events: pl.DataFrame, scores: np.ndarray, by: str = "tree", top
     df = (events.select([column, "host", "timestamp"]).with_row_index("_row")
           .with_columns(pl.Series("_score", np.asarray(scores, dtype=np.float64)))
           .filter(pl.col(column).is_not_null() & pl.col("_score").is_finite()))
+    keys = [column]
+    if window is not None:
+        td = parse_window(window)
+        df = df.filter(pl.col("timestamp").is_not_null())
+        df = df.with_columns(window_starts(df, td))
+        keys.append("window_start")
     out = (df.sort("_score", descending=True)
-           .group_by(column)
+           .group_by(keys)
            .agg(pl.col("_score").head(top_k).mean().alias("score"), pl.len().alias("events"),
                 pl.col("_score").max().alias("max_event_score"), pl.col("_row").alias("rows"),
-                pl.col("timestamp").min().alias("window_start"), pl.col("timestamp").max().alias("window_end"),
+                pl.col("timestamp").min().alias("first_event"), pl.col("timestamp").max().alias("last_event"),
                 pl.col("host").first().alias("host"))
-           .rename({column: "entity"})
-           .sort("entity"))
-    return out.select(["entity", "window_start", "window_end", "score", "max_event_score", "events", "rows", "host"])
+           .rename({column: "entity"}))
+    if window is None:
+        out = out.with_columns(pl.col("first_event").alias("window_start"), pl.col("last_event").alias("window_end"))
+    else:
+        out = out.with_columns((pl.col("window_start") + td).alias("window_end"))
+    return out.sort(["entity", "window_start"]).select(
+        ["entity", "window_start", "window_end", "score", "max_event_score", "events", "rows", "host"])
 
 
 def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timedelta = "5m", top: int = 20,
@@ -134,7 +146,7 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
         raise ConfigError(f"--top must be at least 1, got {top}")
     score = np.asarray(scores.score, dtype=np.float64)
     grouped = by in GROUPS
-    windows = (group_scores(events, score, by=by, top_k=top_k) if grouped
+    windows = (group_scores(events, score, by=by, top_k=top_k, window=window) if grouped
                else window_scores(events, score, by=by, window=window, top_k=top_k))
     ranked = windows.sort(["score", "entity", "window_start"], descending=[True, False, False]).head(top)
     ferr = scores.feature_error
@@ -180,7 +192,8 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
             files = events[rows.tolist()].get_column("source_file").drop_nulls().unique().sort().to_list()
             finding["attack_labels"] = sorted({attack_labels[f] for f in files if f in attack_labels})
         findings.append(finding)
-    summary = {"entity_type": by, "window": None if grouped else str(parse_window(window)), "windows": windows.height,
+    summary = {"entity_type": by, "window": None if window is None else str(parse_window(window)),
+               "windows": windows.height,
                "events": events.height, "events_scored": int(np.isfinite(score).sum()),
                # events with no host/user or no timestamp belong to no window: counted, not dropped silently
                "events_in_no_window": events.height - (int(windows.get_column("events").sum()) if windows.height else 0),

@@ -115,9 +115,13 @@ def score_log_files(model: BaseDetector, paths, out: str | Path, top_k: int = 3,
 
 
 def otrf_root_of(paths) -> Path | None:
-    """The OTRF dataset folder (holding INDEX.csv and metadata/) the paths lie in, if any."""
+    """The OTRF dataset folder (holding INDEX.csv and metadata/) the paths lie in, if any.
+
+    Only the path itself and its three nearest parents are looked at (an OTRF recording lies at
+    ``ROOT/atomic/<tactic>/<file>``): an INDEX.csv further up, in some unrelated ancestor
+    folder, never labels the data."""
     for p in map(Path, paths):
-        for parent in [p, *p.resolve().parents]:
+        for parent in [p, *list(p.resolve().parents)[:3]]:
             if (parent / "INDEX.csv").exists() and (parent / "metadata").is_dir():
                 return parent
     return None

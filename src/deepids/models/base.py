@@ -213,8 +213,9 @@ class BaseDetector(ABC):
         names = ("epochs", "batch_size", "learning_rate", "patience", "seed", "device", "verbose")
         settings = {k: getattr(self, k) for k in names if hasattr(self, k)}
         fingerprint = {"model": self.model_name,
-                       **jsonable({k: v for k, v in self.get_params().items()
-                                   if k not in ("epochs", "patience", "verbose", "device")}),
+                       **jsonable({k: v for k, v in self.get_params().items()    # what shapes training
+                                   if k not in ("epochs", "patience", "verbose", "device")
+                                   and not k.startswith("threshold_")}),
                        **jsonable(overrides.pop("fingerprint", {}))}
         progress = options.progress if callable(options.progress) else None    # a bool: the former API, no bar
         return TrainingConfig(**{**settings, **overrides}, progress=progress,

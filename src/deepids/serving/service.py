@@ -293,6 +293,42 @@ class ScoreHandler:
             raise _Refused(_json_response({"detail": f"scoring failed: {type(exc).__name__}"}, 500)) from None
 
 
+R_TOO_MANY = "too many requests"
+
+
+class RequestLimit:
+    """ASGI middleware: at most `limit` HTTP requests in progress; more get 503 with Retry-After,
+    counted in ``deepids_requests_refused_unread_total{reason="too many requests"}`` (uvicorn's own
+    connection limit, set above this one, answers without counting). ``/healthz`` always answers."""
+
+    def __init__(self, app, limit: int, metrics, retry_after: int = 1, open_paths=("/healthz",)):
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+        self.retry_after = retry_after
+        self.open_paths = frozenset(open_paths)
+        self.active = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") in self.open_paths:
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            self.metrics.count_refused(R_TOO_MANY)
+            self.metrics.observe_request(503, 0.0)
+            body = orjson.dumps({"detail": f"{self.active} requests in progress; retry after {self.retry_after} s. "
+                                           f"Nothing of this request was scored.", "retry_after": self.retry_after})
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(self.retry_after).encode()), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 _RECORD_SCHEMA = {"type": "object", "additionalProperties": True,
                   "description": "One record in the model's column vocabulary: for a flow model, raw CICFlowMeter "
                                  "names in either dataset's spelling, or canonical names; for a log model, a "
@@ -350,7 +386,8 @@ def _add_info_routes(app: FastAPI, scorer: LiveScorer, batcher: MicroBatcher, li
 def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
                max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, retry_after: int = 1,
-               body_timeout: float = DEFAULT_BODY_TIMEOUT, token: str | None = None, docs: bool = True):
+               body_timeout: float = DEFAULT_BODY_TIMEOUT, token: str | None = None, docs: bool = True,
+               max_requests: int | None = None):
     """The ASGI application serving one `LiveScorer` (see the module's docstring for the routes).
 
     With `token`, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
@@ -386,6 +423,8 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
         async def documentation() -> HTMLResponse:
             return HTMLResponse(docs_html(app.openapi()))
 
+    if max_requests is not None:           # inside the token guard: strangers are refused first
+        app.add_middleware(RequestLimit, limit=max_requests, metrics=scorer.metrics, retry_after=retry_after)
     if token is not None:
         app.add_middleware(BearerTokenGuard, token=token, on_refused=scorer.metrics.count_unauthorized)
     return app
@@ -418,6 +457,9 @@ def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_
     gc.set_threshold(50_000, 20, 20)
     app = create_app(scorer, max_body_bytes=max_body_bytes, max_queue_records=max_queue_records,
                      max_batch_records=max_batch_records, max_inflight_bytes=max_inflight_bytes,
-                     token=token, body_timeout=body_timeout, docs=docs)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=limit_concurrency,
+                     token=token, body_timeout=body_timeout, docs=docs, max_requests=limit_concurrency)
+    # the app refuses (and counts) requests beyond `limit_concurrency`; uvicorn's own limit, which
+    # answers 503 uncounted, is only a backstop for connections that never send a request
+    backstop = None if limit_concurrency is None else 2 * limit_concurrency + 64
+    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=backstop,
                 access_log=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key, server_header=False)
