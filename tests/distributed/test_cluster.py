@@ -1,4 +1,5 @@
-"""Without the ray extra, the Ray engine says how to install it; with it, deepids' local cluster is on loopback with token auth."""
+"""Without the ray extra, the Ray engine says how to install it; with it, deepids' local cluster
+listens on loopback, with token authentication on."""
 
 from __future__ import annotations
 

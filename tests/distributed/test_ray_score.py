@@ -26,7 +26,8 @@ CHUNK = 4_000          # smaller than the lab files: entity histories cross chun
 
 @pytest.fixture(scope="module")
 def flow_folder(tmp_path_factory, samples_dir):
-    """Seven real flow files with source IPs and timestamps: the three lab runs and the GeneratedLabelledFlows samples."""
+    """Seven real flow files with source IPs and timestamps: the three lab runs and the
+    GeneratedLabelledFlows samples."""
     folder = tmp_path_factory.mktemp("flows")
     root = samples_dir.parent
     for run in ("lab", "lab_dense", "lab_mistakes"):

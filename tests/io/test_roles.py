@@ -58,7 +58,7 @@ def test_the_user_chooses_features(unsw):
     assert _roles(unsw, drop_columns=["service"])["service"].reason.startswith("dropped")
     with pytest.raises(ConfigError, match="no column 'nope'"):
         column_roles(unsw, drop_columns=["nope"])
-    with pytest.raises(ConfigError, match="cannot be a feature: identifier"):
+    with pytest.raises(ConfigError, match="cannot be a feature: it is identifier"):
         column_roles(unsw, feature_columns=["id", "dur"])
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from deepids.cli.guards import roles_of_files
 from deepids.cli.options import LabelColumn, Layout, is_logs
 from deepids.cli.render import inspect_table, out, write_json
 
@@ -17,7 +18,8 @@ def inspect(
     layout: Layout = None,
     label_column: LabelColumn = None,
 ) -> None:
-    """Show what deepids reads from flow files: layout, records, rejections, labels, time range, entities."""
+    """Show what deepids reads from flow files: layout, records, rejections, labels, time range, entities,
+    and the role of every column (feature, label, identifier, ...) with the reason."""
     from deepids.io import inspect_flows
 
     if is_logs(paths):
@@ -26,6 +28,7 @@ def inspect(
         d = inspect_logs(paths).to_dict()
     else:
         d = inspect_flows(paths, layout=layout, label_column=label_column).to_dict()
+        d["columns"] = roles_of_files(paths, layout, label_column)
     if json_out:
         write_json(d, json_out)
         if str(json_out) == "-":

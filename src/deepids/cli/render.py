@@ -183,6 +183,11 @@ def inspect_table(d: dict, title: str) -> Table:
         _row(table, "notes", "\n".join(d["notes"]))
     _row(table, "labels", "\n".join(f"{n:>8,}  {k}" for k, n in sorted(labels.items(), key=lambda kv: -kv[1]))
                   or "none")
+    if d.get("columns"):          # column roles: what training would use, and why not the rest
+        features = [r["column"] for r in d["columns"] if r["role"] == "feature"]
+        others = [f"{r['column']}: {r['role']}, {r['reason']}" for r in d["columns"] if r["role"] != "feature"]
+        table.add_row("features", f"{len(features)}: " + ", ".join(features[:12]) + (", ..." if len(features) > 12 else ""))
+        table.add_row("not features", "\n".join(others) or "none")
     return table
 
 

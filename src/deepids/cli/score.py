@@ -10,6 +10,7 @@ import typer
 
 from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, ModelDir, Quiet,
                                  is_logs)
+from deepids.cli.guards import training_duplicates
 from deepids.cli.render import info, print_metrics, report_read, said, score_line, write_json
 from deepids.errors import ConfigError
 
@@ -49,7 +50,13 @@ def evaluate(
     metrics["data"] = [str(p) for p in data]
     metrics["records_rejected"] = collected.read.n_rejected
     metrics["threshold_method"] = detector.threshold_.method
+    seen = training_duplicates(model, data, layout, label_column)
+    if seen is not None:
+        metrics["duplicates_of_training_rows"] = seen["duplicates_of_training_rows"]
     print_metrics(metrics)
+    if seen is not None and seen["duplicates_of_training_rows"]:
+        info(f"{seen['duplicates_of_training_rows']:,} of the {seen['records']:,} evaluated records repeat a "
+             f"training row (the same feature values): the model has seen them, so these figures flatter it")
     if plots:
         for path in plot_detection(collected.labels, collected.score, detector.threshold_.value, plots,
                                    title=f"{detector.model_name} on {Path(data[0]).name}"):

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from deepids.cli.configure import build_model, flag, given_options, was_given
+from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, StrictLeakage, after_training,
+                                choose_columns, guard_leakage, report_expected, save_training_rows)
 from deepids.cli.options import (Address, BatchSize, Classifier, DataFiles, Detector, Device, Engine, EngineOption,
                                  Entity, Epochs, Fpr, LabelColumn, Layout, LearningRate, Members, ObjectiveOption,
                                  Patience, Percentile, Quiet, ScoreMethod, ScoreModeOption, Seed, SequenceLength,
@@ -64,6 +66,10 @@ def train(
                                                            "here after every epoch (torch models).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training from its "
                                                    "checkpoint directory (give the same model, options and data).")] = None,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
+    strict_leakage: StrictLeakage = False,
+    false_alarms: FalseAlarms = None,
 ) -> None:
     """Train a model on flow files or Windows event logs (.evtx, JSON Lines; files or folders) and save it.
 
@@ -75,25 +81,32 @@ def train(
     """
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
     ray = engine is Engine.ray
+    in_memory = "flow files read at once (not --stream, --engine ray or event logs)"
+    flows_at_once = not (stream or ray or is_logs(data))
     _check_applies(ctx, {"address": ("--engine ray", ray), "num_workers": ("--engine ray", ray),
                          "storage": ("--engine ray", ray), "chunk_rows": ("--stream or --engine ray", stream or ray),
+                         "entity_context": (in_memory, flows_at_once), "feature_columns": (in_memory, flows_at_once),
+                         "drop_columns": (in_memory, flows_at_once), "strict_leakage": (in_memory, flows_at_once),
+                         "false_alarms": (in_memory, flows_at_once),
                          "context_seconds": ("--entity-context", entity_context),
                          "context_flows": ("--entity-context", entity_context)})
     fit_options = _fit_options(checkpoint_dir, resume)
     if ray and fit_options["checkpoint_dir"] is not None:
         raise ConfigError("--checkpoint-dir and --resume apply to local training, not --engine ray")
     if entity_context:
-        if stream or ray or is_logs(data):
-            raise ConfigError("--entity-context applies to flow files read at once (not --stream, --engine ray "
-                              "or event logs)")
         estimator = _with_entity_context(estimator, model, context_seconds, context_flows)
     if stream or ray:
         cluster = {"num_workers": num_workers, "address": address, "storage_path": storage} if ray else None
         _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, cluster,
                         fit_options, quiet)
         return
-    read = _fit_in_memory(estimator, data, layout, label_column, fit_options, quiet)
+    read, table = _fit_in_memory(estimator, data, layout, label_column, fit_options, quiet,
+                                 (feature_columns, drop_columns, strict_leakage))
+    point = after_training(estimator, table, false_alarms) if table is not None else None
     _save_trained(estimator, model, data, out_dir, read)
+    if table is not None:
+        save_training_rows(out_dir, table)
+        report_expected(point)
 
 
 def _with_entity_context(estimator, model: str, context_seconds: float, context_flows: int):
@@ -104,8 +117,13 @@ def _with_entity_context(estimator, model: str, context_seconds: float, context_
                            last_flows=context_flows)
 
 
-def _fit_in_memory(estimator, data: list[Path], layout, label_column, fit_options: dict, quiet: bool) -> dict:
-    """Read the inputs whole (flows, or event logs with their process context) and fit; the read report."""
+def _fit_in_memory(estimator, data: list[Path], layout, label_column, fit_options: dict, quiet: bool,
+                   columns: tuple) -> tuple[dict, object]:
+    """Read the inputs whole and fit: (the read report, the flow table trained on, or None for event logs).
+
+    Event logs get their process context; flows get the chosen columns and the leakage guard
+    (`columns`: --feature-columns, --drop-columns, --strict-leakage) before any training.
+    """
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
         from deepids.hunting.logs import fit_log_model, read_log_events
 
@@ -113,14 +131,17 @@ def _fit_in_memory(estimator, data: list[Path], layout, label_column, fit_option
         report_read(report)
         with epoch_bar(not quiet) as progress:
             fit_log_model(estimator, log_events, progress=progress, **fit_options)
-    else:
-        from deepids.io import read_flows
+        return report.to_dict(), None
+    from deepids.io import read_flows
 
-        table, report = read_flows(data, layout=layout, label_column=label_column)
-        report_read(report)
-        with epoch_bar(not quiet) as progress:
-            estimator.fit(table, progress=progress, **fit_options)
-    return report.to_dict()
+    feature_columns, drop_columns, strict_leakage = columns
+    table, report = read_flows(data, layout=layout, label_column=label_column)
+    report_read(report)
+    table = choose_columns(table, feature_columns, drop_columns)
+    guard_leakage(table, strict_leakage)      # before any training: a feature that gives the label away
+    with epoch_bar(not quiet) as progress:
+        estimator.fit(table, progress=progress, **fit_options)
+    return report.to_dict(), table
 
 
 def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: dict) -> None:

@@ -111,7 +111,10 @@ def entity_column(model) -> str:
 
 # ----------------------------------------------------------------------------- the Ray side
 class _Ledger:
-    """Counts of every (file, chunk): read (accepted, rejected by reason) and scored. Keyed, so a retried task counts once."""
+    """Counts of every (file, chunk): read (accepted, rejected by reason) and scored.
+
+    Keyed, so a retried task counts once.
+    """
 
     def __init__(self):
         self.read: dict[tuple[int, int], tuple[int, dict]] = {}
@@ -235,7 +238,10 @@ class FileScorer(ChunkScorer):
 
 # ----------------------------------------------------------------------------- the driver
 def model_files(model_dir: str | Path) -> dict[str, bytes]:
-    """The saved model's two files as bytes (validated first), shipped to the actors: no shared storage needed for the model."""
+    """The saved model's two files as bytes (validated first), shipped to the actors.
+
+    The model therefore need not be on storage the nodes share.
+    """
     read_model_document(model_dir)
     return {name: (Path(model_dir) / name).read_bytes() for name in (MODEL_JSON, WEIGHTS)}
 
@@ -302,7 +308,8 @@ def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address
     return summary
 
 
-def _summarise(files: list[str], totals: dict, out: Path, n_actors: int, partitions: int | None) -> ClusterScoringSummary:
+def _summarise(files: list[str], totals: dict, out: Path, n_actors: int,
+               partitions: int | None) -> ClusterScoringSummary:
     summary = ClusterScoringSummary(files=len(files), output=str(out), actors=n_actors, partitions=partitions)
     rejected: Counter = Counter()
     add_up = len(totals) == len(files)

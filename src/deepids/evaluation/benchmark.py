@@ -73,7 +73,12 @@ def model_params(name: str, cls, *, quick: bool, sequence_length: int, seed: int
     if quick:
         options.update(epochs=QUICK_EPOCHS, n_members=3, n_estimators=50)
     if name == "two-stage":
-        options["detector_params"] = {"sequence_length": sequence_length, **({"epochs": QUICK_EPOCHS} if quick else {})}
+        from deepids.models import MODELS
+
+        stage_one = MODELS[cls().detector]          # the class's own stage one: only what it accepts
+        options["detector_params"] = {k: v for k, v in {"sequence_length": sequence_length,
+                                                         **({"epochs": QUICK_EPOCHS} if quick else {})}.items()
+                                      if k in stage_one._param_names()}
         if quick:
             options["classifier_params"] = {"epochs": QUICK_EPOCHS}
     return {k: v for k, v in options.items() if k in accepted}

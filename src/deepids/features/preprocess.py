@@ -157,8 +157,9 @@ class FlowPreprocessor:
             shown = ", ".join(repr(c) for c in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise SchemaError(f"the data lacks {len(missing)} column(s) the model needs: {shown}{more}")
-        text = [c for c in self.numeric_sources_ if c in df.columns and not df.schema[c].is_numeric()
-                and df.schema[c] != pl.Null]
+        schema = df.schema                  # built on every access: once here
+        text = [c for c in self.numeric_sources_ if c in schema and not schema[c].is_numeric()
+                and schema[c] != pl.Null]
         if text:
             raise SchemaError(f"column(s) {', '.join(repr(c) for c in text[:5])} held numbers when the model "
                               f"was trained and hold text here: the columns disagree with the model's "
@@ -243,7 +244,7 @@ def _input_roles(df: pl.DataFrame, columns: list[str]) -> list[dict]:
     out = []
     for r in column_roles(df):
         if r.column in chosen and r.role != "feature":
-            out.append({"column": r.column, "role": "feature", "reason": "feature: chosen by the caller"})
+            out.append({"column": r.column, "role": "feature", "reason": "chosen by the caller"})
         elif r.column not in chosen and r.role == "feature":
             out.append({"column": r.column, "role": "excluded", "reason": "not among the model's input columns"})
         else:

@@ -90,25 +90,25 @@ def _rule(column: str, s: pl.Series) -> tuple[str, str]:
     """(role, reason) of one column the known schemas do not name."""
     base = _base_name(column)
     if _LABEL_LIKE.match(base):
-        return "excluded", (f"label-like ('{column}' names an answer, beside the chosen label): "
-                            "as a feature it would leak the label")
+        return "excluded", (f"label-like: the name '{_SUFFIX.sub('', column)}' says it holds an answer; beside "
+                            "the chosen label it would leak it")
     if _IDENTIFIER.match(base):
-        return "identifier", f"identifier: named like a row or flow id ('{column}')"
+        return "identifier", f"named like a row or flow id ('{column}'): a model would learn rows, not traffic"
     if _TIME.match(base):
-        return "time", f"time: named like a time stamp ('{column}')"
+        return "time", f"named like a time stamp ('{column}')"
     if s.dtype.is_temporal():
-        return "time", "time: a date/time column"
+        return "time", "a date/time column"
     if _is_monotone_index(s):
-        return "identifier", "identifier: a monotone integer index (a row counter, not a measurement)"
+        return "identifier", "a monotone integer index: a row counter, not a measurement"
     if s.dtype == pl.Utf8 and s.len() >= MIN_ROWS_FOR_DATA_RULES and s.n_unique() == s.len():
-        return "identifier", "identifier: text unique to every row"
+        return "identifier", "text unique to every row"
     if s.n_unique() <= 1:
         return "excluded", "constant: one value on every row, no information"
     return "feature", _kind(s)
 
 
 def _kind(s: pl.Series) -> str:
-    return "feature: numeric" if s.dtype.is_numeric() else "feature: categorical (one-hot, with an unseen slot)"
+    return "numeric" if s.dtype.is_numeric() else "categorical (one-hot, with an unseen slot)"
 
 
 def column_roles(df: pl.DataFrame, *, feature_columns: list[str] | None = None,
@@ -127,13 +127,13 @@ def column_roles(df: pl.DataFrame, *, feature_columns: list[str] | None = None,
     roles = []
     for c in df.columns:
         if c == LABEL:
-            role = ColumnRole(c, "label", "the label (the chosen label column)")
+            role = ColumnRole(c, "label", "the chosen label column")
         elif c in _ENTITY:
             role = ColumnRole(c, "entity", _ENTITY[c])
         elif c == "timestamp":
-            role = ColumnRole(c, "time", "time: orders each entity's records")
+            role = ColumnRole(c, "time", "orders each entity's records")
         elif c == "flow_id":
-            role = ColumnRole(c, "identifier", "identifier: the flow id")
+            role = ColumnRole(c, "identifier", "the flow id")
         elif c in METADATA_COLUMNS:
             role = ColumnRole(c, "metadata", _METADATA[c])
         elif c in known:
@@ -145,7 +145,8 @@ def column_roles(df: pl.DataFrame, *, feature_columns: list[str] | None = None,
         elif role.role == "feature" and wanted is not None and c not in wanted:
             role = ColumnRole(c, "excluded", "not among the user's --feature-columns")
         elif wanted is not None and c in wanted and role.role != "feature" and c not in METADATA_COLUMNS:
-            raise ConfigError(f"--feature-columns names {c!r}, which cannot be a feature: {role.reason}")
+            raise ConfigError(f"--feature-columns names {c!r}, which cannot be a feature: it is {role.role} "
+                              f"({role.reason})")
         roles.append(role)
     return roles
 

@@ -1,0 +1,84 @@
+"""The real `deepids` command on a UNSW-NB15-shaped table of real records: roles shown by
+`inspect`, a planted leak named before training, the expected rates printed by `train`, and
+`evaluate` counting records the model was trained on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deepids", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+GENERIC = ("--layout", "generic", "--label-column", "attack_cat")
+
+
+@pytest.fixture(scope="module")
+def leaky_csv(unsw_shaped_csv, tmp_path_factory):
+    path = tmp_path_factory.mktemp("leak") / "unsw_leak.csv"
+    table = pl.read_csv(unsw_shaped_csv)
+    table.with_columns((pl.col("label") * 1.0).alias("score_x")).write_csv(path)   # the 0/1 label, renamed
+    return path
+
+
+def test_inspect_says_which_columns_are_features_and_why(unsw_shaped_csv):
+    proc = run("inspect", unsw_shaped_csv, *GENERIC, "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    roles = {r["column"]: r for r in json.loads(proc.stdout)["columns"]}
+    assert roles["id"]["role"] == "identifier" and "row or flow id" in roles["id"]["reason"]
+    assert roles["label.1"]["role"] == "excluded" and "label-like" in roles["label.1"]["reason"]
+    assert roles["proto"]["role"] == "feature" and "one-hot" in roles["proto"]["reason"]
+    shown = run("inspect", unsw_shaped_csv, *GENERIC)
+    assert "not features" in shown.stdout and "id: identifier" in shown.stdout
+
+
+def test_a_planted_leak_is_named_before_training_and_strict_refuses(leaky_csv, tmp_path):
+    proc = run("train", "-d", leaky_csv, *GENERIC, "--model", "dnn", "--epochs", "2", "-q", "-o", tmp_path / "m")
+    assert proc.returncode == 0, proc.stderr
+    warning = proc.stderr.index("possible label leak: column 'score_x'")
+    assert warning < proc.stderr.index("trained dnn")                 # reported before training
+    strict = run("train", "-d", leaky_csv, *GENERIC, "--model", "dnn", "-q", "-o", tmp_path / "s", "--strict-leakage")
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    assert strict.stderr.strip().splitlines()[-1].startswith("deepids: error: possible label leak")
+    assert "'score_x'" in strict.stderr and not (tmp_path / "s").exists()
+    dropped = run("train", "-d", leaky_csv, *GENERIC, "--model", "dnn", "--epochs", "2", "-q", "-o", tmp_path / "d",
+                  "--strict-leakage", "--drop-columns", "score_x")
+    assert dropped.returncode == 0, dropped.stderr
+
+
+def test_train_prints_expected_rates_and_evaluate_counts_training_rows(unsw_shaped_csv, tmp_path):
+    proc = run("train", "-d", unsw_shaped_csv, *GENERIC, "--model", "dnn", "--epochs", "5", "-q",
+               "-o", tmp_path / "m", "--false-alarms", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert "at most 100 false alarms per 10,000 benign flows" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("expected at this threshold") and "false alarms per 10,000" in last and "detected" in last
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert doc["training"]["expected_at_threshold"]["validation_records"] > 0
+    ev = run("evaluate", "-m", tmp_path / "m", "-d", unsw_shaped_csv, *GENERIC, "-q", "--json", tmp_path / "e.json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads((tmp_path / "e.json").read_text())["duplicates_of_training_rows"] == 3000
+    assert "3,000 of the 3,000 evaluated records repeat a training row" in ev.stderr
+    odd = tmp_path / "odd.csv"        # the same columns, but sbytes written with its unit: text, not numbers
+    pl.read_csv(unsw_shaped_csv).with_columns(pl.format("{} B", pl.col("sbytes")).alias("sbytes")).write_csv(odd)
+    other = run("evaluate", "-m", tmp_path / "m", "-d", odd, *GENERIC, "-q")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "'sbytes' held numbers when the model was trained and hold text here" in other.stderr
+
+
+def test_feature_columns_choice_and_mistakes(unsw_shaped_csv, tmp_path):
+    proc = run("train", "-d", unsw_shaped_csv, *GENERIC, "--model", "dnn", "--epochs", "2", "-q", "-o", tmp_path / "m",
+               "--feature-columns", "dur,proto,sbytes,dbytes")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert doc["state"]["input_columns"] == ["dur", "sbytes", "dbytes", "proto"]
+    bad = run("train", "-d", unsw_shaped_csv, *GENERIC, "--model", "dnn", "-q", "-o", tmp_path / "b",
+              "--feature-columns", "dur,id")
+    assert bad.returncode == 2 and "'id', which cannot be a feature" in bad.stderr
