@@ -14,7 +14,7 @@ from deepids.cli.options import (Address, BatchSize, Classifier, DataFiles, Dete
                                  Entity, Epochs, Fpr, LabelColumn, Layout, LearningRate, Members, ObjectiveOption,
                                  Patience, Percentile, Quiet, ScoreMethod, ScoreModeOption, Seed, SequenceLength,
                                  TargetOption, ThresholdOption, ThresholdValue, is_logs)
-from deepids.cli.progress import epoch_bar
+from deepids.cli.progress import epoch_bar, record_bar
 from deepids.cli.render import info, report_read, said
 from deepids.errors import ConfigError, InputError
 
@@ -127,7 +127,8 @@ def _fit_in_memory(estimator, data: list[Path], layout, label_column, fit_option
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
         from deepids.hunting.logs import fit_log_model, read_log_events
 
-        log_events, report = read_log_events(data, progress=not quiet)
+        with record_bar(not quiet, "reading logs", unit="files") as progress:
+            log_events, report = read_log_events(data, progress=progress)
         report_read(report)
         with epoch_bar(not quiet) as progress:
             fit_log_model(estimator, log_events, progress=progress, **fit_options)
