@@ -190,7 +190,11 @@ def read_events(paths: str | Path | Iterable[str | Path], *, keep_raw: bool = Tr
     for f in iterator:
         before = sum(rejected.values())
         for flat in _flat_records(f, rejected):
-            row = canonical_event(flat, f.name, keep_raw=keep_raw)
+            try:
+                row = canonical_event(flat, f.name, keep_raw=keep_raw)
+            except (TypeError, ValueError, AttributeError, OverflowError, OSError, RecursionError):
+                rejected[R_BAD_FIELD] += 1        # e.g. @timestamp 1e20 or NaN: as the live path rejects it
+                continue
             if row is None:
                 rejected["no event id"] += 1
                 continue
@@ -345,6 +349,7 @@ def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
         rejected[R_EVTX_MISSING] += missing
 
 
+R_BAD_FIELD = "a field of the wrong type (e.g. @timestamp out of range)"
 R_EVTX_MISSING = "records lost to a truncated or zeroed EVTX file (estimated from its chunk headers)"
 _CHUNK, _FILE_HEADER = 65536, 4096
 
@@ -543,11 +548,9 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
         "raw": None,
     }
     if isinstance(row["timestamp"], (int, float)):
-        try:        # epoch seconds; out of range or NaN: no time (counted as an unparsed timestamp)
-            row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ")
-        except (OverflowError, ValueError, OSError):
-            row["timestamp"] = None
+        # epoch seconds; out of range or NaN raises: the record is rejected ("@timestamp",
+        # wrong type) by the file readers and the live path alike
+        row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     elif row["timestamp"] is not None:
         row["timestamp"] = str(row["timestamp"])
     for k in ("src_ip", "dst_ip", "provider", "image", "parent_image", "command_line"):
