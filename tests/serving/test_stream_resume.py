@@ -76,7 +76,7 @@ def test_killed_three_times_while_the_file_grows_every_record_once(seq_model_dir
     summary = json.loads((tmp_path / "summary.json").read_text())
     scores = [json.loads(line) for line in open(scored)]
     # exactly once: every record number and every record key appears once in the scores
-    assert sorted(s["record_number"] for s in scores) == list(range(N))
+    assert sorted(s["record"] for s in scores) == list(range(N))
     assert len({s["record_key"] for s in scores}) == N
     assert summary["records_read"] == summary["records_scored"] == N and summary["records_rejected"] == 0
     assert summary["follow"]["runs"] == 4 and summary["follow"]["entities_restored"] > 0
@@ -87,7 +87,7 @@ def test_killed_three_times_while_the_file_grows_every_record_once(seq_model_dir
     whole = run_stream(LiveScorer(load_model(seq_model_dir)), src, [MemorySink()], scores_out=_Collect(),
                        batch_size=5000)
     assert whole.read == N
-    got = np.array([s["score"] for s in sorted(scores, key=lambda s: s["record_number"])])
+    got = np.array([s["score"] for s in sorted(scores, key=lambda s: s["record"])])
     np.testing.assert_allclose(got, np.array(_Collect.last), rtol=1e-5, atol=1e-6)
 
 

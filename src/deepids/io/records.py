@@ -93,7 +93,8 @@ class Rejection:
     reason: str
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "field": self.field, "reason": self.reason}
+        """``record`` (its position in the input), ``field`` and ``reason``."""
+        return {"record": self.index, "field": self.field, "reason": self.reason}
 
 
 @dataclass(frozen=True)
