@@ -216,9 +216,11 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
         "raw": None,
     }
     if isinstance(row["timestamp"], (int, float)):
-        # epoch seconds; out of range or NaN raises: the record is rejected ("@timestamp",
-        # wrong type) by the file readers and the live path alike
-        row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:        # epoch seconds; out of range or NaN: no time (counted as an unparsed timestamp)
+            row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+        except (OverflowError, ValueError, OSError):
+            row["timestamp"] = None
     elif row["timestamp"] is not None:
         row["timestamp"] = str(row["timestamp"])
     for k in ("src_ip", "dst_ip", "provider", "image", "parent_image", "command_line"):
