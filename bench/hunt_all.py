@@ -25,6 +25,7 @@ import polars as pl
 import torch
 
 from bench.hunt_loro import DEFAULT_OTRF, LABELS
+from deepids.features.events import EventContext, context_score
 from deepids.hunting.hunt import group_scores, window_scores
 from deepids.hunting.logs import LogFeatures, fit_log_model
 from deepids.io.logs import read_events
@@ -56,7 +57,8 @@ def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> t
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--otrf", type=Path, default=DEFAULT_OTRF)
-    ap.add_argument("--model", choices=("gan", "dense-ae"), default="gan")
+    ap.add_argument("--model", choices=("gan", "dense-ae", "context-rarity"), default="gan",
+                    help="context-rarity: deepids.features.events.context_score of the fitted context, no network")
     ap.add_argument("--by", default="tree,host", help="comma-separated: tree, process, host, user")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--evidence", type=int, default=10)
@@ -85,12 +87,21 @@ def main(argv=None) -> None:
     from deepids.models.gan import GANDetector
 
     t = time.time()
-    model = fit_log_model({"gan": GANDetector, "dense-ae": DenseAutoencoder}[args.model](seed=args.seed, verbose=False),
-                          events.filter(pl.Series(train_mask)))
+    train_events = events.filter(pl.Series(train_mask))
+    if args.model == "context-rarity":
+        context = EventContext.fit(train_events)
+    else:
+        model = fit_log_model({"gan": GANDetector, "dense-ae": DenseAutoencoder}[args.model](seed=args.seed,
+                                                                                            verbose=False), train_events)
     train_s = time.time() - t
     t = time.time()
-    features, processes = LogFeatures(model).with_processes(events)
-    score = model.score_records(features).score.astype(np.float64)
+    if args.model == "context-rarity":
+        parts = context.keys(events)
+        features, processes = context.features_from(parts), EventContext.processes(parts)
+        score = context_score(features)
+    else:
+        features, processes = LogFeatures(model).with_processes(events)
+        score = model.score_records(features).score.astype(np.float64)
     score_s = time.time() - t
     hunted = events.with_columns(processes)
     results = {"command": "python -m bench.hunt_all " + " ".join(argv or []), "model": args.model,

@@ -1,8 +1,25 @@
-"""Scoring files in chunks: every record read is scored (or was rejected by the reader with a reason).
+"""The one scorer: canonical chunks of any record kind -> one score frame.
 
-Memory is bounded by the chunk size, not the file size: records are read, scored and written
-chunk by chunk, and sequence models carry each entity's recent records across chunks so a
-record gets the same window as if the whole file were scored at once.
+Every consumer (``deepids score``, ``evaluate``, ``serve``, ``stream``, ``hunt``) scores through
+:class:`ChunkScorer` and names its output with :data:`SCORE_FIELDS`:
+
+``record``
+    the record's number: its position in the input, counted from 0 (files: across all files in
+    order; a stream: since it started; a service request: within the request body). Rejected
+    records keep their number, so numbers of scored records may skip.
+the kind's id columns
+    (files only) e.g. ``flow_id`` ... ``timestamp``, ``label`` for flows; ``timestamp``, ``host``,
+    ``channel``, ``event_id``, ``record_id``, ``user``, ``image``, ``source_file`` for events;
+``score``, ``threshold``, ``is_anomaly``
+    the anomaly score (higher = more anomalous), the model's threshold, and ``score > threshold``
+    as a boolean;
+``top_features``
+    the features that contributed most to the score, largest first.
+
+Memory is bounded by the chunk size, not the input size: records are read, scored and written
+chunk by chunk, for every record kind. State that spans chunks is carried by the scorer: the
+model's per-entity history (sequence models get the same windows as if the whole input were
+scored at once) and the record kind's state (``kind.new_state()``).
 """
 
 from __future__ import annotations
@@ -19,15 +36,19 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from deepids.errors import ConfigError, InputError
-from deepids.io import ReadReport, iter_flow_batches
-from deepids.io.schema import LABEL, METADATA_COLUMNS
+from deepids.errors import ConfigError, InputError, SchemaError
+from deepids.io import ReadReport
+from deepids.io.schema import LABEL
+from deepids.kinds import RecordKind, kind_of_model, kind_of_paths
 from deepids.models.base import BaseDetector, Scores
 
 # records per chunk when scoring files: peak memory follows it (the chunk being scored, the one
 # read ahead, their features and errors); 100,000 keeps a 5-million-flow CSV under 2 GB (bench/)
 SCORING_CHUNK = 100_000
-OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+#: the names of a score frame, in order; the record kind's id columns go between record and score
+RECORD = "record"
+SCORE_FIELDS = (RECORD, "score", "threshold", "is_anomaly", "top_features")
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 
 @dataclass
@@ -191,29 +212,72 @@ def estimate_records(paths) -> int | None:
     return max(total, 1)
 
 
-def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                  batch_size: int = SCORING_CHUNK, progress: bool = True,
-                  require_labels: bool = False) -> Iterator[tuple[pl.DataFrame, Scores, ReadReport]]:
-    """Read `paths` in chunks and score each: yields (chunk, scores, the read report so far).
+class ChunkScorer:
+    """One model, the record kind it reads, and the state carried from chunk to chunk.
 
-    Sequence models carry each entity's recent records from chunk to chunk. With
-    `require_labels`, unlabelled input is an InputError before any scoring work.
+    ``scores(chunk)`` scores a canonical chunk (the kind's model inputs, the model's per-entity
+    history); ``frame(chunk, scores, records)`` is the score frame of :data:`SCORE_FIELDS`. Chunks
+    must come in record order.
     """
-    history = model.new_history()
+
+    def __init__(self, model: BaseDetector, kind: RecordKind | None = None, top_k: int = 3):
+        self.model = model
+        self.kind = kind or kind_of_model(model)
+        self.threshold = float(model._threshold_value())
+        self.top_k = top_k
+        self.history = model.new_history()
+        self.state = self.kind.new_state(model)
+        self.records = 0                  # records numbered so far (files)
+        self.numbers: np.ndarray | None = None   # the reader's numbers for the chunk being scored
+
+    def scores(self, chunk: pl.DataFrame) -> Scores:
+        return self.model.score_chunk(self.kind.model_inputs(chunk, self.state), self.history)
+
+    def frame(self, chunk: pl.DataFrame, scores: Scores, records: np.ndarray | None = None) -> pl.DataFrame:
+        """The score frame of a chunk. ``records`` defaults to the numbers the reader gave the
+        chunk's rows (their positions among the records read), else the next numbers in order."""
+        if records is None and self.numbers is not None and len(self.numbers) == chunk.height:
+            records = self.numbers
+        if records is None:
+            records = np.arange(self.records, self.records + chunk.height, dtype=np.int64)
+            self.records += chunk.height
+        return score_frame(chunk, scores, self.threshold, self.top_k, records, self.kind.id_columns)
+
+
+def check_kind(model: BaseDetector, paths) -> RecordKind:
+    """The kind the model reads; a SchemaError when the paths hold another kind of record."""
+    kind, given = kind_of_model(model), kind_of_paths(paths)
+    if kind is not given:
+        raise SchemaError(f"the model reads {kind.name}, but {', '.join(map(str, _as_list(paths)))} "
+                          f"hold {given.name}: train a model on {given.name} to score them")
+    return kind
+
+
+def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
+                  batch_size: int | None = None, progress: bool = True, require_labels: bool = False,
+                  scorer: ChunkScorer | None = None) -> Iterator[tuple[pl.DataFrame, Scores, ReadReport]]:
+    """Read `paths` in chunks of the model's record kind and score each: yields (chunk, scores,
+    the read report so far). `batch_size` defaults to the kind's chunk size.
+
+    State (sequence models' per-entity history, the kind's state) is carried from chunk to chunk.
+    With `require_labels`, unlabelled input is an InputError before any scoring work.
+    """
+    scorer = scorer or ChunkScorer(model, check_kind(model, paths))
     read = None
     started = time.perf_counter()
     done = 0
     total = estimate_records(paths) if progress else None
     with _progress(progress, "scoring", total) as bar:
         task = bar.add_task("scoring", total=total, rate="")
-        for chunk, report in prefetch(iter_flow_batches(paths, layout=layout, label_column=label_column,
-                                                        batch_size=batch_size)):
+        for chunk, report in prefetch(scorer.kind.read_chunks(paths, layout=layout, label_column=label_column,
+                                                              batch_size=batch_size)):
             read = report if read is None else read.merge(report)
             if require_labels and LABEL not in chunk.columns:
                 raise InputError(f"{', '.join(report.files)} has no label column; evaluating needs labelled data "
                                  "(name the column with --label-column)")
             if chunk.height:
-                yield chunk, model.score_chunk(chunk, history), read
+                scorer.numbers = report.numbers
+                yield chunk, scorer.scores(chunk), read
                 done += chunk.height
                 bar.update(task, advance=chunk.height, total=max(total, done) if total else None,
                            rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}/s")
@@ -267,37 +331,46 @@ def prefetch(items: Iterator, depth: int = 1) -> Iterator:
 
 
 def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | None = None,
-                label_column: str | None = None, batch_size: int = SCORING_CHUNK, top_k: int = 3,
+                label_column: str | None = None, batch_size: int | None = None, top_k: int = 3,
                 progress: bool = True) -> ScoringSummary:
-    """Score every record of `paths` into `out` (CSV, Parquet or JSON Lines, by extension)."""
+    """Score every record of `paths` (flows or event logs) into `out` (CSV, Parquet or JSON Lines,
+    by extension): one row of :data:`SCORE_FIELDS` per record, chunk by chunk."""
+    output_format(out)
+    scorer = ChunkScorer(model, check_kind(model, paths), top_k=top_k)
     summary = ScoringSummary(output=str(out))
-    threshold = model._threshold_value()
     started = time.perf_counter()
     with ScoreWriter(out) as writer:         # the output appears only when every chunk is written
         for chunk, scores, read in scored_chunks(model, paths, layout=layout, label_column=label_column,
-                                                 batch_size=batch_size, progress=progress):
+                                                 batch_size=batch_size, progress=progress, scorer=scorer):
             summary.read = read
             if scores is None:
                 continue
-            frame = score_frame(chunk, scores, threshold, top_k,
-                                np.arange(summary.records, summary.records + chunk.height, dtype=np.int64))
+            frame = scorer.frame(chunk, scores)
             writer.write(frame)
-            summary.records += chunk.height
+            summary.records += frame.height
             summary.alerts += int(frame.get_column("is_anomaly").sum())
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def score_frame(chunk: pl.DataFrame, scores: Scores, threshold: float, top_k: int,
-                record: np.ndarray) -> pl.DataFrame:
-    """The rows written for one scored chunk: record number, identifiers, label, score, alert, top features."""
-    keep = [c for c in (*METADATA_COLUMNS, LABEL) if c in chunk.columns]
-    return chunk.select(keep).with_columns(
-        pl.Series("record", record),
-        pl.Series("score", scores.score.astype(np.float64)),
-        pl.Series("is_anomaly", scores.score > threshold),
+def score_frame(chunk: pl.DataFrame, scores: Scores, threshold: float, top_k: int, record: np.ndarray,
+                id_columns: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """The score frame of one scored chunk (:data:`SCORE_FIELDS`, the id columns between `record` and
+    `score`); `id_columns` default to the flows kind's."""
+    if id_columns is None:
+        from deepids.kinds import kind_named
+
+        id_columns = kind_named("flows").id_columns
+    ids = [c for c in id_columns if c in chunk.columns]
+    score = np.asarray(scores.score, dtype=np.float64)
+    return pl.DataFrame([
+        pl.Series(RECORD, record, dtype=pl.Int64),
+        *chunk.select(ids).get_columns(),
+        pl.Series("score", score),
+        pl.Series("threshold", np.full(len(score), float(threshold))),
+        pl.Series("is_anomaly", score > threshold, dtype=pl.Boolean),
         top_feature_series(scores, top_k),
-    ).select(["record", *keep, "score", "is_anomaly", "top_features"])
+    ])
 
 
 def top_feature_series(scores: Scores, k: int) -> pl.Series:
@@ -311,7 +384,7 @@ def top_feature_series(scores: Scores, k: int) -> pl.Series:
 
 
 def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                   batch_size: int = SCORING_CHUNK, progress: bool = True, require_labels: bool = False) -> CollectedScores:
+                   batch_size: int | None = None, progress: bool = True, require_labels: bool = False) -> CollectedScores:
     """Scores, losses and labels of every record of `paths`, read in chunks."""
     scores, losses, labels, predicted = [], [], [], []
     read = None

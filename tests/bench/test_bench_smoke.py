@@ -134,3 +134,16 @@ def test_ray_score_bench(tmp_path):
           "--out", out)
     runs = json.loads(out.read_text())["runs"]
     assert [r.get("mode", m) for r, m in zip(runs, modes)] and len(runs) == len(modes)
+
+
+def test_two_stage(tmp_path):
+    """bench.two_stage --quick: 2 epochs, one family left out; every option measured, one chosen."""
+    out = tmp_path / "two_stage.json"
+    proc = bench("bench.two_stage", "--quick", "--out", out, timeout=900)
+    result = json.loads(out.read_text())
+    variants = {"supervised/embedding", "supervised/confidence", "hybrid/embedding", "hybrid/confidence"}
+    assert set(result["test"]["end_to_end"]) == variants and result["chosen"] in variants
+    lofo = result["test"]["leave_one_family_out"]
+    assert len(lofo) == 1 and all(v["flows"] >= 1 for v in lofo.values())
+    assert "validation split of the training part" in result["protocol"]["tuning"]
+    assert "| stage one / novelty |" in proc.stdout

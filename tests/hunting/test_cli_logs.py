@@ -69,7 +69,9 @@ def test_score_and_evaluate_logs(log_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = pl.read_csv(out)
     assert rows.height == 633 + 619
-    assert rows.columns[:7] == ["score", "is_anomaly", "timestamp", "host", "channel", "event_id", "record_id"]
+    assert rows.columns == ["record", "timestamp", "host", "channel", "event_id", "record_id", "user", "image",
+                            "source_file", "score", "threshold", "is_anomaly", "top_features"]
+    assert rows["record"].to_list() == list(range(rows.height)) and rows["is_anomaly"].dtype == pl.Boolean
     proc = run("evaluate", "--model", log_model, "--data", EMPIRE_DIR, "--json", tmp_path / "m.json", "--quiet")
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "m.json").read_text())

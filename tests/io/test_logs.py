@@ -123,3 +123,19 @@ def test_evtx_attack_samples_parse_completely(shared_data):
     # GPL-3.0 data: read from ../shared/data only, never copied into the repository
     events, report = read_events(shared_data / "logs" / "windows" / "evtx_attack_samples", keep_raw=False)
     assert events.height == 8255 and report.n_rejected == 0 and report.unparsed_timestamps == 0
+
+
+def test_event_logs_read_in_chunks_equal_the_whole_read(otrf):
+    """Chunks of any size give the same events, and their merged report the same counts."""
+    from deepids.io.logs import iter_event_batches
+
+    whole, report = read_events(otrf, keep_raw=False)
+    for size in (1, 97, 1000):
+        parts = list(iter_event_batches(otrf, batch_size=size))
+        assert all(t.height <= size for t, _ in parts)
+        merged = parts[0][1]
+        for _, r in parts[1:]:
+            merged = merged.merge(r)
+        assert pl.concat([t for t, _ in parts]).equals(whole)
+        assert merged.to_dict() == report.to_dict()
+    assert report.records == whole.height > 2000

@@ -52,13 +52,13 @@ def test_requests_in_pieces_score_like_the_whole_file(client, seq_model, friday_
             r = client.post("/v1/score", json=part)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["rejected"] == [] and [x["index"] for x in body["results"]] == list(range(len(part)))
+        assert body["rejected"] == [] and [x["record"] for x in body["results"]] == list(range(len(part)))
         got += [x["score"] for x in body["results"]]
     table, _ = read_flows(friday_path)
     whole = seq_model.score_records(table)       # per-source windows over the whole file at once
     np.testing.assert_allclose(got, whole.score, rtol=1e-5, atol=1e-6)
     first = body["results"][0]
-    assert set(first) == {"index", "score", "is_anomaly", "threshold", "top_features"}
+    assert set(first) == {"record", "score", "is_anomaly", "threshold", "top_features"}
     assert first["threshold"] == pytest.approx(seq_model.threshold_.value) and len(first["top_features"]) == 3
 
 
@@ -75,7 +75,7 @@ def test_good_and_malformed_records_all_accounted_for(client, friday_lines):
     r = client.post("/v1/score", content=body, headers={"content-type": "application/x-ndjson"})
     assert r.status_code == 200
     out = r.json()
-    rejected = {x["index"]: (x["field"], x["reason"]) for x in out["rejected"]}
+    rejected = {x["record"]: (x["field"], x["reason"]) for x in out["rejected"]}
     assert rejected == {
         3: (" Flow Duration", "non-numeric value"),
         7: ("Total Fwd Packets", "missing field"),
@@ -85,7 +85,7 @@ def test_good_and_malformed_records_all_accounted_for(client, friday_lines):
         14: ("Flow Bytes/s", "wrong type"),
         40: (None, "invalid JSON"),
     }
-    scored = [x["index"] for x in out["results"]]
+    scored = [x["record"] for x in out["results"]]
     assert 15 in scored and all(math.isfinite(x["score"]) for x in out["results"])
     assert sorted(scored + list(rejected)) == list(range(41))
     m = client.get("/metrics").text
@@ -296,7 +296,7 @@ def test_fuzzed_ndjson_and_literals_every_record_answered(client, friday_lines):
         if r.status_code in (200, 422):
             out = r.json()
             n = len(lines) if ndjson else None
-            got = sorted([x["index"] for x in out["results"]] + [x["index"] for x in out["rejected"]])
+            got = sorted([x["record"] for x in out["results"]] + [x["record"] for x in out["rejected"]])
             assert got == list(range(len(got))) and (n is None or len(got) == n)
             assert all(x["score"] is None or math.isfinite(x["score"]) for x in out["results"])
             sent += len(got)

@@ -25,7 +25,7 @@ def test_streaming_a_file_gives_the_batch_scores(seq_model, friday_path):
     got = [json.loads(line) for line in scores.getvalue().splitlines()]
     table, _ = read_flows(friday_path)
     whole = seq_model.score_records(table)
-    assert [g["record_number"] for g in got] == list(range(table.height))
+    assert [g["record"] for g in got] == list(range(table.height))
     np.testing.assert_allclose([g["score"] for g in got], whole.score, rtol=1e-5, atol=1e-6)
     assert summary.read == summary.scored == table.height and summary.rejected == {}
     assert summary.alerts == int((whole.score > seq_model.threshold_.value).sum())

@@ -76,7 +76,7 @@ def test_killed_three_times_while_the_file_grows_every_record_once(seq_model_dir
     summary = json.loads((tmp_path / "summary.json").read_text())
     scores = [json.loads(line) for line in open(scored)]
     # exactly once: every record number and every record key appears once in the scores
-    assert sorted(s["record_number"] for s in scores) == list(range(N))
+    assert sorted(s["record"] for s in scores) == list(range(N))
     assert len({s["record_key"] for s in scores}) == N
     assert summary["records_read"] == summary["records_scored"] == N and summary["records_rejected"] == 0
     assert summary["follow"]["runs"] == 4 and summary["follow"]["entities_restored"] > 0
@@ -87,7 +87,7 @@ def test_killed_three_times_while_the_file_grows_every_record_once(seq_model_dir
     whole = run_stream(LiveScorer(load_model(seq_model_dir)), src, [MemorySink()], scores_out=_Collect(),
                        batch_size=5000)
     assert whole.read == N
-    got = np.array([s["score"] for s in sorted(scores, key=lambda s: s["record_number"])])
+    got = np.array([s["score"] for s in sorted(scores, key=lambda s: s["record"])])
     np.testing.assert_allclose(got, np.array(_Collect.last), rtol=1e-5, atol=1e-6)
 
 
@@ -189,3 +189,19 @@ def test_long_lines_are_skipped_and_counted_without_being_held(seq_model, friday
     # splitting is linear: a 50 MB line in 64 KiB chunks
     chunks = [b"x" * 65536] * 800 + [b"\n"]
     assert list(split_lines(iter(chunks), max_line_bytes=1 << 20)) == [(800 * 65536 + 1, 800 * 65536 + 1)]
+
+
+def test_a_resumed_stream_never_cuts_a_file_it_did_not_write(seq_model, friday_lines, tmp_path):
+    from deepids.atomic import open_append
+
+    src = tmp_path / "flows.csv"
+    src.write_text(friday_lines[0] + "\n" + "\n".join(friday_lines[1:51]) + "\n")
+    with open_append(tmp_path / "a.ndjson") as out:
+        run_stream(LiveScorer(seq_model), src, scores_out=out, state_path=tmp_path / "state")
+    other = tmp_path / "b.ndjson"
+    other.write_text("x" * 100_000 + "\n")        # someone else's file, larger than the saved size
+    _append(src, friday_lines[51:61])
+    with open_append(other) as out:
+        s = run_stream(LiveScorer(seq_model), src, scores_out=out, state_path=tmp_path / "state")
+    assert s.read == 60 and other.read_text().startswith("x" * 100_000)
+    assert len(other.read_text().splitlines()) == 11      # the old line, then the 10 new records

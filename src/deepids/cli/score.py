@@ -71,7 +71,7 @@ def score(
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl "
                                            "(--engine ray: a new folder of Parquet files).")],
     top_k: Annotated[int, typer.Option(help="Top contributing features to list per record.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Records per chunk (bounds memory).")] = 100_000,
+    batch_size: Annotated[Optional[int], typer.Option(help="Records per chunk (bounds memory; default: 100,000 flows or 10,000 events).")] = None,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Quiet = False,
@@ -83,6 +83,7 @@ def score(
                                                       "(default: 4 per actor).", min=1)] = None,
 ) -> None:
     """Score every record of flow files, packet captures or event logs into CSV, Parquet or JSON Lines."""
+    from deepids.kinds import kind_of_model
     from deepids.models import load_model
     from deepids.scoring import output_format, score_files
 
@@ -92,13 +93,9 @@ def score(
         return
     output_format(out_file)          # a bad file name fails before any work
     detector = load_model(model)
-    if is_logs(data):
-        from deepids.hunting.logs import score_log_files
-
-        d, unit = score_log_files(detector, data, out_file, top_k=top_k, progress=not quiet), "events"
-    else:
-        d, unit = score_files(detector, data, out_file, layout=layout, label_column=label_column,
-                              batch_size=batch_size, top_k=top_k, progress=not quiet).to_dict(), "records"
+    summary = score_files(detector, data, out_file, layout=layout, label_column=label_column,
+                          batch_size=batch_size, top_k=top_k, progress=not quiet)
+    d, unit = summary.to_dict(), kind_of_model(detector).noun
     info(score_line(d, detector.threshold_.value, unit))
     read = d.get("read") or {}
     for note in read.get("notes", ()):        # what a capture held, its damage
@@ -139,21 +136,20 @@ def flows(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed line.")] = False,
 ) -> None:
     """Extract bidirectional flows with the CICFlowMeter features from a packet capture."""
-    from deepids.io.flowmeter import capture_flows, to_cic_layout, write_flows
+    from deepids.io.flowmeter import write_capture_flows
 
     if flow_timeout <= 0 or activity_timeout <= 0 or min_packets < 1:
         raise ConfigError("--flow-timeout and --activity-timeout must be positive, --min-packets at least 1")
     if not str(out_file).lower().endswith((".parquet", ".pq", ".csv")):
         raise ConfigError(f"cannot tell the output format of {out_file}: use .parquet or .csv")
     started = time.perf_counter()
-    table, report = capture_flows(capture, flow_timeout=flow_timeout, activity_timeout=activity_timeout,
-                                  end_on_rst=end_on_rst, min_packets=min_packets)
+    # flows are written as they end: memory follows the open flows, not the capture's length
+    report = write_capture_flows(capture, out_file, cic_names=cic_names, flow_timeout=flow_timeout,
+                                 activity_timeout=activity_timeout, end_on_rst=end_on_rst, min_packets=min_packets)
     seconds = time.perf_counter() - started
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    write_flows(to_cic_layout(table) if cic_names else table, out_file)
     info(report.line())
     if not quiet:
         info(f"{report.capture.packets:,} packets in {seconds:.2f}s ({report.capture.packets / max(seconds, 1e-9):,.0f} packets/s)")
     if json_out:
         write_json({**report.to_dict(), "seconds": round(seconds, 3), "out": str(out_file)}, json_out)
-    said(f"wrote {table.height:,} flows to {out_file}")
+    said(f"wrote {report.flows:,} flows to {out_file}")

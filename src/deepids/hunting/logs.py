@@ -9,7 +9,6 @@ it and carries its process table from one chunk of events to the next.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,7 @@ from deepids.features.events import EventContext, event_features, is_log_model
 from deepids.io.logs import LogReadReport, read_events
 from deepids.io.otrf import empire_attack_labels, read_otrf_index, recording_agents
 from deepids.models.base import BaseDetector, Scores
-from deepids.scoring import ScoreWriter, output_format
-
-SCORE_COLUMNS = ("score", "is_anomaly", "timestamp", "host", "channel", "event_id", "record_id", "user", "image",
-                 "source_file")
+from deepids.scoring import score_files
 
 
 def require_log_model(model: BaseDetector, where: str = "model") -> None:
@@ -91,27 +87,8 @@ def score_events(model: BaseDetector, features: pl.DataFrame) -> Scores:
 
 
 def score_log_files(model: BaseDetector, paths, out: str | Path, top_k: int = 3, progress: bool = False) -> dict:
-    """One row per event (score, is_anomaly, timestamp, host, channel, event_id, record_id, ...) into out."""
-    output_format(out)
-    started = time.perf_counter()
-    events, features, report = read_log_features(paths, progress, model)
-    scores = score_events(model, features)
-    threshold = model.threshold_.value
-    table = events.select(["timestamp", "host", "channel", "event_id", "record_id", "user", "image", "source_file"])
-    table = table.with_columns(pl.Series("score", scores.score.astype(np.float64)),
-                               pl.Series("is_anomaly", (scores.score > threshold).astype(np.int8)))
-    if top_k > 0 and scores.feature_error is not None:
-        table = table.with_columns(pl.Series("top_features", scores.top_features(top_k), dtype=pl.List(pl.Utf8)))
-    columns = [*SCORE_COLUMNS, *(["top_features"] if "top_features" in table.columns else [])]
-    table = table.select(columns)
-    with ScoreWriter(out) as writer:          # the output appears only once complete
-        writer.write(table)
-    seconds = time.perf_counter() - started
-    read = report.to_dict()
-    return {"records_scored": table.height, "records_rejected": read["rejected"],
-            "rejected_reasons": read["rejected_reasons"], "alerts": int(table.get_column("is_anomaly").sum()),
-            "seconds": round(seconds, 3), "records_per_second": round(table.height / seconds, 1) if seconds else None,
-            "output": str(out), "read": read}
+    """One row per event into out, chunk by chunk: the one scorer's frame (`deepids.scoring.score_files`)."""
+    return score_files(model, paths, out, top_k=top_k, progress=progress).to_dict()
 
 
 def otrf_root_of(paths) -> Path | None:

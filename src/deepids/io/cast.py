@@ -190,6 +190,7 @@ def cast_batch(plan: Plan, raw: pl.DataFrame) -> tuple[pl.DataFrame, ReadReport]
 
     frame = pl.DataFrame([out[c.out].alias(c.out) for c in plan.cols]) if plan.cols else pl.DataFrame()
     rejected: dict[str, int] = {}
+    keep_arr = None
     if masks:
         keep_arr, rejected = first_reasons(n, masks)
         keep = pl.Series(keep_arr)
@@ -197,6 +198,8 @@ def cast_batch(plan: Plan, raw: pl.DataFrame) -> tuple[pl.DataFrame, ReadReport]
         if unparsed is not None:
             unparsed = unparsed.filter(keep)
     report = batch_report(plan, frame, rejected, int(unparsed.sum()) if unparsed is not None else 0)
+    report.numbers = np.flatnonzero(keep_arr) if masks else np.arange(n)
+    report.parsed = n
     return frame, report
 
 

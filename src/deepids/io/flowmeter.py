@@ -46,35 +46,44 @@ Differences from CICFlowMeter (documented, deliberate)
   of the flow carrying the flag, as CICFlowMeter's code reads. The published CICIDS2017 files
   hold 0/1 in these columns (at most one set per flow), an artefact of the version that
   produced them; a CICIDS2017 model therefore sees larger values here than it was trained on.
-* Flows are written when the capture has been read, ordered by start time (CICFlowMeter writes
-  them as they end). ``timestamp`` is the first packet's time in **UTC**, to the microsecond
+* Flows are emitted ordered by start time (CICFlowMeter writes them as they end), as soon as no
+  later packet can belong to them: when the capture has moved ``flow_timeout`` past their start. ``timestamp`` is the first packet's time in **UTC**, to the microsecond
   (CICIDS2017 timestamps are local time, to the minute or second).
 * IPv6 extension headers are not followed, and non-first IPv4 fragments are skipped (counted).
 
-Memory: the headers of the whole capture are held while flows are made; the peak measured is
-about 0.7 KB per packet (docs/RESULTS.md). Split very large captures first.
+Memory follows the open flows, not the capture's length: :class:`FlowMeter` reads packets in
+chunks and holds only the packets of flows that started less than ``flow_timeout`` before the
+newest packet (the others are complete: they are emitted and dropped). It also keeps, for each
+5-tuple whose last flow ended by the timeout rather than FIN/RST, which endpoint was the source
+(about 100 bytes per such 5-tuple), so that a flow resumed after the timeout keeps its direction
+as in CICFlowMeter. This assumes packets in time order, as captures write them; a packet older
+than the window it belongs to starts a new flow.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from deepids.io.pcap import CaptureReport, Packets, read_packets
-from deepids.io.schema import FLOW_FEATURES, METADATA_COLUMNS
+from deepids.io.flowfeatures import ACK, FIN, RST, FlowPackets, empty_flows, flow_table  # noqa: F401
+from deepids.io.pcap import CaptureReport, Packets, iter_packets
 
-__all__ = ["FlowMeterReport", "capture_flows", "capture_lines", "packets_to_flows", "to_cic_layout", "write_flows",
-           "FLOW_TIMEOUT_S", "ACTIVITY_TIMEOUT_S"]
+__all__ = ["FlowMeter", "FlowMeterReport", "capture_flows", "iter_capture_flows", "write_capture_flows",
+           "packets_to_flows", "to_cic_layout", "write_flows", "FLOW_TIMEOUT_S", "ACTIVITY_TIMEOUT_S"]
 
 FLOW_TIMEOUT_S = 120.0
 ACTIVITY_TIMEOUT_S = 5.0
 
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+#: packets handed to the meter at a time: fewer cut flows more often (the open flows' packets are
+#: sorted again at every cut), more hold more packets at once (about 64 bytes each, plus the
+#: temporaries of their features)
+METER_PACKETS = 50_000
 
 #: reason under which dropped single-packet flows are counted
 R_SINGLE_PACKET = "single-packet flow (CICFlowMeter writes flows of 2+ packets)"
@@ -94,41 +103,6 @@ class FlowMeterReport:
         if self.dropped:
             text += " (dropped " + ", ".join(f"{n:,} {r}" for r, n in self.dropped.items()) + ")"
         return text
-
-
-# ------------------------------------------------------------------------------------------
-# grouped statistics over contiguous segments
-# ------------------------------------------------------------------------------------------
-
-def _group_starts(sg: np.ndarray) -> np.ndarray:
-    """True where a run of equal values begins (same length as ``sg``)."""
-    out = np.ones(sg.size, dtype=bool)
-    out[1:] = sg[1:] != sg[:-1]
-    return out
-
-
-def _seg_sum(values: np.ndarray, seg: np.ndarray, nseg: int) -> np.ndarray:
-    return np.bincount(seg, weights=values.astype(np.float64), minlength=nseg)
-
-
-def _seg_stats(values: np.ndarray, seg: np.ndarray, nseg: int) -> dict[str, np.ndarray]:
-    """n, sum, mean, sample std (0 for n<2), max, min per segment; 0 where a segment is empty.
-
-    ``seg`` must be non-decreasing (values of one segment contiguous)."""
-    v = values.astype(np.float64)
-    n = np.bincount(seg, minlength=nseg).astype(np.float64)
-    total = np.bincount(seg, weights=v, minlength=nseg)
-    mean = np.divide(total, n, out=np.zeros(nseg), where=n > 0)
-    dev = np.bincount(seg, weights=(v - mean[seg]) ** 2, minlength=nseg)
-    var = np.divide(dev, n - 1, out=np.zeros(nseg), where=n > 1)
-    mx = np.zeros(nseg)
-    mn = np.zeros(nseg)
-    if v.size:
-        starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
-        present = seg[starts]
-        mx[present] = np.maximum.reduceat(v, starts)
-        mn[present] = np.minimum.reduceat(v, starts)
-    return {"n": n, "sum": total, "mean": mean, "std": np.sqrt(var), "var": var, "max": mx, "min": mn}
 
 
 # ------------------------------------------------------------------------------------------
@@ -184,253 +158,182 @@ def _assign_flows(key: np.ndarray, ts: np.ndarray, term: np.ndarray, timeout_us:
     return order, start, inherited
 
 
-def _ip_strings(addr: np.ndarray, version: np.ndarray) -> np.ndarray:
-    """Text of (unique) addresses, vectorised over distinct values."""
-    if not len(addr):
-        return np.empty(0, dtype=object)
-    packed = np.ascontiguousarray(addr).view(np.dtype((np.void, 16))).ravel()
-    uniq, inv = np.unique(packed, return_inverse=True)
-    inv = inv.ravel()
-    ver_of = np.zeros(len(uniq), dtype=np.uint8)
-    ver_of[inv] = version
-    text = np.empty(len(uniq), dtype=object)
-    for j, (u, v) in enumerate(zip(uniq, ver_of)):
-        raw = bytes(u)
-        text[j] = str(ipaddress.IPv4Address(raw[:4])) if v == 4 else str(ipaddress.IPv6Address(raw))
-    return text[inv]
+# ------------------------------------------------------------------------------------------
+# the meter: packets in, flows out as they end
+# ------------------------------------------------------------------------------------------
 
-
-def packets_to_flows(p: Packets, *, flow_timeout: float = FLOW_TIMEOUT_S,
-                     activity_timeout: float = ACTIVITY_TIMEOUT_S, end_on_rst: bool = True,
-                     min_packets: int = 2) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Flows (metadata + ``FLOW_FEATURES``) from packets, and the counts of dropped flows."""
+def _five_tuples(p: Packets) -> tuple[np.ndarray, np.ndarray]:
+    """(the canonical 5-tuple of each packet as 37 bytes, endpoints ordered so both directions
+    map to one key; whether the packet's source is the lower endpoint)."""
     n = len(p)
-    if n == 0:
-        return _empty_flows(), {}
-    timeout_us = int(round(flow_timeout * 1e6))
-    act_us = int(round(activity_timeout * 1e6))
-
-    # canonical 5-tuple id: endpoints ordered, both directions map to one key
     a = np.concatenate([p.src, p.sport.astype(">u2").view(np.uint8).reshape(-1, 2)], axis=1)
     b = np.concatenate([p.dst, p.dport.astype(">u2").view(np.uint8).reshape(-1, 2)], axis=1)
     diff = a.astype(np.int16) - b.astype(np.int16)
     a_first = diff[np.arange(n), np.argmax(diff != 0, axis=1)] <= 0      # a <= b, byte-wise
     lo = np.where(a_first[:, None], a, b)
     hi = np.where(a_first[:, None], b, a)
-    tup = np.concatenate([lo, hi, p.proto[:, None]], axis=1)
-    _, key = np.unique(np.ascontiguousarray(tup).view(np.dtype((np.void, 37))).ravel(), return_inverse=True)
-    key = key.ravel()
-
-    term_flags = FIN | (RST if end_on_rst else 0)
-    term = (p.proto == 6) & ((p.flags & term_flags) != 0)
-    order, start, inherited = _assign_flows(key, p.ts, term, timeout_us)
-
-    # everything below is in flow order: flows contiguous, packets in capture order within
-    ts = p.ts[order]
-    src = p.src[order]
-    sport = p.sport[order]
-    flags = p.flags[order].astype(np.int64)
-    payload = p.payload[order].astype(np.int64)
-    hlen = p.header_len[order].astype(np.int64)
-    window = p.window[order].astype(np.int64)
-    proto = p.proto[order]
-    version = p.version[order]
-    dst = p.dst[order]
-    dport = p.dport[order]
-
-    seg = np.cumsum(start) - 1
-    nflow = int(seg[-1]) + 1
-    first_idx = np.flatnonzero(start)
-    last_idx = np.r_[first_idx[1:], n] - 1
-    counts = last_idx - first_idx + 1
-
-    # direction: the flow's source is its first packet's source, or, for a flow started by
-    # a timeout, the previous flow's source (CICFlowMeter keeps it)
-    owner = first_idx.copy()
-    inh_flows = np.flatnonzero(inherited[first_idx])
-    for f in inh_flows.tolist():        # chains of timeouts inherit from the chain's head
-        owner[f] = owner[f - 1]
-    fsrc = src[owner]
-    fsport = sport[owner]
-    fwd = np.all(src == fsrc[seg], axis=1) & (sport == fsport[seg])
-    # the flow's destination: the other endpoint
-    first_is_owner = fwd[first_idx]
-    fdst = np.where(first_is_owner[:, None], dst[first_idx], src[first_idx])
-    fdport = np.where(first_is_owner, dport[first_idx], sport[first_idx])
-
-    is_first = start
-    cols: dict[str, np.ndarray] = {}
-    t0 = ts[first_idx].astype(np.float64)
-    t1 = ts[last_idx].astype(np.float64)
-    duration = t1 - t0
-    cols["Flow Duration"] = duration
-
-    fs = _seg_stats(payload[fwd], seg[fwd], nflow)
-    bs = _seg_stats(payload[~fwd], seg[~fwd], nflow)
-    nf, nb = fs["n"], bs["n"]
-    cols["Total Fwd Packets"] = nf
-    cols["Total Backward Packets"] = nb
-    cols["Total Length of Fwd Packets"] = fs["sum"]
-    cols["Total Length of Bwd Packets"] = bs["sum"]
-    for name, st in (("Fwd", fs), ("Bwd", bs)):
-        cols[f"{name} Packet Length Max"] = st["max"]
-        cols[f"{name} Packet Length Min"] = st["min"]
-        cols[f"{name} Packet Length Mean"] = st["mean"]
-        cols[f"{name} Packet Length Std"] = st["std"]
-    total_bytes = fs["sum"] + bs["sum"]
-    secs = duration / 1e6
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cols["Flow Bytes/s"] = total_bytes / secs
-        cols["Flow Packets/s"] = counts / secs
-
-    gap = np.diff(ts, prepend=ts[0]).astype(np.float64)
-    not_first = ~is_first
-    iat = _seg_stats(gap[not_first], seg[not_first], nflow)
-    cols["Flow IAT Mean"], cols["Flow IAT Std"] = iat["mean"], iat["std"]
-    cols["Flow IAT Max"], cols["Flow IAT Min"] = iat["max"], iat["min"]
-    for name, mask in (("Fwd", fwd), ("Bwd", ~fwd)):
-        idx = np.flatnonzero(mask)
-        sg = seg[idx]
-        same = ~_group_starts(sg)
-        d = np.diff(ts[idx], prepend=ts[idx[0]] if idx.size else 0).astype(np.float64)
-        st = _seg_stats(d[same], sg[same], nflow)
-        cols[f"{name} IAT Total"], cols[f"{name} IAT Mean"] = st["sum"], st["mean"]
-        cols[f"{name} IAT Std"], cols[f"{name} IAT Max"], cols[f"{name} IAT Min"] = st["std"], st["max"], st["min"]
-
-    first_fwd = fwd[first_idx]
-    ff = flags[first_idx]
-    cols["Fwd PSH Flags"] = (first_fwd & ((ff & PSH) != 0)).astype(np.float64)
-    cols["Bwd PSH Flags"] = (~first_fwd & ((ff & PSH) != 0)).astype(np.float64)
-    cols["Fwd URG Flags"] = (first_fwd & ((ff & URG) != 0)).astype(np.float64)
-    cols["Bwd URG Flags"] = (~first_fwd & ((ff & URG) != 0)).astype(np.float64)
-    cols["Fwd Header Length"] = _seg_sum(hlen[fwd], seg[fwd], nflow)
-    cols["Bwd Header Length"] = _seg_sum(hlen[~fwd], seg[~fwd], nflow)
-    pos = duration > 0
-    cols["Fwd Packets/s"] = np.divide(nf, secs, out=np.zeros(nflow), where=pos)
-    cols["Bwd Packets/s"] = np.divide(nb, secs, out=np.zeros(nflow), where=pos)
-
-    # packet length statistics over n+1 values: the first packet's payload counted twice
-    dup_vals = np.concatenate([payload, payload[first_idx]])
-    dup_seg = np.concatenate([seg, np.arange(nflow)])
-    o = np.argsort(dup_seg, kind="stable")
-    ls = _seg_stats(dup_vals[o], dup_seg[o], nflow)
-    cols["Min Packet Length"], cols["Max Packet Length"] = ls["min"], ls["max"]
-    cols["Packet Length Mean"], cols["Packet Length Std"] = ls["mean"], ls["std"]
-    cols["Packet Length Variance"] = ls["var"]
-
-    for name, bit in (("FIN", FIN), ("SYN", SYN), ("RST", RST), ("PSH", PSH), ("ACK", ACK),
-                      ("URG", URG), ("CWE", CWR), ("ECE", ECE)):
-        cols[f"{name} Flag Count"] = _seg_sum(((flags & bit) != 0).astype(np.float64), seg, nflow)
-
-    cols["Down/Up Ratio"] = np.where(nf > 0, np.floor_divide(nb, np.maximum(nf, 1)), 0.0)
-    cols["Average Packet Size"] = ls["sum"] / counts
-    cols["Avg Fwd Segment Size"] = fs["mean"]
-    cols["Avg Bwd Segment Size"] = bs["mean"]
-    for name in ("Fwd Avg Bytes/Bulk", "Fwd Avg Packets/Bulk", "Fwd Avg Bulk Rate",
-                 "Bwd Avg Bytes/Bulk", "Bwd Avg Packets/Bulk", "Bwd Avg Bulk Rate"):
-        cols[name] = np.zeros(nflow)
-    cols["Subflow Fwd Packets"], cols["Subflow Fwd Bytes"] = nf, fs["sum"]
-    cols["Subflow Bwd Packets"], cols["Subflow Bwd Bytes"] = nb, bs["sum"]
-
-    # first packet of each direction: its TCP window
-    for name, mask in (("Init_Win_bytes_forward", fwd), ("Init_Win_bytes_backward", ~fwd)):
-        idx = np.flatnonzero(mask)
-        sg = seg[idx]
-        firsts = idx[np.r_[True, sg[1:] != sg[:-1]]] if idx.size else idx
-        val = np.full(nflow, -1.0)
-        val[seg[firsts]] = window[firsts]
-        cols[name] = val
-    data_fwd = fwd & not_first & (payload >= 1)
-    cols["act_data_pkt_fwd"] = _seg_sum(data_fwd.astype(np.float64), seg, nflow)
-    mseg = np.full(nflow, 0.0)
-    if fwd.any():
-        fi = np.flatnonzero(fwd)
-        sg = seg[fi]
-        st = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]])
-        mseg[sg[st]] = np.minimum.reduceat(hlen[fi], st)
-    cols["min_seg_size_forward"] = mseg
-
-    # active / idle: a gap above the activity timeout on a packet that is neither the flow's
-    # first nor a FIN-closing packet (CICFlowMeter skips updateActiveIdleTime for those)
-    closing = np.zeros(n, dtype=bool)
-    closing[last_idx] = term[order][last_idx] & (counts > 1)
-    idle_mask = not_first & ~closing & (gap > act_us)
-    idle_idx = np.flatnonzero(idle_mask)
-    isg = seg[idle_idx]
-    idle = _seg_stats(gap[idle_idx], isg, nflow)
-    prev_same = ~_group_starts(isg)
-    active_start = np.where(prev_same, ts[np.r_[0, idle_idx[:-1]]] if idle_idx.size else 0,
-                            ts[first_idx[isg]] if idle_idx.size else 0)
-    active_len = (ts[idle_idx - 1] - active_start).astype(np.float64) if idle_idx.size else np.zeros(0)
-    keep_a = active_len > 0
-    act = _seg_stats(active_len[keep_a], isg[keep_a], nflow)
-    for name, st in (("Active", act), ("Idle", idle)):
-        cols[f"{name} Mean"], cols[f"{name} Std"] = st["mean"], st["std"]
-        cols[f"{name} Max"], cols[f"{name} Min"] = st["max"], st["min"]
-
-    # metadata
-    fver = version[first_idx]
-    src_txt = _ip_strings(fsrc, fver)
-    dst_txt = _ip_strings(fdst, fver)
-    fproto = proto[first_idx].astype(np.int64)
-    flow_id = _flow_ids(src[first_idx], dst[first_idx], sport[first_idx], dport[first_idx],
-                        fproto, fver)
-    meta = {
-        "flow_id": pl.Series("flow_id", flow_id, dtype=pl.Utf8),
-        "src_ip": pl.Series("src_ip", src_txt, dtype=pl.Utf8),
-        "src_port": pl.Series("src_port", fsport.astype(np.int64)),
-        "dst_ip": pl.Series("dst_ip", dst_txt, dtype=pl.Utf8),
-        "dst_port": pl.Series("dst_port", fdport.astype(np.int64)),
-        "protocol": pl.Series("protocol", fproto),
-        "timestamp": pl.Series("timestamp", ts[first_idx]).cast(pl.Datetime("us")),
-    }
-    frame = pl.DataFrame([meta[m] for m in METADATA_COLUMNS]
-                         + [pl.Series(f, np.asarray(cols[f], dtype=np.float64)) for f in FLOW_FEATURES])
-    keep = counts >= min_packets
-    dropped = {}
-    if (~keep).any():
-        dropped[R_SINGLE_PACKET if min_packets == 2 else f"flow of fewer than {min_packets} packets"] = \
-            int((~keep).sum())
-        frame = frame.filter(pl.Series(keep))
-    frame = frame.with_row_index("_o").sort(["timestamp", "_o"]).drop("_o")
-    return frame, dropped
+    tup = np.ascontiguousarray(np.concatenate([lo, hi, p.proto[:, None]], axis=1))
+    return tup.view(np.dtype((np.void, 37))).ravel(), a_first
 
 
-def _flow_ids(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray,
-              proto: np.ndarray, version: np.ndarray) -> list[str]:
-    """CICFlowMeter's Flow ID: ``ip-ip-port-port-proto``, the endpoint whose address is smaller
-    first, comparing bytes as Java's *signed* bytes (so 192.x sorts before 10.x, as in CIC)."""
-    s = src.view(np.int8).astype(np.int16)
-    d = dst.view(np.int8).astype(np.int16)
-    diff = s - d
-    nz = diff != 0
-    firstnz = np.argmax(nz, axis=1)
-    sign = diff[np.arange(len(diff)), firstnz]
-    forward = sign <= 0
-    s_txt = _ip_strings(src, version)
-    d_txt = _ip_strings(dst, version)
-    out = []
-    for f, st, dt, sp, dp, pr in zip(forward.tolist(), s_txt.tolist(), d_txt.tolist(), sport.tolist(),
-                                     dport.tolist(), proto.tolist()):
-        out.append(f"{st}-{dt}-{sp}-{dp}-{pr}" if f else f"{dt}-{st}-{dp}-{sp}-{pr}")
-    return out
+def _prefix(done: np.ndarray, key_first: np.ndarray) -> np.ndarray:
+    """`done` only up to a 5-tuple's first flow not done (flows of a 5-tuple end in order)."""
+    nd = (~done).astype(np.int64)
+    before = np.cumsum(nd) - nd                          # flows not done before each flow
+    group_start = np.maximum.accumulate(np.where(key_first, np.arange(done.size), 0))
+    return done & (before - before[group_start] == 0)
 
 
-def _empty_flows() -> pl.DataFrame:
-    schema = {"flow_id": pl.Utf8, "src_ip": pl.Utf8, "src_port": pl.Int64, "dst_ip": pl.Utf8,
-              "dst_port": pl.Int64, "protocol": pl.Int64, "timestamp": pl.Datetime("us")}
-    schema.update({f: pl.Float64 for f in FLOW_FEATURES})
-    return pl.DataFrame(schema=schema)
+def _take(p: Packets, idx: np.ndarray) -> Packets:
+    return Packets(*(getattr(p, f)[idx] for f in Packets.__dataclass_fields__))
+
+
+class FlowMeter:
+    """Packets in (in capture order, chunk by chunk), flows out as soon as they are complete.
+
+    ``add(packets)`` returns the flows that started more than ``flow_timeout`` before the newest
+    packet seen, ordered by start time; ``finish()`` returns the rest. Together they give exactly
+    the flows of the whole capture, in the same order (:func:`packets_to_flows`). Flows with
+    fewer than ``min_packets`` packets are counted in ``dropped``, not returned.
+    """
+
+    def __init__(self, *, flow_timeout: float = FLOW_TIMEOUT_S, activity_timeout: float = ACTIVITY_TIMEOUT_S,
+                 end_on_rst: bool = True, min_packets: int = 2):
+        self.timeout_us = int(round(flow_timeout * 1e6))
+        self.act_us = int(round(activity_timeout * 1e6))
+        self.term_flags = FIN | (RST if end_on_rst else 0)
+        self.min_packets = min_packets
+        self.held = Packets.empty()          # packets of the flows not yet complete
+        self.owner: dict[bytes, bool] = {}   # 5-tuple -> its next flow's source is the lower endpoint
+        self.dropped: Counter = Counter()
+        self.flows = 0
+
+    @property
+    def held_packets(self) -> int:
+        return len(self.held)
+
+    def add(self, packets: Packets) -> pl.DataFrame:
+        buf = Packets.concat([self.held, packets]) if len(self.held) else packets
+        if not len(buf):
+            return empty_flows()
+        return self._cut(buf, int(buf.ts.max()) - self.timeout_us)
+
+    def finish(self) -> pl.DataFrame:
+        buf, self.held = self.held, Packets.empty()
+        return self._cut(buf, None) if len(buf) else empty_flows()
+
+    def _cut(self, p: Packets, cutoff: int | None) -> pl.DataFrame:
+        """Emit the flows of `p` that start before `cutoff` (all with None); hold the others."""
+        keys, a_first = _five_tuples(p)
+        uniq, key = np.unique(keys, return_inverse=True)
+        key = key.ravel()
+        term = (p.proto == 6) & ((p.flags & self.term_flags) != 0)
+        order, start, inherited = _assign_flows(key, p.ts, term, self.timeout_us)
+        first_idx = np.flatnonzero(start)
+        fkey = key[order][first_idx]
+        key_first = np.r_[True, fkey[1:] != fkey[:-1]]
+        owner_lo, carried = self._owners(a_first[order][first_idx], fkey, key_first, uniq, inherited[first_idx])
+        done = np.ones(first_idx.size, bool) if cutoff is None else _prefix(p.ts[order][first_idx] < cutoff,
+                                                                             key_first)
+        self._remember(uniq, fkey, key_first, done, owner_lo, carried | inherited[first_idx],
+                       term[order], first_idx, start.size)
+        seg = np.cumsum(start) - 1
+        emit = done[seg]
+        self.held = _take(p, order[~emit])
+        sub = order[emit]
+        fwd = a_first[sub] == owner_lo[seg[emit]]
+        flows = flow_table(FlowPackets(_take(p, sub), start[emit], fwd, term[sub]), self.act_us)
+        return self._finish_batch(flows)
+
+    def _owners(self, first_lo: np.ndarray, fkey: np.ndarray, key_first: np.ndarray, uniq: np.ndarray,
+                inherited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per flow: whether its source is the lower endpoint (its first packet's source, or, for a
+        flow begun by the timeout, the previous flow's), and whether that came from an earlier batch."""
+        owner_lo = first_lo.copy()
+        carried = np.zeros(owner_lo.size, bool)
+        if self.owner:
+            for f in np.flatnonzero(key_first).tolist():
+                v = self.owner.pop(uniq[fkey[f]].tobytes(), None)
+                if v is not None:
+                    owner_lo[f], carried[f] = v, True
+        for f in np.flatnonzero(inherited).tolist():        # chains of timeouts inherit from their head
+            owner_lo[f] = owner_lo[f - 1]
+        return owner_lo, carried
+
+    def _remember(self, uniq, fkey, key_first, done, owner_lo, inherits, term_s, first_idx, n) -> None:
+        """Keep the direction a 5-tuple's next flow inherits: for the first flow held back when it
+        began by the timeout, and for a 5-tuple all emitted whose last flow did not end by FIN/RST."""
+        last_idx = np.r_[first_idx[1:], n] - 1
+        ended = term_s[last_idx] & (last_idx > first_idx)
+        key_last = np.r_[fkey[1:] != fkey[:-1], True]
+        prev_done = np.r_[False, done[:-1]] & ~key_first
+        first_held = ~done & (key_first | prev_done) & inherits
+        open_end = done & key_last & ~ended
+        for f in np.flatnonzero(first_held | open_end).tolist():
+            self.owner[uniq[fkey[f]].tobytes()] = bool(owner_lo[f])
+
+    def _finish_batch(self, flows: pl.DataFrame) -> pl.DataFrame:
+        counts = (flows["Total Fwd Packets"] + flows["Total Backward Packets"]).to_numpy()
+        keep = counts >= self.min_packets
+        if (~keep).any():
+            reason = R_SINGLE_PACKET if self.min_packets == 2 else f"flow of fewer than {self.min_packets} packets"
+            self.dropped[reason] += int((~keep).sum())
+            flows = flows.filter(pl.Series(keep))
+        flows = flows.with_row_index("_o").sort(["timestamp", "_o"]).drop("_o")
+        self.flows += flows.height
+        return flows
+
+
+def packets_to_flows(p: Packets, *, flow_timeout: float = FLOW_TIMEOUT_S,
+                     activity_timeout: float = ACTIVITY_TIMEOUT_S, end_on_rst: bool = True,
+                     min_packets: int = 2) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Flows (metadata + ``FLOW_FEATURES``) from packets, and the counts of dropped flows."""
+    meter = FlowMeter(flow_timeout=flow_timeout, activity_timeout=activity_timeout, end_on_rst=end_on_rst,
+                      min_packets=min_packets)
+    meter.held = p
+    frame = meter.finish()
+    return frame, dict(meter.dropped)
+
+
+def iter_capture_flows(path: str | os.PathLike[str], *, flow_timeout: float = FLOW_TIMEOUT_S,
+                       activity_timeout: float = ACTIVITY_TIMEOUT_S, end_on_rst: bool = True,
+                       min_packets: int = 2, progress=None,
+                       report: FlowMeterReport | None = None) -> Iterator[pl.DataFrame]:
+    """The flows of a capture as they end (ordered by start time), in batches; memory follows the
+    open flows. ``report`` is complete when the iterator ends."""
+    report = report if report is not None else FlowMeterReport(capture=CaptureReport(path=str(path)))
+    meter = FlowMeter(flow_timeout=flow_timeout, activity_timeout=activity_timeout, end_on_rst=end_on_rst,
+                      min_packets=min_packets)
+    parts: list[Packets] = []
+    pending = 0
+    for packets in iter_packets(path, report.capture, progress):
+        parts.append(packets)
+        pending += len(packets)
+        if pending < METER_PACKETS:
+            continue
+        flows = meter.add(Packets.concat(parts))
+        parts, pending = [], 0
+        report.flows, report.dropped = meter.flows, dict(meter.dropped)
+        if flows.height:
+            yield flows
+    if parts:
+        meter.held = Packets.concat([meter.held, *parts])
+    flows = meter.finish()
+    report.flows, report.dropped = meter.flows, dict(meter.dropped)
+    if flows.height:
+        yield flows
 
 
 def capture_flows(path: str | os.PathLike[str], *, flow_timeout: float = FLOW_TIMEOUT_S,
                   activity_timeout: float = ACTIVITY_TIMEOUT_S, end_on_rst: bool = True,
                   min_packets: int = 2, progress=None) -> tuple[pl.DataFrame, FlowMeterReport]:
     """Read a capture and return its flows (ordered by start time) and a report."""
-    packets, cap = read_packets(path, progress=progress)
-    frame, dropped = packets_to_flows(packets, flow_timeout=flow_timeout, activity_timeout=activity_timeout,
-                                      end_on_rst=end_on_rst, min_packets=min_packets)
-    return frame, FlowMeterReport(capture=cap, flows=frame.height, dropped=dropped)
+    report = FlowMeterReport(capture=CaptureReport(path=str(path)))
+    parts = list(iter_capture_flows(path, flow_timeout=flow_timeout, activity_timeout=activity_timeout,
+                                    end_on_rst=end_on_rst, min_packets=min_packets, progress=progress,
+                                    report=report))
+    frame = pl.concat(parts) if parts else empty_flows()
+    return frame, report
 
 
 # the GeneratedLabelledFlows (CICIDS2017) spelling of the metadata columns
@@ -464,14 +367,23 @@ def write_flows(flows: pl.DataFrame, path: str | os.PathLike[str]) -> None:
             flows.write_parquet(tmp, compression="zstd", statistics=True)
 
 
-def capture_lines(path: str | os.PathLike[str], report_to=None):
-    """The flows of a capture as CSV lines (header first), for line-oriented consumers such as
-    ``deepids stream``. The capture's summary (packets skipped, damage) goes to ``report_to``
-    (default: stderr)."""
-    import sys
 
-    flows, meter = capture_flows(path)
-    print(f"deepids: {meter.line()}", file=report_to or sys.stderr)
-    text = flows.write_csv()
-    for line in text.splitlines(keepends=True):
-        yield line.encode("utf-8")
+
+def write_capture_flows(path: str | os.PathLike[str], out: str | os.PathLike[str], *, cic_names: bool = False,
+                        **options) -> FlowMeterReport:
+    """Write a capture's flows to Parquet or CSV as they end (memory follows the open flows), through a
+    temporary file that takes `out`'s name when complete. `options` as :func:`iter_capture_flows`."""
+    from deepids.errors import ConfigError
+    from deepids.scoring import ScoreWriter
+
+    if not str(out).lower().endswith((".parquet", ".pq", ".csv")):
+        raise ConfigError(f"cannot tell the output format of {out}: use .parquet or .csv")
+    report = FlowMeterReport(capture=CaptureReport(path=str(path)))
+    with ScoreWriter(out) as writer:
+        written = 0
+        for flows in iter_capture_flows(path, report=report, **options):
+            writer.write(to_cic_layout(flows) if cic_names else flows)
+            written += flows.height
+        if not written:                  # no flows: still a file with the columns
+            writer.write(to_cic_layout(empty_flows()) if cic_names else empty_flows())
+    return report

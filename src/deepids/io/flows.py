@@ -133,17 +133,44 @@ def _rechunk(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
 
 
 def _iter_capture(plan: Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, ReadReport]]:
-    """Flows of a packet capture (deepids.io.flowmeter); dropped flows count as rejected rows,
-    and what the capture held (packets skipped, damage) goes into the report's notes."""
-    from deepids.io.flowmeter import capture_flows
+    """Flows of a packet capture as they end (deepids.io.flowmeter: memory follows the open flows);
+    dropped flows count as rejected rows, and what the capture held (packets skipped, damage) goes
+    into the last report's notes."""
+    from deepids.io.flowmeter import FlowMeterReport, iter_capture_flows
+    from deepids.io.pcap import CaptureReport
 
-    frame, meter = capture_flows(plan.path)
-    for start in range(0, max(frame.height, 1), batch_size):
-        part = frame.slice(start, batch_size)
-        report = batch_report(plan, part, dict(meter.dropped) if start == 0 else {}, 0)
-        if start == 0:
-            report.notes = [meter.line()]
-        yield part, report
+    meter = FlowMeterReport(capture=CaptureReport(path=str(plan.path)))
+    done = 0
+    last: tuple[pl.DataFrame, ReadReport] | None = None
+    for flows in _rechunk_frames(iter_capture_flows(plan.path, report=meter), batch_size):
+        if last is not None:
+            yield last
+        report = batch_report(plan, flows, {}, 0)
+        report.numbers, report.parsed = np.arange(done, done + flows.height), flows.height
+        done += flows.height
+        last = flows, report
+    if last is None:
+        from deepids.io.flowfeatures import empty_flows
+
+        last = empty_flows(), batch_report(plan, empty_flows(), {}, 0)
+    last[1].rejected = {k: v for k, v in meter.dropped.items() if v}
+    last[1].notes = [meter.line()]
+    yield last
+
+
+def _rechunk_frames(frames: Iterator[pl.DataFrame], batch_size: int) -> Iterator[pl.DataFrame]:
+    buf: list[pl.DataFrame] = []
+    rows = 0
+    for f in frames:
+        buf.append(f)
+        rows += f.height
+        while rows >= batch_size:
+            whole = pl.concat(buf) if len(buf) > 1 else buf[0]
+            yield whole.slice(0, batch_size)
+            rest = whole.slice(batch_size)
+            buf, rows = ([rest] if rest.height else []), rest.height
+    if rows:
+        yield pl.concat(buf) if len(buf) > 1 else buf[0]
 
 
 def _iter_file(plan: Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, ReadReport]]:
@@ -239,8 +266,13 @@ def iter_flow_batches(
             yield from iter_conn_batches(path, source, batch_size, label_column)
         return
     plans = _plans(paths, layout, label_column)
+    offset = 0          # records read in earlier batches: record numbers run over all files
     for plan in plans:
-        yield from _iter_file(plan, batch_size)
+        for frame, report in _iter_file(plan, batch_size):
+            if report.numbers is not None:
+                report.numbers = report.numbers + offset
+            offset += report.parsed
+            yield frame, report
 
 
 def _order_columns(columns: list[str]) -> list[str]:

@@ -12,11 +12,10 @@ Sources:
 - Directories are walked recursively for `.evtx`, `.json`, `.jsonl`, `.ndjson` (and `.gz` of
   the JSON ones).
 
-Every event becomes one row of :data:`EVENT_COLUMNS`; the fields not mapped to a canonical
-column are kept as a JSON object in `raw`. Host names are normalised to the short upper-case
-name (`WORKSTATION6.theshire.local` -> `WORKSTATION6`); channel names are matched
-case-insensitively to their usual spelling (`security` -> `Security`); user names lose their
-domain and are lower-cased (`THESHIRE\\pgustavo` -> `pgustavo`).
+Every event becomes one row of :data:`EVENT_COLUMNS` by the rules of :mod:`deepids.io.events`
+(the same rules canonicalise events arriving live); the fields not mapped to a canonical column
+are kept as a JSON object in `raw` (when `keep_raw`). Files are read in chunks
+(:func:`iter_event_batches`): memory follows the chunk, not the input.
 """
 
 from __future__ import annotations
@@ -25,66 +24,45 @@ import gzip
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import polars as pl
 
-from deepids.errors import DeepidsError, InputError
-from deepids.io.timestamps import parse_timestamps
+from deepids.errors import ConfigError, DeepidsError, InputError
+from deepids.io.events import (  # noqa: F401 - the event rules, importable from here as before
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    FAILURE_EVENTS,
+    KNOWN_CHANNELS,
+    LOGON_EVENTS,
+    R_BAD_EVENT,
+    R_EVENT_NOT_OBJECT,
+    R_FLOW_RECORD,
+    R_NO_EVENT_ID,
+    canonical_event,
+    events_frame,
+    events_from_records,
+    flatten_winlogbeat,
+    normalise_channel,
+    normalise_host,
+    normalise_user,
+    parse_int,
+    raw_fields,
+)
 
 LOG_LAYOUT = "windows-events"
 LOG_SUFFIXES = (".evtx", ".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz")
 
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "timestamp": pl.Datetime("us"),
-    "host": pl.Utf8,
-    "channel": pl.Utf8,
-    "provider": pl.Utf8,
-    "event_id": pl.Int64,
-    "record_id": pl.Int64,
-    "subject_user": pl.Utf8,
-    "target_user": pl.Utf8,
-    "user": pl.Utf8,            # the acting user: target user of logon events, subject user otherwise
-    "logon_type": pl.Int64,
-    "image": pl.Utf8,
-    "parent_image": pl.Utf8,
-    "command_line": pl.Utf8,
-    "process_id": pl.Int64,
-    "parent_process_id": pl.Int64,
-    "execution_process_id": pl.Int64,
-    "src_ip": pl.Utf8,
-    "src_port": pl.Int64,
-    "dst_ip": pl.Utf8,
-    "dst_port": pl.Int64,
-    "outcome": pl.Utf8,         # success / failure where the event says so
-    "source_file": pl.Utf8,
-    "raw": pl.Utf8,
-}
-EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA)
-
-KNOWN_CHANNELS = ("Security", "System", "Application", "Windows PowerShell", "Microsoft-Windows-Sysmon/Operational",
-                  "Microsoft-Windows-PowerShell/Operational", "Microsoft-Windows-WMI-Activity/Operational",
-                  "Microsoft-Windows-TaskScheduler/Operational", "Microsoft-Windows-Windows Defender/Operational")
-_CHANNELS = {c.lower(): c for c in KNOWN_CHANNELS}
-LOGON_EVENTS = frozenset({4624, 4625, 4634, 4647, 4648, 4672, 4768, 4769, 4771, 4776})
-FAILURE_EVENTS = frozenset({4625, 4771})   # failed logon, Kerberos pre-authentication failed
-# fields consumed into canonical columns (dropped from `raw`)
-_CONSUMED = {
-    "EventID", "Channel", "Hostname", "Computer", "@timestamp", "EventTime", "EventReceivedTime", "SourceName",
-    "RecordNumber", "SubjectUserName", "SubjectDomainName", "TargetUserName", "TargetDomainName", "User",
-    "LogonType", "Image", "NewProcessName", "ParentImage", "ParentProcessName", "CommandLine", "ProcessId",
-    "NewProcessId", "ParentProcessId", "ExecutionProcessID", "IpAddress", "IpPort", "SourceAddress", "SourcePort",
-    "DestAddress", "DestPort", "SourceIp", "DestinationIp", "DestinationPort", "EventType", "Keywords", "host",
-    "port", "tags", "@version", "SourceModuleName", "SourceModuleType", "Message",
-}
-_MESSAGE_KEEP = 2000   # characters of `Message` kept in `raw` (OTRF messages repeat the data fields)
-
-
 @dataclass
 class LogReadReport:
-    """What a log read accepted, skipped and rejected; same `to_dict` keys as the flow `ReadReport`, plus log keys."""
+    """What a log read accepted, skipped and rejected; same `to_dict` keys as the flow `ReadReport`, plus log keys.
+
+    Reports of chunks `merge` exactly: a report carries the distinct users and the hashes of the
+    (host, channel, record id, event id) keys it has seen (private, about 8 bytes per event).
+    """
 
     files: list[str] = field(default_factory=list)
     records: int = 0
@@ -97,6 +75,11 @@ class LogReadReport:
     hosts: dict[str, int] = field(default_factory=dict)
     users: int = 0
     damaged_files: dict[str, int] = field(default_factory=dict)
+    _user_names: set | None = field(default=None, repr=False, compare=False)
+    _key_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: a chunk's own report: each row's record number (its position among the records read,
+    #: rejected ones included); not kept by `merge`
+    numbers: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_rejected(self) -> int:
@@ -120,6 +103,30 @@ class LogReadReport:
             "hosts": top(self.hosts),
             "damaged_files": dict(self.damaged_files),
         }
+
+    def merge(self, other: LogReadReport) -> LogReadReport:
+        """A new report covering both (duplicates and distinct users stay exact)."""
+        add = lambda a, b: dict(Counter(a) + Counter(b))  # noqa: E731
+        users = (self._user_names or set()) | (other._user_names or set())
+        a, b = self._key_hashes, other._key_hashes
+        duplicates = self.duplicates + other.duplicates
+        hashes = a if b is None else b if a is None else None
+        if a is not None and b is not None:
+            common = np.isin(b, a, assume_unique=True)
+            duplicates += int(common.sum())
+            hashes = np.union1d(a, b)
+        ranges = [r for r in (self.time_range, other.time_range) if r]
+        time_range = (min((r[0] for r in ranges), key=datetime.fromisoformat),
+                      max((r[1] for r in ranges), key=datetime.fromisoformat)) if ranges else None
+        return LogReadReport(
+            files=list(self.files) + [f for f in other.files if f not in self.files],
+            records=self.records + other.records, rejected=add(self.rejected, other.rejected),
+            duplicates=duplicates, time_range=time_range,
+            unparsed_timestamps=self.unparsed_timestamps + other.unparsed_timestamps,
+            channels=add(self.channels, other.channels), event_ids=add(self.event_ids, other.event_ids),
+            hosts=add(self.hosts, other.hosts), users=len(users),
+            damaged_files=add(self.damaged_files, other.damaged_files),
+            _user_names=users, _key_hashes=hashes)
 
 
 # ----------------------------------------------------------------------------- files
@@ -175,48 +182,83 @@ def looks_like_logs(paths: Iterable[str | Path]) -> bool:
 
 
 # ---------------------------------------------------------------------------- reading
-def read_events(paths: str | Path | Iterable[str | Path], *, keep_raw: bool = True,
-                progress: bool = False) -> tuple[pl.DataFrame, LogReadReport]:
-    """Read event logs into the canonical table (rows in file order) and the read report."""
+#: events per chunk when reading for scoring: an event row is larger than a flow's (text columns)
+EVENT_CHUNK = 10_000
+R_DAMAGED = "damaged evtx chunk/record"
+
+
+def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: int = EVENT_CHUNK,
+                       keep_raw: bool = False, progress: bool = False
+                       ) -> Iterator[tuple[pl.DataFrame, LogReadReport]]:
+    """Stream event logs as ``(canonical events, report)`` pairs of at most ``batch_size`` rows, in
+    file order. Each report covers its chunk (merge them for totals); the last chunk may be empty
+    and carries what was rejected after the last event. Memory follows ``batch_size``."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     files = log_files(paths)
-    report = LogReadReport(files=[str(f) for f in files])
     rows: list[dict] = []
-    rejected: Counter = Counter()
+    rejected: Counter = Counter()       # of the chunk being filled
+    pending = LogReadReport()
     iterator: Iterable[Path] = files
     if progress and len(files) > 1:
         from rich.progress import track
 
         iterator = track(files, description="reading logs", transient=True)
+    numbers: list[int] = []
+    seen = 0                            # records read before the current chunk's rejections
     for f in iterator:
-        before = sum(rejected.values())
+        pending.files.append(str(f))
+        d0 = sum(rejected.values())
         for flat in _flat_records(f, rejected):
-            row = canonical_event(flat, f.name, keep_raw=keep_raw)
-            if row is None:
-                rejected["no event id"] += 1
+            try:
+                row = canonical_event(flat, f.name, keep_raw=keep_raw)
+            except (TypeError, ValueError, AttributeError, OverflowError, OSError, RecursionError):
+                rejected[R_BAD_FIELD] += 1        # e.g. @timestamp 1e20 or NaN: as the live path rejects it
                 continue
+            if row is None:
+                rejected[R_NO_EVENT_ID] += 1
+                continue
+            numbers.append(seen + len(rows) + sum(rejected.values()))
             rows.append(row)
-        if f.suffix.lower() == ".evtx" and sum(rejected.values()) > before:
-            report.damaged_files[str(f)] = sum(rejected.values()) - before
+            if len(rows) >= batch_size:
+                _note_damage(f, sum(rejected.values()) - d0, pending)
+                seen += len(rows) + sum(rejected.values())
+                yield _chunk(rows, rejected, pending, numbers)
+                rows, rejected, pending, d0, numbers = [], Counter(), LogReadReport(files=[str(f)]), 0, []
+        _note_damage(f, sum(rejected.values()) - d0, pending)
+    yield _chunk(rows, rejected, pending, numbers)
+
+
+def _note_damage(f: Path, n: int, report: LogReadReport) -> None:
+    """An EVTX file's records rejected in this chunk (damaged, or lost to truncation)."""
+    if n > 0 and f.suffix.lower() == ".evtx":
+        report.damaged_files[str(f)] = n
+
+
+def _chunk(rows: list[dict], rejected: Counter, report: LogReadReport,
+           numbers: list[int]) -> tuple[pl.DataFrame, LogReadReport]:
     table = events_frame(rows)
+    report.numbers = np.asarray(numbers, dtype=np.int64)
     report.rejected = {k: v for k, v in rejected.items() if v}
     _summarise(table, report)
     return table, report
 
 
-def events_frame(rows: list[dict]) -> pl.DataFrame:
-    """Rows of canonical events -> the canonical table (timestamps parsed to UTC, naive)."""
-    if not rows:
-        return pl.DataFrame(schema=EVENT_SCHEMA)
-    data = {c: [r.get(c) for r in rows] for c in EVENT_COLUMNS}
-    ts = data.pop("timestamp")
-    df = pl.DataFrame(data, schema={c: (pl.Utf8 if c == "timestamp" else t) for c, t in EVENT_SCHEMA.items()
-                                    if c != "timestamp"}, strict=False)
-    parsed = parse_timestamps(pl.Series("timestamp", ts, dtype=pl.Utf8))
-    return df.with_columns(parsed).select(EVENT_COLUMNS)
+def read_events(paths: str | Path | Iterable[str | Path], *, keep_raw: bool = True,
+                progress: bool = False) -> tuple[pl.DataFrame, LogReadReport]:
+    """Read event logs into the canonical table (rows in file order) and the read report."""
+    frames: list[pl.DataFrame] = []
+    report = LogReadReport()
+    for table, part in iter_event_batches(paths, batch_size=1 << 62, keep_raw=keep_raw, progress=progress):
+        frames.append(table)
+        report = report.merge(part)
+    return (pl.concat(frames) if len(frames) > 1 else frames[0]), report
 
 
 def _summarise(table: pl.DataFrame, report: LogReadReport) -> None:
     report.records = table.height
+    report._user_names = set()
+    report._key_hashes = np.empty(0, dtype=np.uint64)
     if table.height == 0:
         return
     ts = table.get_column("timestamp")
@@ -228,9 +270,12 @@ def _summarise(table: pl.DataFrame, report: LogReadReport) -> None:
     report.channels = count("channel")
     report.event_ids = {f"{c}/{e}": int(n) for c, e, n in table.group_by(["channel", "event_id"]).len().iter_rows()}
     report.hosts = count("host")
-    report.users = int(table.get_column("user").drop_nulls().n_unique())
-    keyed = table.filter(pl.col("record_id").is_not_null())
-    report.duplicates = int(keyed.height - keyed.select(["host", "channel", "record_id", "event_id"]).n_unique())
+    report._user_names = set(table.get_column("user").drop_nulls().unique().to_list())
+    report.users = len(report._user_names)
+    keyed = table.filter(pl.col("record_id").is_not_null()).select(["host", "channel", "record_id", "event_id"])
+    h = keyed.hash_rows(seed=0).to_numpy()
+    report._key_hashes = np.unique(h)
+    report.duplicates = int(h.size - report._key_hashes.size)
 
 
 def inspect_logs(paths) -> LogReadReport:
@@ -287,32 +332,6 @@ def _jsonl_records(path: Path, rejected: Counter) -> Iterator[dict]:
         raise InputError(f"cannot read {path}: {exc}") from None
 
 
-def flatten_winlogbeat(obj: dict) -> dict:
-    """Nested Winlogbeat / Elastic layout -> the flat NXLog field names."""
-    w = obj["winlog"]
-    flat: dict[str, Any] = {}
-    for k in ("event_data", "user_data"):
-        if isinstance(w.get(k), dict):
-            flat.update(w[k])
-    host = obj.get("host")
-    event = obj.get("event") if isinstance(obj.get("event"), dict) else {}
-    flat["EventID"] = w.get("event_id", event.get("code"))
-    flat["Channel"] = w.get("channel")
-    flat["SourceName"] = w.get("provider_name")
-    flat["RecordNumber"] = w.get("record_id")
-    flat["Hostname"] = w.get("computer_name") or (host.get("name") if isinstance(host, dict) else host)
-    flat["@timestamp"] = obj.get("@timestamp")
-    proc = w.get("process")
-    if isinstance(proc, dict) and proc.get("pid") is not None:
-        flat["ExecutionProcessID"] = proc["pid"]
-    outcome = (obj.get("event") or {}).get("outcome") if isinstance(obj.get("event"), dict) else None
-    if outcome:
-        flat["EventType"] = "AUDIT_FAILURE" if outcome == "failure" else "AUDIT_SUCCESS"
-    if obj.get("message"):
-        flat["Message"] = obj["message"]
-    return flat
-
-
 def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
     try:
         from evtx import PyEvtxParser
@@ -330,12 +349,12 @@ def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
         except StopIteration:
             break
         except (RuntimeError, ValueError, OSError):
-            rejected["damaged evtx chunk/record"] += 1   # the parser moves on to the next record/chunk
+            rejected[R_DAMAGED] += 1   # the parser moves on to the next record/chunk
             continue
         try:
             event = json.loads(rec["data"]).get("Event", {})
         except (ValueError, AttributeError, RecursionError):
-            rejected["damaged evtx chunk/record"] += 1
+            rejected[R_DAMAGED] += 1
             continue
         if isinstance(rec.get("event_record_id"), int):
             ids.append(rec["event_record_id"])
@@ -345,6 +364,7 @@ def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
         rejected[R_EVTX_MISSING] += missing
 
 
+R_BAD_FIELD = "a field of the wrong type (e.g. @timestamp out of range)"
 R_EVTX_MISSING = "records lost to a truncated or zeroed EVTX file (estimated from its chunk headers)"
 _CHUNK, _FILE_HEADER = 65536, 4096
 
@@ -437,217 +457,3 @@ def flatten_evtx(event: dict, record_id=None, timestamp=None) -> dict:
     return flat
 
 
-# ------------------------------------------------------------------------ canonical
-def normalise_host(name) -> str | None:
-    """`WORKSTATION6.theshire.local` and `workstation6` -> `WORKSTATION6`."""
-    if name is None:
-        return None
-    s = str(name).strip()
-    if not s:
-        return None
-    if not _is_ip(s):
-        s = s.split(".")[0]
-    return s.upper()
-
-
-def normalise_user(name, domain=None) -> str | None:
-    """`THESHIRE\\pgustavo`, `pgustavo@theshire.local` -> `pgustavo`; `-` and empty -> None."""
-    if name is None:
-        return None
-    s = str(name).strip()
-    if s in ("", "-", "N/A"):
-        return None
-    s = s.rsplit("\\", 1)[-1].split("@")[0]
-    return s.lower() or None
-
-
-def normalise_channel(name) -> str | None:
-    if name is None:
-        return None
-    s = str(name).strip()
-    return _CHANNELS.get(s.lower(), s)
-
-
-def _is_ip(s: str) -> bool:
-    parts = s.split(".")
-    return (len(parts) == 4 and all(p.isdigit() for p in parts)) or ":" in s
-
-
-def parse_int(v) -> int | None:
-    """Decimal or `0x` hexadecimal integers (Security events write PIDs in hex)."""
-    if v is None or isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float):
-        return int(v) if v == v else None
-    s = str(v).strip()
-    if not s or s == "-":
-        return None
-    try:
-        return int(s, 16) if s.lower().startswith("0x") else int(s)
-    except ValueError:
-        return None
-
-
-def _first(flat: dict, *keys):
-    for k in keys:
-        v = flat.get(k)
-        if v not in (None, "", "-"):
-            return v
-    return None
-
-
-def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool = True) -> dict | None:
-    """One flat record (NXLog field names) -> a canonical event row; None when it has no event id."""
-    event_id = parse_int(flat.get("EventID"))
-    if event_id is None:
-        return None
-    channel = normalise_channel(flat.get("Channel"))
-    subject = normalise_user(_first(flat, "SubjectUserName"))
-    target = normalise_user(_first(flat, "TargetUserName"))
-    sysmon_user = normalise_user(_first(flat, "User"))
-    user = (target or subject) if event_id in LOGON_EVENTS else (subject or sysmon_user or target)
-    is_4688 = event_id == 4688 and channel == "Security"
-    if is_4688:
-        process_id, parent_pid = parse_int(flat.get("NewProcessId")), parse_int(flat.get("ProcessId"))
-    else:
-        process_id = parse_int(_first(flat, "ProcessId", "SourceProcessId", "NewProcessId"))
-        parent_pid = parse_int(flat.get("ParentProcessId"))
-    event_type = str(flat.get("EventType") or "").upper()
-    outcome = ("failure" if ("FAILURE" in event_type or event_id in FAILURE_EVENTS)
-               else "success" if "SUCCESS" in event_type else None)
-    row = {
-        "timestamp": _first(flat, "@timestamp", "EventTime"),
-        "host": normalise_host(_first(flat, "Hostname", "Computer")),
-        "channel": channel,
-        "provider": _first(flat, "SourceName"),
-        "event_id": event_id,
-        "record_id": parse_int(flat.get("RecordNumber")),
-        "subject_user": subject or (sysmon_user if event_id not in LOGON_EVENTS else None),
-        "target_user": target,
-        "user": user,
-        "logon_type": parse_int(flat.get("LogonType")),
-        "image": _first(flat, "Image", "NewProcessName", "SourceImage", "ProcessName", "Application"),
-        "parent_image": _first(flat, "ParentImage", "ParentProcessName"),
-        "command_line": _first(flat, "CommandLine") or _host_application(flat),
-        "process_id": process_id,
-        "parent_process_id": parent_pid,
-        "execution_process_id": parse_int(flat.get("ExecutionProcessID")),
-        "src_ip": _first(flat, "IpAddress", "SourceAddress", "SourceIp"),
-        "src_port": parse_int(_first(flat, "IpPort", "SourcePort")),
-        "dst_ip": _first(flat, "DestAddress", "DestinationIp"),
-        "dst_port": parse_int(_first(flat, "DestPort", "DestinationPort")),
-        "outcome": outcome,
-        "source_file": source_file,
-        "raw": None,
-    }
-    if isinstance(row["timestamp"], (int, float)):
-        try:        # epoch seconds; out of range or NaN: no time (counted as an unparsed timestamp)
-            row["timestamp"] = datetime.fromtimestamp(row["timestamp"], tz=timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ")
-        except (OverflowError, ValueError, OSError):
-            row["timestamp"] = None
-    elif row["timestamp"] is not None:
-        row["timestamp"] = str(row["timestamp"])
-    for k in ("src_ip", "dst_ip", "provider", "image", "parent_image", "command_line"):
-        if row[k] is not None:
-            row[k] = str(row[k])
-    if keep_raw:
-        rest = {k: v for k, v in flat.items() if k not in _CONSUMED}
-        if flat.get("Message"):
-            rest["Message"] = str(flat["Message"])[:_MESSAGE_KEEP]
-        row["raw"] = json.dumps(rest, default=str, ensure_ascii=False)
-    return row
-
-
-def _host_application(flat: dict) -> str | None:
-    """PowerShell events (400/600/800, 4103) carry the host's command line as `HostApplication=...`."""
-    for key in ("ContextInfo", "Message", "Data"):
-        text = flat.get(key)
-        if not isinstance(text, str):
-            continue
-        for marker in ("HostApplication=", "Host Application = "):
-            at = text.find(marker)
-            if at >= 0:
-                value = text[at + len(marker):].split("\n", 1)[0].strip()
-                return value or None
-    return None
-
-
-def raw_fields(raw: str | None) -> dict:
-    """The `raw` column of one event back as a dict ({} when absent)."""
-    if not raw:
-        return {}
-    try:
-        out = json.loads(raw)
-    except json.JSONDecodeError:
-        return {}
-    return out if isinstance(out, dict) else {}
-
-
-# ------------------------------------------------------------------ records that arrive one by one
-R_EVENT_NOT_OBJECT = "not a JSON object"
-R_NO_EVENT_ID = "no event id"
-R_FLOW_RECORD = "a network flow, not a Windows event (this is a log model)"
-R_BAD_EVENT = "malformed event"
-
-
-def events_from_records(items) -> tuple[pl.DataFrame, "np.ndarray", list]:
-    """Windows events as they arrive (HTTP bodies, NDJSON lines) -> (canonical event table, the input
-    position of each row, rejections).
-
-    Each item is a flat NXLog-style object (the OTRF layout) or a nested Winlogbeat / Elastic one
-    (``winlog.*``, ``host.name``), flattened as :func:`read_events` flattens them. An item that is
-    not a JSON object, has no event id, or is a network flow is rejected with its position, the
-    field at fault and the reason (a `deepids.io.records.Rejection`); the rest keep input order.
-    """
-    import numpy as np
-
-    from deepids.io.records import Rejection, Unparsable, canonical_name
-    from deepids.io.schema import FLOW_FEATURES
-
-    flow_names = set(FLOW_FEATURES)
-    rows: list[dict] = []
-    index: list[int] = []
-    rejected: list = []
-    for i, item in enumerate(items):
-        if isinstance(item, Unparsable):
-            rejected.append(Rejection(i, item.field, item.reason))
-            continue
-        if not isinstance(item, dict):
-            rejected.append(Rejection(i, None, R_EVENT_NOT_OBJECT))
-            continue
-        nested = isinstance(item.get("winlog"), dict)
-        flat = item
-        try:
-            flat = flatten_winlogbeat(item) if nested else item
-            row = canonical_event(flat, None, keep_raw=True)   # raw: process GUIDs etc. for process context
-        except (TypeError, ValueError, AttributeError, OverflowError, OSError):
-            rejected.append(_bad_event(i, flat if isinstance(flat, dict) else item, nested))
-            continue
-        if row is None:
-            if any(canonical_name(k) in flow_names for k in list(item)[:20]):
-                rejected.append(Rejection(i, None, R_FLOW_RECORD))
-            else:
-                rejected.append(Rejection(i, "winlog.event_id" if nested else "EventID", R_NO_EVENT_ID))
-            continue
-        rows.append(row)
-        index.append(i)
-    return events_frame(rows), np.asarray(index, dtype=np.int64), rejected
-
-
-def _bad_event(i: int, flat: dict, nested: bool):
-    """The rejection of an event whose fields broke canonicalisation: the first field of a wrong type."""
-    from deepids.io.records import Rejection
-
-    for k, v in flat.items():
-        if k in _CONSUMED and k != "Message" and (isinstance(v, (dict, list, bool)) or
-                                                  (isinstance(v, (int, float)) and abs(v) > 2 ** 53)):
-            return Rejection(i, f"winlog.event_data.{k}" if nested and k not in _WINLOG_TOP else k, R_WRONG_TYPE_EVENT)
-    return Rejection(i, None, R_BAD_EVENT)
-
-
-R_WRONG_TYPE_EVENT = "wrong type"
-_WINLOG_TOP = {"EventID", "Channel", "SourceName", "RecordNumber", "Hostname", "@timestamp", "ExecutionProcessID",
-               "EventType"}

@@ -351,47 +351,56 @@ def _parse_chunk(ts: list[int], snaps: list[bytes], caplens: list[int], linktype
         payload=payload)
 
 
-def read_packets(path: str | os.PathLike[str], progress=None) -> tuple[Packets, CaptureReport]:
-    """Read the TCP/UDP packets of one capture and a report of everything read and skipped.
+def iter_packets(path: str | os.PathLike[str], report: CaptureReport | None = None, progress=None
+                 ) -> Iterator[Packets]:
+    """The TCP/UDP packets of one capture, in chunks of up to 20,000 records read, in capture order.
 
-    ``progress``, if given, is called with the number of records read so far after each chunk.
-    Raises :class:`InputError` when the file is missing or no capture; damage after a valid
-    start is reported in ``CaptureReport.damage``, not raised.
+    ``report`` (a :class:`CaptureReport`) is filled as the chunks are read, and complete once the
+    iterator ends. ``progress``, if given, is called with the number of records read so far after
+    each chunk. Raises :class:`InputError` when the file is missing or no capture; damage after a
+    valid start is reported in ``CaptureReport.damage``, not raised.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
     if not p.is_file():
         raise InputError(f"{p} is not a regular file")
-    report = CaptureReport(path=str(p))
+    report = report if report is not None else CaptureReport(path=str(p))
+    report.path = str(p)
     skipped: Counter = Counter()
-    parts: list[Packets] = []
     ts_buf: list[int] = []
     snaps: list[bytes] = []
     caplens: list[int] = []
 
-    def flush() -> None:
-        if ts_buf:
-            parts.append(_parse_chunk(ts_buf, snaps, caplens, report.linktype, skipped))
-            report.packets += len(ts_buf)
-            report.bytes += sum(caplens)
-            if report.first_ts is None:
-                report.first_ts = ts_buf[0]
-            report.last_ts = ts_buf[-1]
-            ts_buf.clear()
-            snaps.clear()
-            caplens.clear()
-            if progress is not None:
-                progress(report.packets)
+    def chunk() -> Packets:
+        part = _parse_chunk(ts_buf, snaps, caplens, report.linktype, skipped)
+        report.packets += len(ts_buf)
+        report.bytes += sum(caplens)
+        report.tcp_udp_packets += len(part)
+        if report.first_ts is None:
+            report.first_ts = ts_buf[0]
+        report.last_ts = ts_buf[-1]
+        ts_buf.clear()
+        snaps.clear()
+        caplens.clear()
+        report.skipped = {k: int(v) for k, v in skipped.items() if v}
+        if progress is not None:
+            progress(report.packets)
+        return part
 
     for tsu, snap, caplen in _records(p, report):
         ts_buf.append(tsu)
         snaps.append(snap)
         caplens.append(caplen)
         if len(ts_buf) >= _CHUNK:
-            flush()
-    flush()
-    packets = Packets.concat(parts)
-    report.tcp_udp_packets = len(packets)
-    report.skipped = {k: int(v) for k, v in skipped.items() if v}
+            yield chunk()
+    if ts_buf:
+        yield chunk()
+
+
+def read_packets(path: str | os.PathLike[str], progress=None) -> tuple[Packets, CaptureReport]:
+    """Read all the TCP/UDP packets of one capture and a report of everything read and skipped
+    (see :func:`iter_packets`)."""
+    report = CaptureReport(path=str(path))
+    packets = Packets.concat(list(iter_packets(path, report, progress)))
     return packets, report

@@ -18,6 +18,11 @@ class ReadReport:
     """What a read accepted, rejected and found. Reports of batches or files ``merge``.
 
     ``duplicates`` counts exact duplicate rows among the accepted rows (they are kept).
+    ``numbers`` (a batch's report only) holds the record numbers of the batch's rows: a row's
+    position among the records read, rejected ones included, so they match the numbers a stream
+    or a service gives the same records. A CSV row with the wrong number of fields has no known
+    position (Arrow drops it while parsing): it is counted, not numbered, and the rows after it
+    are numbered as if it were not there.
     ``entities`` is the number of distinct values of ``src_ip``, ``dst_ip`` and
     ``dst_port`` where present. Both stay exact under :meth:`merge`: a report carries the
     row hashes and entity values it has seen (private fields, excluded from ``to_dict``,
@@ -41,6 +46,11 @@ class ReadReport:
     ignored: dict[str, int] = field(default_factory=dict)
     _row_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
     _entity_values: dict[str, set] | None = field(default=None, repr=False, compare=False)
+    #: a batch's own report: the record number of each row of its frame (its position among the
+    #: records read, rejected ones included, from 0 over all files), and how many records the batch
+    #: read; neither survives `merge`
+    numbers: np.ndarray | None = field(default=None, repr=False, compare=False)
+    parsed: int = field(default=0, repr=False, compare=False)
 
     @property
     def n_rejected(self) -> int:

@@ -95,8 +95,8 @@ def ecs_alert(record: Any, row: dict, *, score: float, threshold: float, model: 
     proto = row.get("protocol")
     if proto is not None:
         doc["network"] = {"iana_number": str(proto), **({"transport": _TRANSPORT[proto]} if proto in _TRANSPORT else {})}
-    if "user_name" in row:                     # a Windows event: its canonical host and user
-        host, user = row.get("host"), row.get("user_name")
+    if "event_id" in row:                      # a Windows event: its canonical host and user
+        host, user = row.get("host"), row.get("user")
     elif isinstance(record, dict):
         host, user = _lookup(record, _HOST_KEYS), _lookup(record, _USER_KEYS)
     else:
@@ -109,7 +109,7 @@ def ecs_alert(record: Any, row: dict, *, score: float, threshold: float, model: 
                "top_features": list(top_features), "record": _json_safe(record)}
     if row.get("flow_id"):
         deepids["flow_id"] = row["flow_id"]
-    if record_number is not None:
+    if record_number is not None:              # `record` in score and stream output (here: the record)
         deepids["record_number"] = int(record_number)
     doc["deepids"] = deepids
     return doc

@@ -124,8 +124,9 @@ def restore_histories(history, doc: dict, tensors: dict[str, np.ndarray]) -> int
     return restored
 
 
-def output_sizes(handles: dict) -> dict[str, int]:
-    """Flush and sync the outputs; their sizes now (what a resumed run cuts them back to)."""
+def output_sizes(handles: dict) -> dict[str, dict]:
+    """Flush and sync the outputs; each one's identity (device, inode) and size now (what a
+    resumed run cuts it back to)."""
     sizes = {}
     for name, fh in handles.items():
         if fh is None:
@@ -135,22 +136,28 @@ def output_sizes(handles: dict) -> dict[str, int]:
             os.fsync(fh.fileno())
         except (OSError, ValueError):
             pass
-        sizes[name] = os.fstat(fh.fileno()).st_size
+        st = os.fstat(fh.fileno())
+        sizes[name] = {"size": st.st_size, "dev": st.st_dev, "ino": st.st_ino}
     return sizes
 
 
-def cut_back(handles: dict, sizes: dict[str, int]) -> dict[str, int]:
+def cut_back(handles: dict, sizes: dict[str, dict]) -> dict[str, int]:
     """Cut each output back to its checkpointed size (records after it will be written again).
 
-    Returns the bytes removed per output.
+    Only the very file the state saved is cut (same device and inode): an output named
+    differently this time, or replaced since, is appended to as it is. Returns the bytes
+    removed per output.
     """
     removed = {}
     for name, fh in handles.items():
-        if fh is None or name not in sizes:
+        saved = sizes.get(name)
+        if fh is None or not isinstance(saved, dict):
             continue
         fh.flush()
-        now = os.fstat(fh.fileno()).st_size
-        if now > sizes[name]:
-            os.ftruncate(fh.fileno(), sizes[name])
-            removed[name] = now - sizes[name]
+        st = os.fstat(fh.fileno())
+        if (st.st_dev, st.st_ino) != (saved.get("dev"), saved.get("ino")):
+            continue
+        if st.st_size > saved["size"]:
+            os.ftruncate(fh.fileno(), saved["size"])
+            removed[name] = st.st_size - saved["size"]
     return removed

@@ -189,16 +189,10 @@ class LineReader:
                             pass
 
     def _read_file(self, path: Path) -> None:
-        from deepids.io.flowmeter import capture_lines
         from deepids.io.pcap import is_capture
 
-        if is_capture(path):             # a packet capture: its flows, as CSV lines
-            if self.follow:
-                raise InputError(f"{path} is a packet capture; --follow needs a text file")
-            for line in capture_lines(path):
-                if not self._put(Line(line)):
-                    return
-            return
+        if is_capture(path):             # streamed as flows by deepids.serving.stream.stream_capture
+            raise InputError(f"{path} is a packet capture: score it with run_stream (flows, not lines)")
         with open(path, "rb") as probe:
             magic = probe.read(8)
         gz = magic[:2] == b"\x1f\x8b"

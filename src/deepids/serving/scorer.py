@@ -7,10 +7,12 @@ in micro-batches, or a whole file at once gives the same scores, because the his
 each entity's last records from batch to batch (bounded by `max_entities` with LRU eviction
 and by `idle_ttl`).
 
-A model trained on Windows event logs (its inputs are `event_features`) is recognised at
-construction: its records are Windows events (flat NXLog or nested Winlogbeat JSON), turned
-into canonical events by `io.logs.events_from_records` and into features by `event_features`,
-each scored on its own. The flow path is not touched by that choice.
+The record kind the model reads (`deepids.kinds.kind_of_model`: flows, or Windows events for a
+model trained on `event_features`) canonicalises the records, and the one scorer
+(`deepids.scoring.ChunkScorer`) scores them, as for files: the kind's model inputs, the model's
+per-entity history and the kind's state, carried from batch to batch in scoring order. Results
+use the score frame's names (`deepids.scoring.SCORE_FIELDS`): ``record`` is the record's position
+in the input (a request body, or the stream since it started).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 import polars as pl
 
 from deepids.errors import ConfigError
-from deepids.io.records import CanonicalRecords, Rejection, records_to_table
+from deepids.io.records import CanonicalRecords, Rejection
+from deepids.scoring import RECORD, ChunkScorer
 from deepids.serving.metrics import ServingMetrics
 
 R_OVERLOADED = "overloaded"
@@ -56,10 +59,10 @@ class ScoredBatch:
     table: pl.DataFrame
     rejected: list[Rejection] = field(default_factory=list)
 
-    def results(self) -> list[dict]:
-        """One JSON-ready entry per scored record."""
+    def results(self, first: int = 0) -> list[dict]:
+        """One JSON-ready entry per scored record (`record`: its position, plus `first`)."""
         thr = self.threshold
-        return [{"index": int(i), "score": _finite(s), "is_anomaly": bool(a), "threshold": thr, "top_features": t}
+        return [{RECORD: first + int(i), "score": _finite(s), "threshold": thr, "is_anomaly": bool(a), "top_features": t}
                 for i, s, a, t in zip(self.index.tolist(), self.score.tolist(), self.is_anomaly.tolist(),
                                       self.top_features)]
 
@@ -79,11 +82,13 @@ class LiveScorer:
                  idle_ttl: float | None = 3600.0, metrics: ServingMetrics | None = None,
                  name: str | None = None):
         self.detector = detector
-        self.threshold = float(detector._threshold_value())
+        self.scorer = ChunkScorer(detector, top_k=top_k)
+        self.kind = self.scorer.kind
+        self.threshold = self.scorer.threshold
         self.required, self.text_columns, self.optional = input_spec(detector)
         self.top_k = top_k
         self.name = name or getattr(detector, "model_name", type(detector).__name__)
-        self.history = detector.new_history()
+        self.history = self.scorer.history
         if self.history is not None and hasattr(self.history, "max_entities"):
             if max_entities is not None and max_entities < 1:
                 raise ConfigError(f"max_entities must be at least 1, got {max_entities}")
@@ -95,64 +100,35 @@ class LiveScorer:
         self.idle_ttl = idle_ttl
         self.metrics = metrics or ServingMetrics()
         self._lock = threading.Lock()
-        # the kind of record the model reads is decided once: flows (the default path) or
-        # Windows events (a model trained on `event_features`)
-        from deepids.features.events import is_log_model
-
-        self.kind = "logs" if is_log_model(self.required) else "flows"
-        self.event_context = None
-        if self.kind == "logs":
-            self.canonicalise = self._canonicalise_events
-            context = getattr(detector, "feature_context_", None)
-            if context:      # process-tree context: its process table is carried from batch to batch
-                from deepids.features.events import EventContext
-
-                self.event_context = EventContext.from_dict(context)
 
     # --------------------------------------------------------------- steps
     def canonicalise(self, items: Sequence[Any]) -> CanonicalRecords:
-        """Records -> canonical table; rejections are counted."""
-        canon = records_to_table(items, self.required, self.text_columns, optional_text=self.optional)
+        """Records -> the kind's canonical table; rejections are counted."""
+        canon = self.kind.canonicalise(items, self.required, self.text_columns, self.optional)
         self.metrics.count_received(len(items))
         if canon.rejected:
             self.metrics.count_rejected(canon.rejected)
         return canon
-
-    def _canonicalise_events(self, items: Sequence[Any]) -> CanonicalRecords:
-        """Windows events -> the model's per-event features, plus `timestamp`, `host` and `user_name`
-        (the canonical event's, for alerts); rejections are counted."""
-        from deepids.features.events import event_features
-        from deepids.io.logs import events_from_records
-
-        events, index, rejected = events_from_records(items)
-        if self.event_context is not None:
-            with self._lock:
-                features = self.event_context.features(events)
-        else:
-            features = event_features(events)
-        table = features.with_columns(
-            events.get_column("timestamp"), events.get_column("host"),
-            events.get_column("user").alias("user_name"))
-        self.metrics.count_received(len(items))
-        if rejected:
-            self.metrics.count_rejected(rejected)
-        return CanonicalRecords(table, index, rejected)
 
     def score_table(self, table: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         """(score, is_anomaly, top_features) for a canonical table, carrying per-entity state."""
         if table.height == 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool), []
         with self._lock:
-            scores = self.detector.score_chunk(table, self.history)
+            scores = self.scorer.scores(table)
         score = np.asarray(scores.score, dtype=np.float64)
         flagged = score > self.threshold
-        top = scores.top_features(self.top_k) if hasattr(scores, "top_features") else [[] for _ in score]
+        top = scores.top_features(self.top_k)
         self.metrics.count_scored(len(score), int(flagged.sum()))
         return score, flagged, top
 
     def score(self, items: Sequence[Any]) -> ScoredBatch:
         """Canonicalise and score records in one go."""
         canon = self.canonicalise(items)
+        return self.score_canonical(canon)
+
+    def score_canonical(self, canon: CanonicalRecords) -> ScoredBatch:
+        """Score records already canonical (a capture's flows, a file's chunk)."""
         score, flagged, top = self.score_table(canon.table)
         return ScoredBatch(canon.index, score, flagged, top, self.threshold, canon.table, canon.rejected)
 
@@ -177,7 +153,7 @@ class LiveScorer:
         return _jsonable({
             "model": self.name,
             "class": type(d).__name__,
-            "records": "windows-events" if self.kind == "logs" else "flows",
+            "records": self.kind.name,
             "deepids_version": __version__,
             "format_version": FORMAT_VERSION,
             "hyperparameters": d.get_params() if hasattr(d, "get_params") else {},

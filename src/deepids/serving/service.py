@@ -3,9 +3,10 @@
 Endpoints
 ---------
 - ``POST /v1/score``: a JSON array of records, one JSON object, or NDJSON (one record per
-  line). The answer lists every record: ``results`` (``index``, ``score``, ``is_anomaly``,
-  ``threshold``, ``top_features``) for those scored and ``rejected`` (``index``, ``field``,
-  ``reason``) for those refused. Status 200 when at least one record was scored, 422 when
+  line). The answer lists every record: ``results`` (``record``, ``score``, ``threshold``,
+  ``is_anomaly``, ``top_features``: the score frame's names, `deepids.scoring.SCORE_FIELDS`) for
+  those scored and ``rejected`` (``record``, ``field``, ``reason``) for those refused;
+  ``record`` is the record's position in the body, from 0. Status 200 when at least one record was scored, 422 when
   every record was refused (same body), 400 for a body that is empty, holds no record, or is
   neither JSON nor NDJSON, 408 for a body not received within ``body_timeout`` seconds, 413
   for a body over ``max_body_bytes`` (refused on its announced length, or as soon as the bytes

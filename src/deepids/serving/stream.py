@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import queue
 import threading
 import time
@@ -32,8 +33,11 @@ from deepids.errors import ConfigError, InputError
 from deepids.io.records import CsvLineParser, Unparsable, parse_ndjson
 from deepids.serving import checkpoint
 from deepids.serving.alerts import AlertSink, dumps, ecs_alert
+from deepids.scoring import RECORD
 from deepids.serving.follow import EOF, Line, LineReader, LongLine
-from deepids.serving.scorer import LiveScorer
+from deepids.serving.scorer import LiveScorer, ScoredBatch
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "csv", "ndjson", "zeek-conn", "zeek-conn-json", "suricata-eve", "nfdump-csv", "nfstream")
 R_LONG_LINE = "line too long"
@@ -51,6 +55,7 @@ class StreamSummary:
     sinks: list[dict] = field(default_factory=list)
     state: dict = field(default_factory=dict)
     follow: dict = field(default_factory=dict)     # resume, rotations, truncations, checkpoints
+    capture: dict = field(default_factory=dict)    # a packet capture's report (packets, flows, dropped)
     ignored: dict[str, int] = field(default_factory=dict)   # lines of a connection log that are no records
 
     @property
@@ -63,6 +68,7 @@ class StreamSummary:
                 "alerts": self.alerts,
                 "seconds": round(self.seconds, 3), "format": self.format, "interrupted": self.interrupted,
                 "sinks": self.sinks, "state": self.state, "follow": self.follow,
+                **({"capture": self.capture} if self.capture else {}),
                 **({"ignored": dict(self.ignored)} if self.ignored else {})}
 
     def line(self) -> str:
@@ -203,30 +209,32 @@ class StreamScorer:
         items, keys = self._records(raw)
         if not items:
             return
-        first = self.summary.read
-        batch = self.scorer.score(items)
+        self.emit(self.scorer.score(items), items, keys)
+
+    def emit(self, batch: ScoredBatch, items: Sequence[Any] | None = None,
+             keys: Sequence[str | None] | None = None) -> None:
+        """Count a scored batch, write its scores and rejections, and send its alerts. Records are
+        numbered from the start of the stream (`record`, as in `deepids score` output); `keys` are
+        their record keys (restarts), `items` the records as they arrived (else the canonical row)."""
         s = self.summary
-        s.read += len(items)
+        first = s.read
+        s.read += len(batch.index) + len(batch.rejected)
         s.scored += len(batch.index)
         for r in batch.rejected:
             s.rejected[r.reason] = s.rejected.get(r.reason, 0) + 1
 
         def keyed(doc: dict, i: int) -> dict:
-            if keys[i] is not None:
+            if keys is not None and keys[i] is not None:
                 doc["record_key"] = keys[i]
             return doc
 
         if self.rejected_out is not None and batch.rejected:
-            self.rejected_out.write("".join(json.dumps(keyed({"record_number": first + r.index, "field": r.field,
-                                                              "reason": r.reason}, r.index)) + "\n"
+            self.rejected_out.write("".join(json.dumps(keyed({**r.to_dict(), RECORD: first + r.index}, r.index)) + "\n"
                                             for r in batch.rejected))
             self.rejected_out.flush()
         if self.scores_out is not None and len(batch.index):
-            self.scores_out.write("".join(
-                dumps(keyed({"record_number": first + int(i), "score": float(sc), "is_anomaly": bool(a),
-                             "top_features": t}, int(i))) + "\n"
-                for i, sc, a, t in zip(batch.index.tolist(), batch.score.tolist(), batch.is_anomaly.tolist(),
-                                       batch.top_features)))
+            self.scores_out.write("".join(dumps(keyed(doc, int(i))) + "\n"
+                                          for doc, i in zip(batch.results(first), batch.index.tolist())))
             self.scores_out.flush()
         flagged = [k for k, a in enumerate(batch.is_anomaly.tolist()) if a]
         if not flagged:
@@ -237,10 +245,10 @@ class StreamScorer:
         alerts = []
         for k, row in zip(flagged, rows):
             i = int(batch.index[k])
-            alert = ecs_alert(items[i], row, score=float(batch.score[k]), threshold=batch.threshold,
-                              model=self.model_label, top_features=batch.top_features[k], record_number=first + i,
-                              now=now)
-            if keys[i] is not None:
+            alert = ecs_alert(items[i] if items is not None else row, row, score=float(batch.score[k]),
+                              threshold=batch.threshold, model=self.model_label, top_features=batch.top_features[k],
+                              record_number=first + i, now=now)
+            if keys is not None and keys[i] is not None:
                 alert["deepids"]["record_key"] = keys[i]
             alerts.append(alert)
         for sink in self.sinks:
@@ -333,10 +341,16 @@ def run_stream(scorer: LiveScorer, source: str | Path, sinks: Sequence[AlertSink
     With `state_path` the run resumes where the last one with that state stopped, and saves
     its position after every batch (see the module's docstring).
     """
+    from deepids.io.pcap import is_capture
     from deepids.serving.follow import DEFAULT_MAX_LINE
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if str(source) != "-" and Path(source).is_file() and is_capture(source):
+        if follow:
+            raise InputError(f"{source} is a packet capture; --follow needs a text file")
+        return stream_capture(scorer, source, sinks, batch_size=batch_size, scores_out=scores_out,
+                              rejected_out=rejected_out, stop=stop, model_label=model_label)
     follower = StreamScorer(scorer, sinks, fmt=fmt, scores_out=scores_out, rejected_out=rejected_out,
                             model_label=model_label)
     outputs = {"scores": scores_out, "rejected": rejected_out,
@@ -400,4 +414,41 @@ def run_stream(scorer: LiveScorer, source: str | Path, sinks: Sequence[AlertSink
         if isinstance(reader.error, OSError):
             raise InputError(f"cannot read {source}: {reader.error}") from None
         raise reader.error
+    return summary
+
+
+def stream_capture(scorer: LiveScorer, path: str | Path, sinks: Sequence[AlertSink] = (), *, batch_size: int = 1000,
+                   scores_out: IO[str] | None = None, rejected_out: IO[str] | None = None,
+                   stop: threading.Event | None = None, model_label: str | None = None) -> StreamSummary:
+    """Score a packet capture's flows as they end: packets -> flows (deepids.io.flowmeter, memory
+    following the open flows) -> canonical flow tables -> the scorer, with no text in between.
+    Flows are numbered in the order the meter emits them (start time), as `deepids score` does."""
+    import numpy as np
+
+    from deepids.io.flowmeter import FlowMeterReport, iter_capture_flows
+    from deepids.io.pcap import CaptureReport
+    from deepids.io.records import CanonicalRecords
+
+    follower = StreamScorer(scorer, sinks, fmt="ndjson", scores_out=scores_out, rejected_out=rejected_out,
+                            model_label=model_label)
+    follower.summary.format = "pcap"
+    meter = FlowMeterReport(capture=CaptureReport(path=str(path)))
+    stop = stop or threading.Event()
+    started = time.perf_counter()
+    try:
+        for flows in iter_capture_flows(path, report=meter):
+            for start in range(0, flows.height, batch_size):
+                part = flows.slice(start, batch_size)
+                scorer.metrics.count_received(part.height)
+                follower.emit(scorer.score_canonical(CanonicalRecords(part, np.arange(part.height))))
+            if stop.is_set():
+                follower.summary.interrupted = True
+                break
+    except KeyboardInterrupt:
+        follower.summary.interrupted = True
+    finally:
+        follower.summary.seconds = time.perf_counter() - started
+        summary = follower.close()
+    logger.info("%s", meter.line())
+    summary.capture = meter.to_dict()
     return summary

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields
+from deepids.io.connlogs.schema import Field, batch_report, cast_fields, numeric_sources
 from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
@@ -89,7 +89,7 @@ def _expand(raw: pl.DataFrame) -> pl.DataFrame:
     code = (icmp.struct.field("1").cast(pl.Int64, strict=False) * 256
             + icmp.struct.field("2").cast(pl.Int64, strict=False)).cast(pl.Utf8)
     flags = [pl.when(flg.str.len_chars() == 8).then(
-        (flg.str.slice(i, 1) != ".").cast(pl.Int8).cast(pl.Utf8)).otherwise(None).alias(f"flag_{f}")
+        (flg.str.slice(i, 1) != ".").cast(pl.Float64)).otherwise(None).alias(f"flag_{f}")
         for i, f in enumerate(FLAGS)]
     return raw.with_columns(pl.coalesce(code, dp).alias("dp"), *flags)
 
@@ -110,7 +110,8 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
         raise InputError(f"label column {label_column!r} is not in {path}")
     fields = list(FLOW_FIELDS) + ([Field(label, "label", "label")] if label in names else [])
     sink = LineSink(_Footer())
-    for raw in rebatch(delimited_batches(path, compression, names, skip, ",", sink), batch_size):
+    numeric = numeric_sources(fields) - {"dp"} - {f"flag_{f}" for f in FLAGS}     # dp holds ICMP type.code
+    for raw in rebatch(delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric), batch_size):
         # the footer's header line has the right field count only by accident: drop it too
         footer = raw["ts"].cast(pl.Utf8).is_in(["Summary", "flows"]).fill_null(False)
         n_footer = int(footer.sum())

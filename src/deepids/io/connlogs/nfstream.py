@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import ConfigError, InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields
+from deepids.io.connlogs.schema import Field, batch_report, cast_fields, numeric_sources
 from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
@@ -83,7 +83,9 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
         raise InputError(f"label column {label_column!r} is not in {path}")
     fields = _fields(names, label_column)
     sink = LineSink(lambda text: None)
-    for raw in rebatch(delimited_batches(path, compression, names, 1, ",", sink, quote='"'), batch_size):
+    numeric = numeric_sources(fields)
+    for raw in rebatch(delimited_batches(path, compression, names, 1, ",", sink, quote='"', numeric=numeric),
+                       batch_size):
         frame, rejected = cast_fields(prepare(raw), fields)
         bad, _ = sink.take()
         for k, v in bad.items():

@@ -123,7 +123,8 @@ def cast_rows(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str] =
     present = [f for f in fields if f.src in raw.columns]
     exprs, checks = [], []
     for f in present:
-        out, more = _cast_one(f, unset)
+        dtype = raw.schema[f.src]
+        out, more = (_cast_number(f) if dtype.is_numeric() else _cast_one(f, unset))
         checks += more
         exprs.append(out.alias(f.out))
     if not any(f.out == "timestamp" for f in present):
@@ -141,6 +142,28 @@ def cast_rows(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str] =
     if LABEL in frame.columns:
         frame = frame.with_columns(pl.Series(LABEL, normalise_labels(frame[LABEL]), dtype=pl.Utf8))
     return frame.select(order_columns(frame.columns)), reasons
+
+
+NUMERIC_KINDS = ("port", "count", "float")
+
+
+def numeric_sources(fields: Sequence[Field]) -> frozenset[str]:
+    """The fields worth parsing as numbers straight from the bytes (Arrow's parser; a column
+    holding anything else, an unset ``-`` say, falls back to text and the careful path)."""
+    return frozenset(f.src for f in fields if f.kind in NUMERIC_KINDS)
+
+
+def _cast_number(f: Field) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
+    """A column that is already numbers (every cell parsed): only the range checks."""
+    x = pl.col(f.src).cast(pl.Float64)
+    if f.kind == "port":
+        bad = x.is_null() | (x < 0) | (x > 65535) | (x != x.floor()) | x.is_nan()
+        return x.cast(pl.Int64, strict=False), [(r_port(f.src), bad & pl.col(f.src).is_not_null())]
+    if f.kind == "count":
+        return x.fill_null(0.0), [(r_negative(f.src), x < 0)]
+    if f.kind == "float":
+        return x.fill_null(float("nan")), []
+    return _cast_one(Field(f.src, f.out, f.kind), ("-",))
 
 
 def _cast_one(f: Field, unset: Sequence[str]) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields
+from deepids.io.connlogs.schema import Field, batch_report, cast_fields, numeric_sources
 from deepids.io.connlogs.text import LineSink, delimited_batches, json_frame, line_batches, rebatch, reject_json
 from deepids.io.paths import open_stream
 from deepids.io.report import ReadReport
@@ -127,10 +127,13 @@ def tsv_batches(path: Path, compression: str | None, batch_size: int,
     h = read_header(path, compression)
     fields = _fields(h.names, h.types, label_column)
     sink = LineSink(_directive)
-    raw_frames = delimited_batches(path, compression, h.names, h.lines, h.separator, sink)
+    raw_frames = delimited_batches(path, compression, h.names, h.lines, h.separator, sink,
+                                   numeric=numeric_sources(fields))
     unset = (h.unset, h.empty)
     for raw in rebatch(raw_frames, batch_size):
-        comment = raw[h.names[0]].cast(pl.Utf8).str.starts_with("#").fill_null(False)
+        first = raw[h.names[0]]
+        comment = (first.cast(pl.Utf8).str.starts_with("#").fill_null(False) if first.dtype == pl.Utf8
+                   else pl.Series([False] * raw.height))
         n_comment = int(comment.sum())
         if n_comment:
             raw = raw.filter(~comment)
