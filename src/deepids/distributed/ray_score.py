@@ -253,8 +253,9 @@ def model_files(model_dir: str | Path) -> dict[str, bytes]:
 
 def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address: str | None = None,
                     num_cpus: int | None = None, actors: int | None = None, cpus_per_actor: float = ACTOR_CPUS,
-                    chunk_rows: int = DEFAULT_CHUNK_ROWS, partitions: int | None = None, layout: str | None = None,
-                    label_column: str | None = None, top_k: int = 3, progress: bool = False) -> ClusterScoringSummary:
+                    chunk_rows: int | None = DEFAULT_CHUNK_ROWS, partitions: int | None = None,
+                    layout: str | None = None, label_column: str | None = None, top_k: int = 3,
+                    progress: bool = False) -> ClusterScoringSummary:
     """Score every record of `data` (folders, files, globs) on a Ray cluster into Parquet files under `out_dir`.
 
     `address`: None starts a local cluster on loopback (`num_cpus` CPUs), "auto" or
@@ -264,6 +265,7 @@ def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address
     """
     from deepids.models import load_model
 
+    chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
     if not 0 < cpus_per_actor:
