@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from deepids.cli.configure import build_model, flag, given_options, was_given
-from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, StrictLeakage, after_training,
-                                choose_columns, guard_leakage, report_expected, save_training_rows)
+from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, Novelty, StageOne, StrictLeakage,
+                                after_training, choose_columns, guard_leakage, report_expected, save_training_rows)
 from deepids.cli.options import (Address, BatchSize, Classifier, DataFiles, Detector, Device, Engine, EngineOption,
                                  Entity, Epochs, Fpr, LabelColumn, Layout, LearningRate, Members, ObjectiveOption,
                                  Patience, Percentile, Quiet, ScoreMethod, ScoreModeOption, Seed, SequenceLength,
@@ -44,6 +44,8 @@ def train(
     members: Members = None,
     detector: Detector = None,
     classifier: Classifier = None,
+    stage_one: StageOne = None,
+    novelty: Novelty = None,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Quiet = False,

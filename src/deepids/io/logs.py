@@ -207,7 +207,11 @@ def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: 
         pending.files.append(str(f))
         d0 = sum(rejected.values())
         for flat in _flat_records(f, rejected):
-            row = canonical_event(flat, f.name, keep_raw=keep_raw)
+            try:
+                row = canonical_event(flat, f.name, keep_raw=keep_raw)
+            except (TypeError, ValueError, AttributeError, OverflowError, OSError, RecursionError):
+                rejected[R_BAD_FIELD] += 1        # e.g. @timestamp 1e20 or NaN: as the live path rejects it
+                continue
             if row is None:
                 rejected[R_NO_EVENT_ID] += 1
                 continue
@@ -360,6 +364,7 @@ def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
         rejected[R_EVTX_MISSING] += missing
 
 
+R_BAD_FIELD = "a field of the wrong type (e.g. @timestamp out of range)"
 R_EVTX_MISSING = "records lost to a truncated or zeroed EVTX file (estimated from its chunk headers)"
 _CHUNK, _FILE_HEADER = 65536, 4096
 
