@@ -74,7 +74,9 @@ t0 = time.perf_counter()
 m = load_model(sys.argv[1])
 t = time.perf_counter()
 r0 = resource.getrusage(resource.RUSAGE_SELF)
-s = score_files(m, sys.argv[2], sys.argv[3], batch_size=int(sys.argv[4]), progress=sys.argv[5] == "1")
+from deepids.cli.progress import record_bar
+with record_bar(sys.argv[5] == "1") as progress:
+    s = score_files(m, sys.argv[2], sys.argv[3], batch_size=int(sys.argv[4]), progress=progress)
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 print(json.dumps({"records": s.records, "rejected": s.to_dict()["records_rejected"], "seconds": time.perf_counter() - t,

@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("results/connlog_compare.json"))
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--context-only", action="store_true", help="only the models with entity context")
     args = ap.parse_args()
     manifest = json.loads((args.run / "manifest.json").read_text())
     first = min(e["start"] for e in manifest["schedule"] if e["start"])
@@ -61,7 +62,7 @@ def main() -> None:
     result = {"protocol": __doc__.split("Protocol as")[1].strip(), "run": str(args.run), "cpu_count": os.cpu_count(),
               "loadavg_before": list(os.getloadavg()), "runs": {}}
     for name, table in tables.items():
-        for context in (True, False):
+        for context in ((True,) if args.context_only else (True, False)):
             key = f"{name}, lstm-ae{' + entity context' if context else ''}"
             rows = [evaluate(table, cut, int(s), context) for s in args.seeds.split(",")]
             result["runs"][key] = {"mean_roc_auc": round(float(np.mean([r["roc_auc"] for r in rows])), 4),

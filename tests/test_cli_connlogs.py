@@ -75,7 +75,7 @@ def test_inspect_zeek_json(plain):
     assert json.loads(proc.stdout)["layout"] == "zeek-conn-json" and json.loads(proc.stdout)["records"] == 50
 
 
-def test_damaged_connection_logs_are_counted_or_one_clear_error(plain, tmp_path):
+def test_damaged_connection_logs_are_counted_or_one_clear_error(plain, tmp_path, samples_dir):
     lines = plain["zeek-conn"].read_text().splitlines()
     damaged = tmp_path / "conn.log"
     damaged.write_text("\n".join(lines[:8] + [lines[8][:25]] + lines[9:]) + "\n")
@@ -85,6 +85,10 @@ def test_damaged_connection_logs_are_counted_or_one_clear_error(plain, tmp_path)
     no_fields = tmp_path / "headless.log"
     no_fields.write_text("\n".join(ln for ln in lines if not ln.startswith("#fields")) + "\n")
     assert_user_error(run("inspect", no_fields), "no #fields line")
+
+    cut_gz = tmp_path / "nf.csv.gz"                      # a gzip file cut short: one line, exit 2
+    cut_gz.write_bytes((samples_dir / "nfdump" / "lab_slice_nfdump.csv.gz").read_bytes()[:8000])
+    assert_user_error(run("inspect", cut_gz), "Truncated compressed stream")
 
     eve = tmp_path / "eve.json"
     text = plain["suricata-eve"].read_text()

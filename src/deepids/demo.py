@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from deepids.datasets import CROSS, SAMPLE, holdout_split, samples_dir
 
+log = logging.getLogger(__name__)
 
-def run_demo(out_dir: Path, *, epochs: int = 20, verbose: bool = True, print_metrics=None, info=print) -> dict:
+
+def run_demo(out_dir: Path, *, epochs: int = 20, verbose: bool = True, print_metrics=None, info=None) -> dict:
+    """The demo; `info` receives its progress lines (default: this module's logger at INFO)."""
     from deepids.evaluation import detection_metrics, plot_detection
     from deepids.io import read_flows
     from deepids.models import LSTMAutoencoder, load_model
+
+    info = info or log.info
 
     samples = samples_dir()
     table, report = read_flows(samples / SAMPLE)

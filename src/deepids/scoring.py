@@ -29,12 +29,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import polars as pl
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from deepids.errors import ConfigError, InputError, SchemaError
 from deepids.io import ReadReport
@@ -184,12 +182,15 @@ def _defuse_formulas(df: pl.DataFrame) -> pl.DataFrame:
         for c in text) if text else df
 
 
-def _progress(enabled: bool, what: str, total: int | None = None) -> Progress:
-    columns = [SpinnerColumn(), TextColumn(f"[bold]{what}")]
-    if total:
-        columns += [BarColumn(), TextColumn("{task.percentage:>3.0f}% of ~{task.total:,.0f}")]
-    return Progress(*columns, TextColumn("{task.completed:,} records"), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled, transient=True)
+ProgressCallback = Callable[[int, Optional[int]], None]
+
+
+def progress_callback(progress) -> ProgressCallback | None:
+    """The caller's ``progress(done, total)``, called after each chunk with the records done and,
+    when it can be estimated, about how many there are (None otherwise). Anything not callable
+    (the former True/False switch) means none: the library reports progress and never draws it;
+    the command's bars are in ``deepids.cli.progress``."""
+    return progress if callable(progress) else None
 
 
 def estimate_records(paths) -> int | None:
@@ -254,8 +255,8 @@ def check_kind(model: BaseDetector, paths) -> RecordKind:
 
 
 def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                  batch_size: int | None = None, progress: bool = True, require_labels: bool = False,
-                  scorer: ChunkScorer | None = None) -> Iterator[tuple[pl.DataFrame, Scores, ReadReport]]:
+                  batch_size: int | None = None, progress: ProgressCallback | None = None,
+                  require_labels: bool = False, scorer: ChunkScorer | None = None) -> Iterator[tuple[pl.DataFrame, Scores, ReadReport]]:
     """Read `paths` in chunks of the model's record kind and score each: yields (chunk, scores,
     the read report so far). `batch_size` defaults to the kind's chunk size.
 
@@ -263,24 +264,22 @@ def scored_chunks(model: BaseDetector, paths, *, layout: str | None = None, labe
     With `require_labels`, unlabelled input is an InputError before any scoring work.
     """
     scorer = scorer or ChunkScorer(model, check_kind(model, paths))
+    report_progress = progress_callback(progress)
     read = None
-    started = time.perf_counter()
     done = 0
-    total = estimate_records(paths) if progress else None
-    with _progress(progress, "scoring", total) as bar:
-        task = bar.add_task("scoring", total=total, rate="")
-        for chunk, report in prefetch(scorer.kind.read_chunks(paths, layout=layout, label_column=label_column,
-                                                              batch_size=batch_size)):
-            read = report if read is None else read.merge(report)
-            if require_labels and LABEL not in chunk.columns:
-                raise InputError(f"{', '.join(report.files)} has no label column; evaluating needs labelled data "
-                                 "(name the column with --label-column)")
-            if chunk.height:
-                scorer.numbers = report.numbers
-                yield chunk, scorer.scores(chunk), read
-                done += chunk.height
-                bar.update(task, advance=chunk.height, total=max(total, done) if total else None,
-                           rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}/s")
+    total = estimate_records(paths) if report_progress else None
+    for chunk, report in prefetch(scorer.kind.read_chunks(paths, layout=layout, label_column=label_column,
+                                                          batch_size=batch_size)):
+        read = report if read is None else read.merge(report)
+        if require_labels and LABEL not in chunk.columns:
+            raise InputError(f"{', '.join(report.files)} has no label column; evaluating needs labelled data "
+                             "(name the column with --label-column)")
+        if chunk.height:
+            scorer.numbers = report.numbers
+            yield chunk, scorer.scores(chunk), read
+            done += chunk.height
+            if report_progress:
+                report_progress(done, total)
     if read is None:
         raise InputError(f"no records to score in {', '.join(map(str, _as_list(paths)))}")
     if done == 0:      # every row rejected: still report why
@@ -332,7 +331,7 @@ def prefetch(items: Iterator, depth: int = 1) -> Iterator:
 
 def score_files(model: BaseDetector, paths, out: str | Path, *, layout: str | None = None,
                 label_column: str | None = None, batch_size: int | None = None, top_k: int = 3,
-                progress: bool = True) -> ScoringSummary:
+                progress: ProgressCallback | None = None) -> ScoringSummary:
     """Score every record of `paths` (flows or event logs) into `out` (CSV, Parquet or JSON Lines,
     by extension): one row of :data:`SCORE_FIELDS` per record, chunk by chunk."""
     output_format(out)
@@ -384,7 +383,8 @@ def top_feature_series(scores: Scores, k: int) -> pl.Series:
 
 
 def collect_scores(model: BaseDetector, paths, *, layout: str | None = None, label_column: str | None = None,
-                   batch_size: int | None = None, progress: bool = True, require_labels: bool = False) -> CollectedScores:
+                   batch_size: int | None = None, progress: ProgressCallback | None = None,
+                   require_labels: bool = False) -> CollectedScores:
     """Scores, losses and labels of every record of `paths`, read in chunks."""
     scores, losses, labels, predicted = [], [], [], []
     read = None

@@ -133,7 +133,7 @@ def test_ray_score_bench(tmp_path):
     bench("bench.ray_score", "--rows", 2000, "--files", 2, "--modes", *modes, "--cpus", 1, "--chunk-rows", 500,
           "--out", out)
     runs = json.loads(out.read_text())["runs"]
-    assert [r.get("mode", m) for r, m in zip(runs, modes)] and len(runs) == len(modes)
+    assert [r["mode"] for r in runs] == modes and all(r["records"] == 2000 for r in runs)
 
 
 def test_two_stage(tmp_path):

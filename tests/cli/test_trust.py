@@ -82,3 +82,17 @@ def test_feature_columns_choice_and_mistakes(unsw_shaped_csv, tmp_path):
     bad = run("train", "-d", unsw_shaped_csv, *GENERIC, "--model", "dnn", "-q", "-o", tmp_path / "b",
               "--feature-columns", "dur,id")
     assert bad.returncode == 2 and "'id', which cannot be a feature" in bad.stderr
+
+
+def test_two_stage_options_from_the_command_line(samples_dir, tmp_path):
+    sample = samples_dir / "cicids2017" / "cicids2017_sample.csv.gz"
+    proc = run("train", "-d", sample, "--model", "two-stage", "--stage-one", "hybrid", "--novelty", "confidence",
+               "--epochs", "2", "-q", "-o", tmp_path / "m")
+    assert proc.returncode == 0, proc.stderr
+    params = json.loads((tmp_path / "m" / "model.json").read_text())["hyperparameters"]
+    assert (params["stage_one"], params["novelty"], params["detector"]) == ("hybrid", "confidence", "dnn")
+    assert proc.stderr.strip().splitlines()[-1].startswith("expected at this threshold")
+    bad = run("train", "-d", sample, "--model", "two-stage", "--stage-one", "both", "-q", "-o", tmp_path / "b")
+    assert bad.returncode == 2 and "stage_one" in bad.stderr and "Traceback" not in bad.stderr
+    other = run("train", "-d", sample, "--model", "dnn", "--stage-one", "hybrid", "-q", "-o", tmp_path / "c")
+    assert other.returncode == 2 and "--stage-one does not apply to dnn" in other.stderr

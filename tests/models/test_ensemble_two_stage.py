@@ -107,3 +107,18 @@ def test_two_stage_needs_labels_and_valid_options(split):
         TwoStageDetector(stage_one="both", verbose=False).fit(split[0])
     with pytest.raises(ConfigError, match="novelty_quantile"):
         TwoStageDetector(novelty_quantile=1.5, verbose=False).fit(split[0])
+
+
+def test_two_stage_expected_rates_come_from_rows_no_stage_learnt(two_stage, split):
+    from deepids.evaluation.operating import held_out_rows, operating_point
+
+    train, test = split
+    rows = held_out_rows(two_stage, train)
+    # stage one (the DNN) held back its validation rows, and stage two and the novelty references these too
+    draws = np.random.default_rng(two_stage.seed).random(train.height)
+    np.testing.assert_array_equal(rows, draws < min(two_stage.validation_fraction,
+                                                     two_stage.detector_.validation_fraction))
+    point = operating_point(two_stage, train)
+    attacks = test.filter(pl.col("label") != "benign")
+    on_test = float((two_stage.score_records(attacks).score > two_stage.threshold_.value).mean())
+    assert point["detection_rate"] > 0.9 and abs(point["detection_rate"] - on_test) < 0.05

@@ -21,7 +21,7 @@ MODEL_OPTIONS = {
     "score_mode": "score_mode", "objective": "objective", "threshold": "threshold_method",
     "percentile": "threshold_percentile", "fpr": "threshold_fpr", "threshold_value": "threshold_value",
     "device": "device", "target": "target", "score_method": "score_method", "members": "n_members",
-    "detector": "detector", "classifier": "classifier",
+    "detector": "detector", "classifier": "classifier", "stage_one": "stage_one", "novelty": "novelty",
 }
 # threshold options that only mean something with one threshold method
 THRESHOLD_OPTIONS = {"percentile": "percentile", "fpr": "fpr", "threshold_value": "fixed"}

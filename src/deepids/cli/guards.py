@@ -18,6 +18,12 @@ DropColumns = Annotated[Optional[str], typer.Option(
     help="Comma-separated columns never to use as features.")]
 StrictLeakage = Annotated[bool, typer.Option(
     "--strict-leakage", help="Refuse to train when a single feature gives the label away (default: warn).")]
+StageOne = Annotated[Optional[str], typer.Option(
+    help="two-stage: supervised (default: --detector alone) or hybrid (--detector, or a strict distance to the "
+         "nearest benign training record: flags more of the attack families training never showed).")]
+Novelty = Annotated[Optional[str], typer.Option(
+    help="two-stage: when a flagged record is unknown-anomaly: embedding (default: far from every training attack "
+         "in the classifier's embedding) or confidence (softmax below min_confidence).")]
 FalseAlarms = Annotated[Optional[float], typer.Option(
     help="Set the threshold for at most this many false alarms per 10,000 benign flows, measured on "
          "held-out training records (needs labelled training data; replaces --threshold).")]

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from deepids.cli.options import HuntBy, Quiet
+from deepids.cli.progress import record_bar
 from deepids.cli.render import hunt_table, info, out, write_json
 
 
@@ -27,8 +28,9 @@ def hunt(
     """Rank host or user time windows, processes or process trees by how unusual their events are, with the evidence."""
     from deepids.hunting.commands import run_hunt
 
-    result = run_hunt(model, data, top=top, by=by.value, window=window, top_k=top_k, evidence=evidence,
-                      progress=not quiet, info=info)
+    with record_bar(not quiet, "reading logs", unit="files") as progress:
+        result = run_hunt(model, data, top=top, by=by.value, window=window, top_k=top_k, evidence=evidence,
+                          progress=progress, info=info)
     if str(json_out) != "-":        # stdout carries the JSON alone when asked for it there
         out.print(hunt_table(result.findings, by.value))
     if html_out:

@@ -66,6 +66,41 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here ('-' for stdout).")]
 
 
+# `deepids train`'s model options: each sets the model parameter configure.MODEL_OPTIONS names, and
+# only when given (None: the model's own default)
+SequenceLength = Annotated[Optional[int], typer.Option(help="Records per window (per entity).")]
+Epochs = Annotated[Optional[int], typer.Option(help="Maximum training epochs.")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Windows (or records) per training batch.")]
+LearningRate = Annotated[Optional[float], typer.Option(help="Adam learning rate (the autoencoders use 3e-3, "
+                                                       "measured better than Keras' 1e-3).")]
+Patience = Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs.")]
+Seed = Annotated[Optional[int], typer.Option(help="Random seed.")]
+Entity = Annotated[Optional[str], typer.Option(help="Column that groups records into windows ('none' for file "
+                                               "order).")]
+ScoreModeOption = Annotated[Optional[ScoreMode], typer.Option(help="Score a record by its own step (last) or the "
+                                                              "whole window.")]
+ObjectiveOption = Annotated[Optional[Objective], typer.Option(help="lstm-ae: train on every step of a window (window, "
+                                                              "the published training) or on its newest step only (last); "
+                                                              "default: what --score-mode scores.")]
+ThresholdOption = Annotated[Optional[ThresholdMethod], typer.Option(help="How to choose the alert threshold.")]
+Percentile = Annotated[Optional[float], typer.Option(help="Percentile of benign validation scores "
+                                                     "(--threshold percentile).")]
+Fpr = Annotated[Optional[float], typer.Option(help="Target false-positive rate (--threshold fpr).")]
+ThresholdValue = Annotated[Optional[float], typer.Option(help="Threshold value (--threshold fixed).")]
+Device = Annotated[Optional[str], typer.Option(help="auto (cuda when present), cpu or cuda.")]
+TargetOption = Annotated[Optional[Target], typer.Option(help="Classifiers: learn benign/attack (binary) or attack "
+                                                        "families.")]
+ScoreMethod = Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), latent-search "
+                                                    "(AnoGAN, about 20x slower to score) or discriminator.")]
+Members = Annotated[Optional[int], typer.Option(help="lstm-ae-ensemble: how many autoencoders.")]
+Detector = Annotated[Optional[str], typer.Option(help="two-stage: stage one, the model that flags records "
+                                                 "(a detector such as lstm-ae, dense-ae, or a binary "
+                                                 "classifier such as dnn, random-forest).")]
+Classifier = Annotated[Optional[str], typer.Option(help="two-stage: stage two, the classifier that names the "
+                                                   "attack family of flagged records (dnn, cnn, "
+                                                   "random-forest).")]
+
+
 def is_logs(paths) -> bool:
     """Whether the inputs are Windows event logs (.evtx, JSON Lines) rather than flows or captures."""
     from deepids.io.logs import looks_like_logs

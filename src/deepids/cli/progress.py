@@ -38,16 +38,16 @@ def epoch_bar(enabled: bool):
 
 
 @contextmanager
-def record_bar(enabled: bool, what: str = "scoring"):
-    """A spinner (a bar when the total is known) fed by `progress(done, total)`: records done so
-    far and, when the reader can estimate it, about how many there are in all."""
+def record_bar(enabled: bool, what: str = "scoring", unit: str = "records"):
+    """A spinner (a bar when the total is known) fed by `progress(done, total)`: records (or files,
+    ...: `unit`) done so far and, when the reader can estimate it, about how many there are in all."""
     if not enabled:
         yield None
         return
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     bar = Progress(SpinnerColumn(), TextColumn(what, markup=False), BarColumn(),
-                   TextColumn("{task.completed:,} records"), TextColumn("{task.fields[rate]}", markup=False),
+                   TextColumn("{task.completed:,} " + unit, markup=False), TextColumn("{task.fields[rate]}", markup=False),
                    TimeElapsedColumn(), console=err, transient=True)
     started = time.perf_counter()
     task = bar.add_task(what, total=None, rate="")

@@ -11,6 +11,7 @@ import typer
 from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, ModelDir, Quiet,
                                  is_logs)
 from deepids.cli.guards import training_duplicates
+from deepids.cli.progress import record_bar
 from deepids.cli.render import info, print_metrics, report_read, said, score_line, write_json
 from deepids.errors import ConfigError
 
@@ -34,14 +35,16 @@ def evaluate(
     if is_logs(data):
         from deepids.hunting.commands import evaluate_logs
 
-        metrics = evaluate_logs(detector, data, progress=not quiet, info=info)
+        with record_bar(not quiet, "reading logs", unit="files") as progress:
+            metrics = evaluate_logs(detector, data, progress=progress, info=info)
         metrics["model"] = str(model)
         print_metrics(metrics, title="detection metrics (per event)")
         if json_out:
             write_json(metrics, json_out)
         return
-    collected = collect_scores(detector, data, layout=layout, label_column=label_column, progress=not quiet,
-                               require_labels=True)
+    with record_bar(not quiet) as progress:
+        collected = collect_scores(detector, data, layout=layout, label_column=label_column, progress=progress,
+                                   require_labels=True)
     report_read(collected.read, "scored")
     metrics = detection_metrics(collected.labels, collected.score, detector.threshold_.value, collected.loss)
     if names_families(collected.predicted):     # models that name attacks: how well they name them
@@ -93,9 +96,11 @@ def score(
         return
     output_format(out_file)          # a bad file name fails before any work
     detector = load_model(model)
-    summary = score_files(detector, data, out_file, layout=layout, label_column=label_column,
-                          batch_size=batch_size, top_k=top_k, progress=not quiet)
-    d, unit = summary.to_dict(), kind_of_model(detector).noun
+    unit = kind_of_model(detector).noun
+    with record_bar(not quiet, unit=unit) as progress:
+        summary = score_files(detector, data, out_file, layout=layout, label_column=label_column,
+                              batch_size=batch_size, top_k=top_k, progress=progress)
+    d = summary.to_dict()
     info(score_line(d, detector.threshold_.value, unit))
     read = d.get("read") or {}
     for note in read.get("notes", ()):        # what a capture held, its damage

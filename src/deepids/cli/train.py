@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepids.cli.configure import build_model, given_options, was_given
-from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, StrictLeakage, after_training,
-                                choose_columns, guard_leakage, report_expected, save_training_rows)
-from deepids.cli.options import (Address, DataFiles, Engine, EngineOption, LabelColumn, Layout, Objective, Quiet,
-                                 ScoreMode, Target, ThresholdMethod, is_logs)
-from deepids.cli.progress import epoch_bar
+from deepids.cli.configure import build_model, flag, given_options, was_given
+from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, Novelty, StageOne, StrictLeakage,
+                                after_training, choose_columns, guard_leakage, report_expected, save_training_rows)
+from deepids.cli.options import (Address, BatchSize, Classifier, DataFiles, Detector, Device, Engine, EngineOption,
+                                 Entity, Epochs, Fpr, LabelColumn, Layout, LearningRate, Members, ObjectiveOption,
+                                 Patience, Percentile, Quiet, ScoreMethod, ScoreModeOption, Seed, SequenceLength,
+                                 TargetOption, ThresholdOption, ThresholdValue, is_logs)
+from deepids.cli.progress import epoch_bar, record_bar
 from deepids.cli.render import info, report_read, said
 from deepids.errors import ConfigError, InputError
 
@@ -23,37 +25,27 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to save the model in.")],
     model: Annotated[str, typer.Option(help="Model to train: lstm-ae, dense-ae, dnn, cnn, two-stage, ... "
                                             "(`deepids models` lists them with what they take).")] = "lstm-ae",
-    sequence_length: Annotated[Optional[int], typer.Option(help="Records per window (per entity).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Windows (or records) per training batch.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate (the autoencoders use 3e-3, "
-                                                           "measured better than Keras' 1e-3).")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    entity: Annotated[Optional[str], typer.Option(help="Column that groups records into windows ('none' for file "
-                                                  "order).")] = None,
-    score_mode: Annotated[Optional[ScoreMode], typer.Option(help="Score a record by its own step (last) or the "
-                                                            "whole window.")] = None,
-    objective: Annotated[Optional[Objective], typer.Option(help="lstm-ae: train on every step of a window (window, "
-                                                           "the published training) or on its newest step only (last); "
-                                                           "default: what --score-mode scores.")] = None,
-    threshold: Annotated[Optional[ThresholdMethod], typer.Option(help="How to choose the alert threshold.")] = None,
-    percentile: Annotated[Optional[float], typer.Option(help="Percentile of benign validation scores "
-                                                        "(--threshold percentile).")] = None,
-    fpr: Annotated[Optional[float], typer.Option(help="Target false-positive rate (--threshold fpr).")] = None,
-    threshold_value: Annotated[Optional[float], typer.Option(help="Threshold value (--threshold fixed).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto (cuda when present), cpu or cuda.")] = None,
-    target: Annotated[Optional[Target], typer.Option(help="Classifiers: learn benign/attack (binary) or attack "
-                                                     "families.")] = None,
-    score_method: Annotated[Optional[str], typer.Option(help="gan: reconstruction (default), latent-search "
-                                                        "(AnoGAN, about 20x slower to score) or discriminator.")] = None,
-    members: Annotated[Optional[int], typer.Option(help="lstm-ae-ensemble: how many autoencoders.")] = None,
-    detector: Annotated[Optional[str], typer.Option(help="two-stage: stage one, the model that flags records "
-                                                    "(a detector such as lstm-ae, dense-ae, or a binary "
-                                                    "classifier such as dnn, random-forest).")] = None,
-    classifier: Annotated[Optional[str], typer.Option(help="two-stage: stage two, the classifier that names the "
-                                                      "attack family of flagged records (dnn, cnn, "
-                                                      "random-forest).")] = None,
+    sequence_length: SequenceLength = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    patience: Patience = None,
+    seed: Seed = None,
+    entity: Entity = None,
+    score_mode: ScoreModeOption = None,
+    objective: ObjectiveOption = None,
+    threshold: ThresholdOption = None,
+    percentile: Percentile = None,
+    fpr: Fpr = None,
+    threshold_value: ThresholdValue = None,
+    device: Device = None,
+    target: TargetOption = None,
+    score_method: ScoreMethod = None,
+    members: Members = None,
+    detector: Detector = None,
+    classifier: Classifier = None,
+    stage_one: StageOne = None,
+    novelty: Novelty = None,
     layout: Layout = None,
     label_column: LabelColumn = None,
     quiet: Quiet = False,
@@ -89,57 +81,70 @@ def train(
     default (`deepids models` lists them). The two-stage model passes each option to the
     stages that take it.
     """
-    from deepids.io import read_flows
-
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
-    if entity_context:
-        if stream or engine is Engine.ray or is_logs(data):
-            raise ConfigError("--entity-context applies to flow files read at once (not --stream, --engine ray "
-                              "or event logs)")
-        from deepids.models.context import ContextDetector
-
-        estimator = ContextDetector(detector=model, detector_params=estimator.get_params(),
-                                    window_seconds=context_seconds, last_flows=context_flows)
-    if engine is not Engine.ray:
-        for name in ("address", "num_workers", "storage"):
-            if was_given(ctx, name):
-                raise ConfigError(f"--{name.replace('_', '-')} applies with --engine ray")
+    ray = engine is Engine.ray
+    in_memory = "flow files read at once (not --stream, --engine ray or event logs)"
+    flows_at_once = not (stream or ray or is_logs(data))
+    _check_applies(ctx, {"address": ("--engine ray", ray), "num_workers": ("--engine ray", ray),
+                         "storage": ("--engine ray", ray), "chunk_rows": ("--stream or --engine ray", stream or ray),
+                         "entity_context": (in_memory, flows_at_once), "feature_columns": (in_memory, flows_at_once),
+                         "drop_columns": (in_memory, flows_at_once), "strict_leakage": (in_memory, flows_at_once),
+                         "false_alarms": (in_memory, flows_at_once),
+                         "context_seconds": ("--entity-context", entity_context),
+                         "context_flows": ("--entity-context", entity_context)})
     fit_options = _fit_options(checkpoint_dir, resume)
-    if engine is Engine.ray and fit_options["checkpoint_dir"] is not None:
+    if ray and fit_options["checkpoint_dir"] is not None:
         raise ConfigError("--checkpoint-dir and --resume apply to local training, not --engine ray")
-    if stream or engine is Engine.ray:
-        if feature_columns or drop_columns or false_alarms is not None:
-            raise ConfigError("--feature-columns, --drop-columns and --false-alarms need the table in memory; "
-                              "train without --stream or --engine ray")
-        ray = ({"num_workers": num_workers, "address": address, "storage_path": storage} if engine is Engine.ray
-               else None)
-        _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, ray,
+    if entity_context:
+        estimator = _with_entity_context(estimator, model, context_seconds, context_flows)
+    if stream or ray:
+        cluster = {"num_workers": num_workers, "address": address, "storage_path": storage} if ray else None
+        _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, cluster,
                         fit_options, quiet)
         return
-    if was_given(ctx, "chunk_rows"):
-        raise ConfigError("--chunk-rows applies with --stream or --engine ray")
+    read, table = _fit_in_memory(estimator, data, layout, label_column, fit_options, quiet,
+                                 (feature_columns, drop_columns, strict_leakage))
+    point = after_training(estimator, table, false_alarms) if table is not None else None
+    _save_trained(estimator, model, data, out_dir, read)
+    if table is not None:
+        save_training_rows(out_dir, table)
+        report_expected(point)
+
+
+def _with_entity_context(estimator, model: str, context_seconds: float, context_flows: int):
+    """The chosen model behind the entity-context step (what each source host has been doing)."""
+    from deepids.models.context import ContextDetector
+
+    return ContextDetector(detector=model, detector_params=estimator.get_params(), window_seconds=context_seconds,
+                           last_flows=context_flows)
+
+
+def _fit_in_memory(estimator, data: list[Path], layout, label_column, fit_options: dict, quiet: bool,
+                   columns: tuple) -> tuple[dict, object]:
+    """Read the inputs whole and fit: (the read report, the flow table trained on, or None for event logs).
+
+    Event logs get their process context; flows get the chosen columns and the leakage guard
+    (`columns`: --feature-columns, --drop-columns, --strict-leakage) before any training.
+    """
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
         from deepids.hunting.logs import fit_log_model, read_log_events
 
-        if feature_columns or drop_columns or false_alarms is not None:
-            raise ConfigError("--feature-columns, --drop-columns and --false-alarms apply to flow files")
-        log_events, report = read_log_events(data, progress=not quiet)
+        with record_bar(not quiet, "reading logs", unit="files") as progress:
+            log_events, report = read_log_events(data, progress=progress)
         report_read(report)
         with epoch_bar(not quiet) as progress:
             fit_log_model(estimator, log_events, progress=progress, **fit_options)
-    else:
-        table, report = read_flows(data, layout=layout, label_column=label_column)
-        report_read(report)
-        table = choose_columns(table, feature_columns, drop_columns)
-        guard_leakage(table, strict_leakage)      # before any training: a feature that gives the label away
-        with epoch_bar(not quiet) as progress:
-            estimator.fit(table, progress=progress, **fit_options)
-        point = after_training(estimator, table, false_alarms)
-        _save_trained(estimator, model, data, out_dir, report.to_dict())
-        save_training_rows(out_dir, table)
-        report_expected(point)
-        return
-    _save_trained(estimator, model, data, out_dir, report.to_dict())
+        return report.to_dict(), None
+    from deepids.io import read_flows
+
+    feature_columns, drop_columns, strict_leakage = columns
+    table, report = read_flows(data, layout=layout, label_column=label_column)
+    report_read(report)
+    table = choose_columns(table, feature_columns, drop_columns)
+    guard_leakage(table, strict_leakage)      # before any training: a feature that gives the label away
+    with epoch_bar(not quiet) as progress:
+        estimator.fit(table, progress=progress, **fit_options)
+    return report.to_dict(), table
 
 
 def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: dict) -> None:
@@ -185,6 +190,13 @@ def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk
          f"{summary['validation_windows']:,} for validation; features fitted on "
          f"{summary['streamed']['feature_sample_rows']:,} sampled benign records")
     _save_trained(detector, model, data, out_dir, read)
+
+
+def _check_applies(ctx, needs: dict[str, tuple[str, bool]]) -> None:
+    """An option given where it means nothing is an error: {option: (what it needs, whether that holds)}."""
+    for option, (what, holds) in needs.items():
+        if not holds and was_given(ctx, option):
+            raise ConfigError(f"{flag(option)} applies with {what}")
 
 
 def _fit_options(checkpoint_dir: Path | None, resume: Path | None) -> dict:

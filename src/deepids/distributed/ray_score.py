@@ -5,7 +5,8 @@ and the same rejections as `deepids score`), in chunks, and keyed: `source_file`
 number among the file's records, from 0) and the chunk it was read in. Ray Data does not keep
 row order, so the key travels with the record to the output. Actors, each holding the model
 once (loaded from its JSON + safetensors bytes), score the chunks with the model's own
-`score_chunk`, the code `deepids score` runs. Two pipelines:
+`score_chunk` through `deepids.scoring.ChunkScorer`, the one scorer `deepids score` runs.
+Two pipelines:
 
 - **models that score records alone** (the dense autoencoder): each actor reads whole files
   and scores them chunk by chunk (`FileScorer`); canonical records never leave the actor.
@@ -171,8 +172,9 @@ def _read_files(items: dict, **options):
             yield frame.to_arrow()
 
 
-class ChunkScorer:
-    """Ray Data actor: loads the model once, scores batches of keyed canonical records.
+class PartitionScorer:
+    """Ray Data actor: loads the model once and scores batches of keyed canonical records with the
+    one scorer of single-process scoring (`deepids.scoring.ChunkScorer`).
 
     With `in_order` (sequence models) a batch is one entity partition: it is scored chunk by
     chunk in single-process order, each entity's history carried across chunks.
@@ -183,36 +185,39 @@ class ChunkScorer:
         import torch
 
         from deepids.models import load_model
+        from deepids.scoring import ChunkScorer
 
         torch.set_num_threads(max(1, threads))
         with tempfile.TemporaryDirectory(prefix="deepids-model-") as tmp:
             for name, data in model_files.items():
                 (Path(tmp) / name).write_bytes(data)
             self.model = load_model(tmp)
-        self.threshold = self.model._threshold_value()
-        self.top_k, self.in_order, self.ledger, self.read_options = top_k, in_order, ledger, read_options
+        self.scorer = ChunkScorer(self.model, top_k=top_k)
+        self.in_order, self.ledger, self.read_options = in_order, ledger, read_options
 
     def __call__(self, batch):
         return self.score(pl.from_arrow(batch)).to_arrow()
 
+    def _fresh_state(self) -> None:
+        self.scorer.history = self.model.new_history()
+        self.scorer.state = self.scorer.kind.new_state(self.model)
+
     def score(self, df: pl.DataFrame) -> pl.DataFrame:
         import ray
-
-        from deepids.scoring import score_frame
 
         if self.in_order:
             df = df.sort([_FILE_INDEX, _CHUNK, RECORD])
             parts = df.partition_by([_FILE_INDEX, _CHUNK], maintain_order=True)
         else:
             parts = [df]
-        history = self.model.new_history()
+        self._fresh_state()                      # a partition holds its entities' whole history
         frames, counts = [], []
         for part in parts:
-            scores = self.model.score_chunk(part, history if self.in_order else self.model.new_history())
-            frame = score_frame(part, scores, self.threshold, self.top_k, part.get_column(RECORD).to_numpy())
-            frame = frame.with_columns(part.get_column(SOURCE_FILE), part.get_column(_FILE_INDEX),
-                                       part.get_column(_CHUNK))
-            frames.append(frame)
+            if not self.in_order:
+                self._fresh_state()
+            frame = self.scorer.frame(part, self.scorer.scores(part), part.get_column(RECORD).to_numpy())
+            frames.append(frame.with_columns(part.get_column(SOURCE_FILE), part.get_column(_FILE_INDEX),
+                                             part.get_column(_CHUNK)))
         out = pl.concat(frames, how="vertical_relaxed")
         for row in out.group_by([_FILE_INDEX, _CHUNK]).agg(
                 pl.col(RECORD).min().alias("first"), pl.len().alias("n"),
@@ -223,7 +228,7 @@ class ChunkScorer:
         return out.select(columns)
 
 
-class FileScorer(ChunkScorer):
+class FileScorer(PartitionScorer):
     """Ray Data actor for models that score records alone: reads its files itself and scores them
     chunk by chunk (the next chunk read ahead in a thread, as `deepids score` does), so that
     canonical records never travel through the object store."""
@@ -248,8 +253,9 @@ def model_files(model_dir: str | Path) -> dict[str, bytes]:
 
 def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address: str | None = None,
                     num_cpus: int | None = None, actors: int | None = None, cpus_per_actor: float = ACTOR_CPUS,
-                    chunk_rows: int = DEFAULT_CHUNK_ROWS, partitions: int | None = None, layout: str | None = None,
-                    label_column: str | None = None, top_k: int = 3, progress: bool = False) -> ClusterScoringSummary:
+                    chunk_rows: int | None = DEFAULT_CHUNK_ROWS, partitions: int | None = None,
+                    layout: str | None = None, label_column: str | None = None, top_k: int = 3,
+                    progress: bool = False) -> ClusterScoringSummary:
     """Score every record of `data` (folders, files, globs) on a Ray cluster into Parquet files under `out_dir`.
 
     `address`: None starts a local cluster on loopback (`num_cpus` CPUs), "auto" or
@@ -259,6 +265,7 @@ def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address
     """
     from deepids.models import load_model
 
+    chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
     if not 0 < cpus_per_actor:
@@ -291,7 +298,7 @@ def score_files_ray(model_dir: str | Path, data, out_dir: str | Path, *, address
                       compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus_per_actor)
         if in_order:          # read tasks -> shuffle by entity partition -> actors
             keyed = files_ds.map_batches(_read_files, batch_size=1, num_cpus=READ_CPUS, fn_kwargs=read_options)
-            scored = keyed.groupby(_PARTITION).map_groups(ChunkScorer, batch_format="pyarrow", **scorer)
+            scored = keyed.groupby(_PARTITION).map_groups(PartitionScorer, batch_format="pyarrow", **scorer)
         else:                 # actors read and score whole files
             scored = files_ds.map_batches(FileScorer, batch_size=1, **scorer)
         try:

@@ -12,6 +12,7 @@ Protocol (printed with the results):
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from deepids.io.schema import BENIGN, LABEL
 
 DEFAULT_MODELS = ("lstm-ae", "lstm-ae-ensemble", "dense-ae", "iforest", "dnn", "cnn", "random-forest", "two-stage")
 QUICK_EPOCHS = 3
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,10 +88,12 @@ def model_params(name: str, cls, *, quick: bool, sequence_length: int, seed: int
 
 def run_benchmark(data, out_dir: Path, *, test=None, models=None, quick: bool = False, seed: int = 0,
                   test_fraction: float = 0.3, sequence_length: int | None = None, layout: str | None = None,
-                  label_column: str | None = None, verbose: bool = True, info=print) -> BenchmarkResult:
+                  label_column: str | None = None, verbose: bool = True, info=None) -> BenchmarkResult:
     from deepids.datasets import holdout_split
     from deepids.models import MODELS
     from deepids.models.supervised import BaseClassifier
+
+    info = info or log.info          # the caller's lines (the CLI prints them), else this module's logger
 
     data = list(data) if isinstance(data, (list, tuple)) else [data]
     test = None if test is None else (list(test) if isinstance(test, (list, tuple)) else [test])

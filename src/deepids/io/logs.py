@@ -188,7 +188,7 @@ R_DAMAGED = "damaged evtx chunk/record"
 
 
 def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: int = EVENT_CHUNK,
-                       keep_raw: bool = False, progress: bool = False
+                       keep_raw: bool = False, progress=None
                        ) -> Iterator[tuple[pl.DataFrame, LogReadReport]]:
     """Stream event logs as ``(canonical events, report)`` pairs of at most ``batch_size`` rows, in
     file order. Each report covers its chunk (merge them for totals); the last chunk may be empty
@@ -199,18 +199,19 @@ def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: 
     rows: list[dict] = []
     rejected: Counter = Counter()       # of the chunk being filled
     pending = LogReadReport()
-    iterator: Iterable[Path] = files
-    if progress and len(files) > 1:
-        from rich.progress import track
-
-        iterator = track(files, description="reading logs", transient=True)
+    # the caller's progress(files done, files) after each file; the library never draws (not callable: none)
+    report_progress = progress if callable(progress) else None
     numbers: list[int] = []
     seen = 0                            # records read before the current chunk's rejections
-    for f in iterator:
+    for done, f in enumerate(files, start=1):
         pending.files.append(str(f))
         d0 = sum(rejected.values())
         for flat in _flat_records(f, rejected):
-            row = canonical_event(flat, f.name, keep_raw=keep_raw)
+            try:
+                row = canonical_event(flat, f.name, keep_raw=keep_raw)
+            except (TypeError, ValueError, AttributeError, OverflowError, OSError, RecursionError):
+                rejected[R_BAD_FIELD] += 1        # e.g. @timestamp 1e20 or NaN: as the live path rejects it
+                continue
             if row is None:
                 rejected[R_NO_EVENT_ID] += 1
                 continue
@@ -222,6 +223,8 @@ def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: 
                 yield _chunk(rows, rejected, pending, numbers)
                 rows, rejected, pending, d0, numbers = [], Counter(), LogReadReport(files=[str(f)]), 0, []
         _note_damage(f, sum(rejected.values()) - d0, pending)
+        if report_progress:
+            report_progress(done, len(files))
     yield _chunk(rows, rejected, pending, numbers)
 
 
@@ -241,8 +244,9 @@ def _chunk(rows: list[dict], rejected: Counter, report: LogReadReport,
 
 
 def read_events(paths: str | Path | Iterable[str | Path], *, keep_raw: bool = True,
-                progress: bool = False) -> tuple[pl.DataFrame, LogReadReport]:
-    """Read event logs into the canonical table (rows in file order) and the read report."""
+                progress=None) -> tuple[pl.DataFrame, LogReadReport]:
+    """Read event logs into the canonical table (rows in file order) and the read report;
+    ``progress(files done, files)`` is called after each file."""
     frames: list[pl.DataFrame] = []
     report = LogReadReport()
     for table, part in iter_event_batches(paths, batch_size=1 << 62, keep_raw=keep_raw, progress=progress):
@@ -360,6 +364,7 @@ def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
         rejected[R_EVTX_MISSING] += missing
 
 
+R_BAD_FIELD = "a field of the wrong type (e.g. @timestamp out of range)"
 R_EVTX_MISSING = "records lost to a truncated or zeroed EVTX file (estimated from its chunk headers)"
 _CHUNK, _FILE_HEADER = 65536, 4096
 

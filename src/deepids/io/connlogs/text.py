@@ -4,6 +4,7 @@ through polars, both memory-bounded by the batch and never aborted by one bad li
 from __future__ import annotations
 
 import io
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -51,6 +52,10 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     """Text frames of every field (``names``), after ``skip_lines`` header lines. Rows with the
     wrong number of fields go to ``sink``; no quoting unless ``quote`` (Zeek and nfdump never quote)."""
     stream = open_stream(path, compression)
+    # a malformed row that is not UTF-8 makes Arrow fail inside the row handler (it decodes the
+    # row first); the read then ends with one clear error, without Python printing that failure
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    reader = None
     try:
         reader = pacsv.open_csv(
             stream,
@@ -69,6 +74,9 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     except (OSError, pa.ArrowException, EOFError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
     finally:
+        if reader is not None:
+            reader.close()              # stop Arrow's read-ahead before the stream goes
+        sys.unraisablehook = hook
         stream.close()
 
 
