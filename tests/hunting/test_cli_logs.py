@@ -94,3 +94,14 @@ def test_user_errors_are_one_line(log_model, tmp_path, samples_dir):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("deepids: error: no events read")
     assert "1 rejected" in proc.stderr
+
+
+def test_hunt_by_process_tree(log_model, tmp_path):
+    """A model trained by the CLI carries process-tree context: hunt ranks process trees per window."""
+    proc = run("hunt", "--model", log_model, "--data", EMPIRE_DIR, "--top", "3", "--by", "tree",
+               "--out", tmp_path / "hunt.html", "--json", tmp_path / "findings.json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    f = json.loads((tmp_path / "findings.json").read_text())["findings"]
+    assert 1 <= len(f) <= 3 and f[0]["entity_type"] == "tree" and f[0]["processes"]
+    assert f[0]["host"] and f[0]["entity"].startswith(f[0]["host"] + ":")
+    assert "<svg" in (tmp_path / "hunt.html").read_text()
