@@ -83,18 +83,8 @@ def train(
     """
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
     ray = engine is Engine.ray
-    in_memory = "flow files read at once (not --stream, --engine ray or event logs)"
-    flows_at_once = not (stream or ray or is_logs(data))
-    _check_applies(ctx, {"address": ("--engine ray", ray), "num_workers": ("--engine ray", ray),
-                         "storage": ("--engine ray", ray), "chunk_rows": ("--stream or --engine ray", stream or ray),
-                         "entity_context": (in_memory, flows_at_once), "feature_columns": (in_memory, flows_at_once),
-                         "drop_columns": (in_memory, flows_at_once), "strict_leakage": (in_memory, flows_at_once),
-                         "false_alarms": (in_memory, flows_at_once),
-                         "context_seconds": ("--entity-context", entity_context),
-                         "context_flows": ("--entity-context", entity_context)})
-    fit_options = _fit_options(checkpoint_dir, resume)
-    if ray and fit_options["checkpoint_dir"] is not None:
-        raise ConfigError("--checkpoint-dir and --resume apply to local training, not --engine ray")
+    _check_applies(ctx, stream, ray, not (stream or ray or is_logs(data)), entity_context)
+    fit_options = _fit_options(checkpoint_dir, resume, ray)
     if entity_context:
         estimator = _with_entity_context(estimator, model, context_seconds, context_flows)
     if stream or ray:
@@ -192,15 +182,24 @@ def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk
     _save_trained(detector, model, data, out_dir, read)
 
 
-def _check_applies(ctx, needs: dict[str, tuple[str, bool]]) -> None:
-    """An option given where it means nothing is an error: {option: (what it needs, whether that holds)}."""
+def _check_applies(ctx, stream: bool, ray: bool, flows_at_once: bool, entity_context: bool) -> None:
+    """An option given where it means nothing is an error that names it."""
+    in_memory = "flow files read at once (not --stream, --engine ray or event logs)"
+    needs = {"address": ("--engine ray", ray), "num_workers": ("--engine ray", ray), "storage": ("--engine ray", ray),
+             "chunk_rows": ("--stream or --engine ray", stream or ray),
+             "entity_context": (in_memory, flows_at_once), "feature_columns": (in_memory, flows_at_once),
+             "drop_columns": (in_memory, flows_at_once), "strict_leakage": (in_memory, flows_at_once),
+             "false_alarms": (in_memory, flows_at_once), "context_seconds": ("--entity-context", entity_context),
+             "context_flows": ("--entity-context", entity_context)}
     for option, (what, holds) in needs.items():
         if not holds and was_given(ctx, option):
             raise ConfigError(f"{flag(option)} applies with {what}")
 
 
-def _fit_options(checkpoint_dir: Path | None, resume: Path | None) -> dict:
-    """`fit`'s checkpoint arguments from --checkpoint-dir and --resume."""
+def _fit_options(checkpoint_dir: Path | None, resume: Path | None, ray: bool) -> dict:
+    """`fit`'s checkpoint arguments from --checkpoint-dir and --resume (local training only)."""
+    if ray and (checkpoint_dir is not None or resume is not None):
+        raise ConfigError("--checkpoint-dir and --resume apply to local training, not --engine ray")
     if resume is None:
         return {"checkpoint_dir": checkpoint_dir, "resume": False}
     if checkpoint_dir is not None and checkpoint_dir.resolve() != resume.resolve():
