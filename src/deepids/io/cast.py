@@ -19,15 +19,13 @@ import polars as pl
 from deepids.errors import InputError
 from deepids.io.labels import normalise_labels
 from deepids.io.plans import Plan
-from deepids.io.report import ReadReport
-from deepids.io.schema import LABEL
+from deepids.io.report import ENTITY_COLUMNS, ReadReport, frame_report
 from deepids.io.timestamps import parse_timestamps
 
 __all__ = ["R_FIELDS", "R_EMPTY_ROW", "R_HEADER", "R_LABEL", "R_NON_NUMERIC", "R_NON_INTEGER",
            "ENTITY_COLUMNS", "parse_float", "cast_float", "cast_int", "cast_text", "cast_timestamp",
            "cast_label", "first_reasons", "cast_batch", "batch_report"]
 
-ENTITY_COLUMNS = ("src_ip", "dst_ip", "dst_port")
 
 # reasons a row is rejected for
 R_FIELDS = "wrong number of fields"
@@ -204,27 +202,5 @@ def cast_batch(plan: Plan, raw: pl.DataFrame) -> tuple[pl.DataFrame, ReadReport]
 
 
 def batch_report(plan: Plan, frame: pl.DataFrame, rejected: dict[str, int],
-                  unparsed: int) -> ReadReport:
-    hashes = np.empty(0, dtype=np.uint64)
-    duplicates = 0
-    if frame.height and frame.width:
-        h = frame.hash_rows().to_numpy()
-        hashes = np.unique(h)
-        duplicates = int(h.size - hashes.size)
-    labels: dict[str, int] = {}
-    if LABEL in frame.columns and frame.height:
-        vc = frame[LABEL].value_counts()
-        labels = dict(zip(vc[LABEL].to_list(), (int(x) for x in vc["count"].to_list())))
-    time_range = None
-    if "timestamp" in frame.columns:
-        lo, hi = frame["timestamp"].min(), frame["timestamp"].max()
-        if lo is not None:
-            time_range = (lo.isoformat(), hi.isoformat())
-    values = {c: set(frame[c].drop_nulls().unique().to_list())
-              for c in ENTITY_COLUMNS if c in frame.columns}
-    return ReadReport(
-        layout=plan.layout, files=[str(plan.path)], records=frame.height, rejected=rejected,
-        duplicates=duplicates, labels=labels, time_range=time_range,
-        entities={k: len(v) for k, v in values.items()}, unparsed_timestamps=unparsed,
-        _row_hashes=hashes, _entity_values=values,
-    )
+                 unparsed: int) -> ReadReport:
+    return frame_report(plan.layout, plan.path, frame, rejected, unparsed=unparsed)

@@ -9,8 +9,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ReadReport"]
+from deepids.io.schema import LABEL
 
+__all__ = ["ReadReport", "frame_report", "ENTITY_COLUMNS"]
+
+#: the columns whose distinct values a report counts
+ENTITY_COLUMNS = ("src_ip", "dst_ip", "dst_port")
 
 
 @dataclass
@@ -147,3 +151,29 @@ def _merge_ranges(a: tuple[str, str] | None, b: tuple[str, str] | None) -> tuple
     lo = min(datetime.fromisoformat(a[0]), datetime.fromisoformat(b[0]))
     hi = max(datetime.fromisoformat(a[1]), datetime.fromisoformat(b[1]))
     return (lo.isoformat(), hi.isoformat())
+
+
+def frame_report(layout: str, path, frame, rejected: dict[str, int], *, unparsed: int = 0,
+                 ignored: dict[str, int] | None = None, notes=()) -> ReadReport:
+    """The :class:`ReadReport` of one canonical batch, exact under ``merge`` (every reader's)."""
+    hashes = np.empty(0, dtype=np.uint64)
+    duplicates = 0
+    if frame.height and frame.width:
+        h = frame.hash_rows().to_numpy()
+        hashes = np.unique(h)
+        duplicates = int(h.size - hashes.size)
+    labels: dict[str, int] = {}
+    if LABEL in frame.columns and frame.height:
+        vc = frame[LABEL].value_counts()
+        labels = dict(zip(vc[LABEL].to_list(), (int(x) for x in vc["count"].to_list())))
+    time_range = None
+    if "timestamp" in frame.columns and frame.height:
+        lo, hi = frame["timestamp"].min(), frame["timestamp"].max()
+        if lo is not None:
+            time_range = (lo.isoformat(), hi.isoformat())
+    values = {c: set(frame[c].drop_nulls().unique().to_list()) for c in ENTITY_COLUMNS if c in frame.columns}
+    return ReadReport(layout=layout, files=[str(path)], records=frame.height, rejected=dict(rejected),
+                      duplicates=duplicates, labels=labels, time_range=time_range,
+                      entities={k: len(v) for k, v in values.items()}, unparsed_timestamps=unparsed,
+                      notes=list(notes), ignored={k: int(v) for k, v in (ignored or {}).items() if v},
+                      _row_hashes=hashes, _entity_values=values)

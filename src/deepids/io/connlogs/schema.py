@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from deepids.io.labels import normalise_labels
-from deepids.io.report import ReadReport
+from deepids.io.report import ReadReport, frame_report
 from deepids.io.schema import LABEL
 
 CONN_FEATURES: tuple[str, ...] = ("duration", "src_packets", "dst_packets", "src_bytes", "dst_bytes")
@@ -44,7 +44,6 @@ CONN_SOURCES: tuple[str, ...] = ("zeek-conn", "zeek-conn-json", "suricata-eve", 
 
 PROTOCOL_NUMBERS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ipv6-icmp": 58,
                     "icmpv6": 58, "icmp6": 58, "sctp": 132}
-_ENTITY_COLUMNS = ("src_ip", "dst_ip", "dst_port")
 
 R_TIME = "missing or unreadable timestamp"
 R_ADDRESS = "missing address"
@@ -214,24 +213,4 @@ def order_columns(columns: Sequence[str]) -> list[str]:
 def batch_report(layout: str, path, frame: pl.DataFrame, rejected: dict[str, int],
                  ignored: dict[str, int] | None = None, notes: Sequence[str] = ()) -> ReadReport:
     """The :class:`ReadReport` of one batch, exact under ``merge`` (as the flow readers')."""
-    hashes = np.empty(0, dtype=np.uint64)
-    duplicates = 0
-    if frame.height and frame.width:
-        h = frame.hash_rows().to_numpy()
-        hashes = np.unique(h)
-        duplicates = int(h.size - hashes.size)
-    labels: dict[str, int] = {}
-    if LABEL in frame.columns and frame.height:
-        vc = frame[LABEL].value_counts()
-        labels = dict(zip(vc[LABEL].to_list(), (int(x) for x in vc["count"].to_list())))
-    time_range = None
-    if "timestamp" in frame.columns and frame.height:
-        lo, hi = frame["timestamp"].min(), frame["timestamp"].max()
-        if lo is not None:
-            time_range = (lo.isoformat(), hi.isoformat())
-    values = {c: set(frame[c].drop_nulls().unique().to_list()) for c in _ENTITY_COLUMNS if c in frame.columns}
-    return ReadReport(layout=layout, files=[str(path)], records=frame.height, rejected=dict(rejected),
-                      duplicates=duplicates, labels=labels, time_range=time_range,
-                      entities={k: len(v) for k, v in values.items()}, notes=list(notes),
-                      ignored={k: int(v) for k, v in (ignored or {}).items() if v},
-                      _row_hashes=hashes, _entity_values=values)
+    return frame_report(layout, path, frame, rejected, ignored=ignored, notes=notes)
