@@ -20,7 +20,8 @@ demo: setup
 	$(BIN)/deepids demo --out demo-output
 
 test: setup
-	$(BIN)/python -m pytest -q
+	# two workers (pytest-xdist); a test module stays on one worker, the Ray modules share one (tests/conftest.py)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
 	$(BIN)/python -m bench

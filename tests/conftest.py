@@ -91,3 +91,13 @@ def unsw_shaped_csv(samples_dir, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("unsw") / "unsw_nb15_shaped.csv"
     unsw_shaped_table(samples_dir).write_csv(path)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a test module stays on one
+    worker, so its module-scoped fixtures (trained models) are built once; the Ray modules share
+    one worker, so two local Ray clusters never start side by side."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = "ray" if module.startswith("tests/distributed/") else module
+        item.add_marker(pytest.mark.xdist_group(group))
