@@ -71,43 +71,10 @@ def batch_slices(batches, rank: int, world: int):
 
 def _rank_sources(model, chunks, max_validation: int, rank: int, world: int):
     """(training batch source, validation batch source, counts) for one worker; see the module docstring."""
-    import torch
-
-    from deepids.models.base import benign_training_rows, check_table
-    from deepids.models.training import window_batches
-
-    T = model.sequence_length
-    val_windows: list[np.ndarray] = []
-    counts = {"train_windows": 0, "validation_windows": 0, "held_back_unused": 0}
-    first_epoch = [True]
-
-    def every_batch(epoch_rng):
-        history = model.new_history()
-        for i, (chunk, _) in enumerate(chunks()):
-            benign = benign_training_rows(check_table(chunk), minimum=0)[0] if chunk.height else chunk
-            if not benign.height:
-                continue
-            matrix, idx = model._chunk_windows(benign, history)
-            held = np.random.default_rng([model.seed, i]).random(len(idx)) < model.validation_fraction
-            if first_epoch[0]:
-                room = max(max_validation - counts["validation_windows"], 0)
-                keep = np.flatnonzero(held)[:room]
-                if len(keep):
-                    val_windows.append(matrix[idx[keep]].reshape(-1, matrix.shape[1]))
-                counts["validation_windows"] += len(keep)
-                counts["held_back_unused"] += int(held.sum()) - len(keep)
-                counts["train_windows"] += int((~held).sum())
-            yield from window_batches(torch.from_numpy(matrix), idx[~held], model.batch_size, shuffle=True)(epoch_rng)
-        first_epoch[0] = False
+    every_batch, validation, counts, val_windows, _ = model._streamed_sources(chunks, max_validation)
 
     def train(epoch_rng):
         yield from batch_slices(every_batch(epoch_rng), rank, world)
-
-    def validation(_rng):
-        if val_windows:
-            stored = np.concatenate(val_windows)
-            yield from window_batches(torch.from_numpy(stored), model._stored_index(len(stored) // T), 4096,
-                                      shuffle=False)(None)
 
     return train, validation, counts, val_windows
 

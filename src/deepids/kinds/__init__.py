@@ -39,6 +39,7 @@ which paths it reads, its ``reads_model`` which models read it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ class FileReader:
     read_chunks: Callable[..., Iterator[tuple[pl.DataFrame, Any]]]
 
 
-class RecordKind:
+class RecordKind(ABC):
     """The interface every record kind implements (see the module docstring)."""
 
     name: str = ""
@@ -77,13 +78,13 @@ class RecordKind:
         self.readers: list[FileReader] = []
 
     # ------------------------------------------------------------------ files
+    @abstractmethod
     def claims(self, paths: Sequence[Path]) -> bool:
         """True when these paths hold records of this kind."""
-        raise NotImplementedError
 
+    @abstractmethod
     def own_reader(self) -> FileReader:
         """The kind's own file reader (asked after the registered ones)."""
-        raise NotImplementedError
 
     def read_chunks(self, paths, *, batch_size: int | None = None, layout: str | None = None,
                     label_column: str | None = None) -> Iterator[tuple[pl.DataFrame, Any]]:
@@ -94,15 +95,15 @@ class RecordKind:
             yield from reader.read_chunks(group, batch_size=size, layout=layout, label_column=label_column)
 
     # ------------------------------------------------------------------- live
+    @abstractmethod
     def canonicalise(self, items: Sequence[Any], required: list[str], text_columns: Iterable[str] = (),
                      optional: Iterable[str] = ()) -> CanonicalRecords:
         """Records arriving one by one -> canonical table; each bad one rejected with a reason."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ model
+    @abstractmethod
     def reads_model(self, input_columns: Sequence[str]) -> bool:
         """True when a model with these input columns reads records of this kind."""
-        raise NotImplementedError
 
     def new_state(self, model: Any = None) -> Any:
         """State carried from chunk to chunk by :meth:`model_inputs`, for `model` (None: none needed)."""

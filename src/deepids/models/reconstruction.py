@@ -166,8 +166,13 @@ class ReconstructionDetector(BaseDetector):
         }
         return self
 
-    def _train_streamed(self, chunks, max_validation: int, options: FitOptions, records: int):
-        """The shared loop over windows read chunk by chunk: (validation scores, window counts, history)."""
+    def _streamed_sources(self, chunks, max_validation: int):
+        """Batch sources over windows read chunk by chunk, for the training loop (single process or a Ray worker).
+
+        Returns ``(stream, validation, counts, val_windows, first_epoch)``: ``stream(epoch_rng)`` yields
+        training batches and, in the first epoch, holds back up to ``max_validation`` benign windows
+        (``val_windows``, served by ``validation``); ``first_epoch[0]`` turns False once an epoch ended.
+        """
         val_windows: list[np.ndarray] = []
         counts = {"train_windows": 0, "validation_windows": 0, "held_back_unused": 0}
         first_epoch = [True]
@@ -199,6 +204,12 @@ class ReconstructionDetector(BaseDetector):
                 yield from window_batches(torch.from_numpy(np.concatenate(val_windows)), self._stored_index(
                     sum(len(v) for v in val_windows) // T), 4096, shuffle=False)(None)
 
+        return stream, validation, counts, val_windows, first_epoch
+
+    def _train_streamed(self, chunks, max_validation: int, options: FitOptions, records: int):
+        """The shared loop over windows read chunk by chunk: (validation scores, window counts, history)."""
+        stream, validation, counts, val_windows, first_epoch = self._streamed_sources(chunks, max_validation)
+        T = self.sequence_length
         seed_everything(self.seed)
         self.network_ = self._build_network(len(self.feature_names_))
         config = self._training_config(options, fingerprint={"records": records, "streamed": True})
