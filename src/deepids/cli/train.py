@@ -19,13 +19,17 @@ from deepids.cli.progress import epoch_bar, record_bar
 from deepids.cli.render import info, report_read, said
 from deepids.errors import ConfigError, InputError
 
+#: the model `deepids train` fits on event logs when --model is not given (README, "Threat hunting")
+LOG_MODEL = "event-rarity"
+
 
 def train(
     ctx: typer.Context,
     data: DataFiles,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to save the model in.")],
-    model: Annotated[str, typer.Option(help="Model to train: lstm-ae, dense-ae, dnn, cnn, two-stage, ... "
-                                            "(`deepids models` lists them with what they take).")] = "lstm-ae",
+    model: Annotated[str, typer.Option(help="Model to train: lstm-ae, dense-ae, dnn, cnn, two-stage, gan, "
+                                            "event-rarity, ... (`deepids models` lists them with what they take); "
+                                            "default: lstm-ae on flows, event-rarity on event logs.")] = "lstm-ae",
     sequence_length: SequenceLength = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
@@ -82,6 +86,8 @@ def train(
     default (`deepids models` lists them). The two-stage model passes each option to the
     stages that take it.
     """
+    if is_logs(data) and not was_given(ctx, "model"):
+        model = LOG_MODEL
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
     ray = engine is Engine.ray
     _check_applies(ctx, stream, ray, not (stream or ray or is_logs(data)), entity_context)
