@@ -84,8 +84,10 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     fields = _fields(names, label_column)
     sink = LineSink(lambda text: None)
     numeric = numeric_sources(fields)
-    for raw in rebatch(delimited_batches(path, compression, names, 1, ",", sink, quote='"', numeric=numeric),
-                       batch_size):
+    used = {"bidirectional_duration_ms", *(f.src for f in fields)}
+    raws = delimited_batches(path, compression, names, 1, ",", sink, quote='"', numeric=numeric,
+                             include=[n for n in names if n in used], unset=("-",))
+    for raw in rebatch(raws, batch_size):
         frame, rejected = cast_fields(prepare(raw), fields)
         bad, _ = sink.take()
         for k, v in bad.items():

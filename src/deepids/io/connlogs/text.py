@@ -48,9 +48,14 @@ class LineSink:
 
 def delimited_batches(path: Path, compression: str | None, names: Sequence[str], skip_lines: int,
                       delimiter: str, sink: LineSink, quote: str | bool = False,
-                      numeric: frozenset[str] = frozenset()) -> Iterator[pl.DataFrame]:
-    """Text frames of every field (``names``), after ``skip_lines`` header lines. Rows with the
-    wrong number of fields go to ``sink``; no quoting unless ``quote`` (Zeek and nfdump never quote)."""
+                      numeric: frozenset[str] = frozenset(), include: Sequence[str] | None = None,
+                      unset: Sequence[str] = ()) -> Iterator[pl.DataFrame]:
+    """Text frames of the fields ``include`` (default: every one of ``names``), after
+    ``skip_lines`` header lines. Rows with the wrong number of fields go to ``sink``; no quoting
+    unless ``quote`` (Zeek and nfdump never quote). Cells that are exactly one of ``unset`` (or
+    empty) are null already here, so that a numeric column with unset cells still parses as
+    numbers in one pass; only the fields used are converted at all (nfdump writes 48)."""
+    keep = [n for n in names if include is None or n in set(include)]
     stream = open_stream(path, compression)
     # a malformed row that is not UTF-8 makes Arrow fail inside the row handler (it decodes the
     # row first); the read then ends with one clear error, without Python printing that failure
@@ -61,7 +66,9 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
             stream,
             read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=skip_lines, block_size=BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=quote, invalid_row_handler=sink.handler),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.binary() for n in keep}, include_columns=keep,
+                null_values=[*unset, ""] if unset else [], strings_can_be_null=bool(unset)),
         )
         while True:
             try:

@@ -127,9 +127,11 @@ def tsv_batches(path: Path, compression: str | None, batch_size: int,
     h = read_header(path, compression)
     fields = _fields(h.names, h.types, label_column)
     sink = LineSink(_directive)
-    raw_frames = delimited_batches(path, compression, h.names, h.lines, h.separator, sink,
-                                   numeric=numeric_sources(fields))
     unset = (h.unset, h.empty)
+    used = {h.names[0], *(f.src for f in fields)}        # the first field: '#' lines with the full count
+    raw_frames = delimited_batches(path, compression, h.names, h.lines, h.separator, sink,
+                                   numeric=numeric_sources(fields), include=[n for n in h.names if n in used],
+                                   unset=unset)
     for raw in rebatch(raw_frames, batch_size):
         first = raw[h.names[0]]
         comment = (first.cast(pl.Utf8).str.starts_with("#").fill_null(False) if first.dtype == pl.Utf8
