@@ -21,18 +21,19 @@ def run_bench(module: str, *args: str) -> None:
 
 def test_hunt_loro_smoke(samples_dir, tmp_path):
     out = tmp_path / "loro.json"
-    run_bench("hunt_loro", "--otrf", str(samples_dir / "otrf"), "--models", "rarity-baseline,context-rarity,gan",
+    run_bench("hunt_loro", "--otrf", str(samples_dir / "otrf"), "--models", "rarity-baseline,context-rarity,event-rarity,gan",
               "--out", str(out))
     doc = json.loads(out.read_text())
     assert list(doc["folds"]) == ["T1087"]                       # the one labelled Empire recording's technique
     fold = doc["folds"]["T1087"]
     assert fold["train_recordings"] == 4                          # every other recording: no shared technique
-    for model in ("rarity-baseline", "context-rarity", "gan"):
+    for model in ("rarity-baseline", "context-rarity", "event-rarity", "gan"):
         summary = doc["models"][model]["summary"]
         assert set(summary) == {"agent", "broad"}
         assert 0 <= summary["agent"]["min_event_roc_auc"] <= summary["agent"]["mean_event_roc_auc"] <= 1
     assert doc["attack_events"]["broad"] >= doc["attack_events"]["agent"] > 0
     assert doc["models"]["context-rarity"]["summary"]["agent"]["mean_event_roc_auc"] > 0.8
+    assert doc["models"]["event-rarity"]["summary"]["agent"]["mean_event_roc_auc"] > 0.8
 
 
 def test_hunt_all_smoke(samples_dir, tmp_path):

@@ -1,5 +1,5 @@
-"""Process-tree context end to end: a log model trained with `fit_log_model` on the shipped OTRF
-samples, saved and loaded, hunting process trees. The VBS-launcher and fodhelper UAC-bypass cases
+"""Process-tree context end to end: a log model (the GAN, and `event-rarity`, the default for logs)
+trained with `fit_log_model` on the shipped OTRF samples, saved and loaded, hunting process trees. The VBS-launcher and fodhelper UAC-bypass cases
 are CRAFTED event sequences (tests/hunting/crafted.py) added to a real recording."""
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import pytest
 from deepids.hunting import hunt
 from deepids.hunting.logs import LogFeatures, fit_log_model, read_log_features
 from deepids.io.logs import read_events
-from deepids.models import load_model
+from deepids.models import MODELS, load_model
 from deepids.models.base import Scores
-from deepids.models.gan import GANDetector
 
 from crafted import fodhelper_bypass, vbs_launcher, write_recording
 
@@ -23,13 +22,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 BACKGROUND = "covenant_copy_smb_CreateRequest_2020-09-22145302.json.gz"
 
 
-@pytest.fixture(scope="module")
-def trained(samples_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["gan", "event-rarity"])
+def trained(samples_dir, tmp_path_factory, request):
     root = samples_dir / "otrf" / "atomic"
     train = [p for p in sorted(root.rglob("*.json.gz")) if p.name != BACKGROUND]
     events, _ = read_events(train)
-    model = fit_log_model(GANDetector(seed=0, verbose=False), events)
-    path = model.save(tmp_path_factory.mktemp("m") / "gan")
+    model = fit_log_model(MODELS[request.param](seed=0, verbose=False), events)
+    path = model.save(tmp_path_factory.mktemp("m") / request.param)
     return model, path, next(root.rglob(BACKGROUND))
 
 

@@ -33,8 +33,10 @@ TINY = {
     "context": {"detector": "dense-ae", "detector_params": {"epochs": 1, "hidden": [8]}, "last_flows": 5},
     "gan": {"epochs": 1, "latent_steps": 2, "generator_hidden": (16, 16), "discriminator_hidden": (16, 8),
             "encoder_hidden": (16,)},
+    "event-rarity": {},
 }
 EVENT_MODELS = {"gan"}
+CONTEXT_MODELS = {"event-rarity"}     # read events with their process-tree context (EventContext)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,20 @@ def events(samples_dir):
 
 
 @pytest.fixture(scope="module")
-def data(flows, events):
-    return lambda name: events if name in EVENT_MODELS else flows
+def context_events(samples_dir):
+    """The same events with process-tree context and rarity fitted on the first 1,200."""
+    from deepids.features.events import EventContext
+    from deepids.io.logs import read_events
+
+    raw = read_events(samples_dir / "otrf")[0]
+    context = EventContext.fit(raw[:1200])
+    table = context.features(raw)
+    return table[:1200], table[1200:1800]
+
+
+@pytest.fixture(scope="module")
+def data(flows, events, context_events):
+    return lambda name: context_events if name in CONTEXT_MODELS else events if name in EVENT_MODELS else flows
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def require_log_model(model: BaseDetector, where: str = "model") -> None:
     columns = getattr(model, "input_columns_", None)
     if columns is not None and not is_log_model(columns):
         raise SchemaError(f"{where} was trained on flows, not event logs: train one on logs "
-                          "(deepids train --model gan --data LOGS)")
+                          "(deepids train --data LOGS)")
 
 
 def read_log_events(paths, progress: bool = False) -> tuple[pl.DataFrame, LogReadReport]:

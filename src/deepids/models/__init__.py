@@ -12,10 +12,11 @@ from deepids.models.supervised import BaseClassifier, CNNClassifier, DNNClassifi
 from deepids.models.classic import IsolationForestDetector, RandomForestFlowClassifier
 from deepids.models.two_stage import TwoStageDetector
 from deepids.models.gan import GANDetector
+from deepids.models.rarity import EventRarityDetector
 from deepids.models.context import ContextDetector
 from deepids.models.base import BaseDetector, Scores
 from deepids.models.registry import MODELS, load_model, model_from_document
 
 __all__ = ["MODELS", "BaseDetector", "BaseClassifier", "Scores", "LSTMAutoencoder", "LSTMAutoencoderNet", "DenseAutoencoder", "LSTMAutoencoderEnsemble",
            "DNNClassifier", "CNNClassifier", "TwoStageDetector", "RandomForestFlowClassifier",
-           "IsolationForestDetector", "GANDetector", "ContextDetector", "load_model", "model_from_document"]
+           "IsolationForestDetector", "GANDetector", "EventRarityDetector", "ContextDetector", "load_model", "model_from_document"]
