@@ -179,3 +179,28 @@ def test_times_with_and_without_a_zone_in_one_batch():
     assert [g.isoformat() if g else None for g in got] == [
         "2026-11-22T20:44:44.123456", "2026-11-22T20:44:44", "2026-11-22T20:44:44", "2026-11-22T20:44:46",
         "2026-11-22T20:44:46.500000", "2026-11-22T20:44:46.250000", None, None]
+
+
+def test_connection_logs_are_read_by_the_flows_kinds_registered_reader(files, tmp_path):
+    import numpy as np
+
+    from deepids.kinds import kind_of_paths
+    from deepids.kinds.flows import CONNECTION_LOGS
+
+    kind = kind_of_paths([files["zeek-conn"]])
+    assert kind.name == "flows" and CONNECTION_LOGS in kind.readers and CONNECTION_LOGS.claims(files["nfstream"])
+    assert not CONNECTION_LOGS.claims(files["nfdump-csv"].parent.parent / "cicids2017" / "cicids2017_sample.csv.gz")
+    # two logs read together: record numbers run over both; a rejected record keeps its number,
+    # header and #close lines are no records and have none
+    lines = files["zeek-conn"].read_text().splitlines()
+    body = lines[8:-1]
+    body[3] = "x" + body[3]                                  # an unreadable ts: rejected
+    damaged = tmp_path / "conn.log"
+    damaged.write_text("\n".join(lines[:8] + body + lines[-1:]) + "\n")
+    chunks = list(kind.read_chunks([damaged, files["zeek-conn"]], batch_size=100))
+    numbers = np.concatenate([r.numbers for _, r in chunks])
+    assert sum(f.height for f, _ in chunks) == numbers.size
+    assert numbers.tolist() == [k for k in range(2 * len(body)) if k != 3]
+    # EVE: other event types are no records either; numbers count flow events only
+    eve = list(kind.read_chunks([files["suricata-eve"]], batch_size=500))
+    assert np.concatenate([r.numbers for _, r in eve]).tolist() == list(range(2454))

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields, numeric_sources
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, cast_fields, kept_numbers, numeric_sources
 from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
@@ -123,16 +123,21 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     used = {"ts", "flg", "dp", *(f.src for f in fields)}
     raws = delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric,
                              include=[n for n in names if n in used], unset=("-",))
+    done_rows = 0
     for raw in rebatch(raws, batch_size):
         # the footer's header line has the right field count only by accident: drop it too
         footer = raw["ts"].cast(pl.Utf8).is_in(["Summary", "flows"]).fill_null(False)
         n_footer = int(footer.sum())
-        frame, rejected = cast_fields(_expand(raw.filter(~footer)), fields)
+        records = raw.filter(~footer) if n_footer else raw
+        done = cast_batch(_expand(records), fields)
+        rejected = dict(done.rejected)
         bad, skipped = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
         skipped[FOOTER] = skipped.get(FOOTER, 0) + n_footer
-        yield frame, batch_report("nfdump-csv", path, frame, rejected, skipped)
+        yield done.frame, batch_report("nfdump-csv", path, done.frame, rejected, skipped,
+                                       numbers=kept_numbers(done, done_rows), parsed=records.height)
+        done_rows += records.height
     bad, skipped = sink.take()
     if bad or skipped:
         empty, _ = cast_fields(_expand(pl.DataFrame(schema={n: pl.Utf8 for n in names})), fields)

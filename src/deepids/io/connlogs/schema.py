@@ -235,6 +235,20 @@ def order_columns(columns: Sequence[str]) -> list[str]:
 
 
 def batch_report(layout: str, path, frame: pl.DataFrame, rejected: dict[str, int],
-                 ignored: dict[str, int] | None = None, notes: Sequence[str] = ()) -> ReadReport:
-    """The :class:`ReadReport` of one batch, exact under ``merge`` (as the flow readers')."""
-    return frame_report(layout, path, frame, rejected, ignored=ignored, notes=notes)
+                 ignored: dict[str, int] | None = None, notes: Sequence[str] = (),
+                 numbers: np.ndarray | None = None, parsed: int = 0) -> ReadReport:
+    """The :class:`ReadReport` of one batch, exact under ``merge`` (as the flow readers').
+    ``numbers``: the record number of each row of ``frame`` within its file (its position among
+    the file's records, rejected ones included; lines that are no records are not counted);
+    ``parsed``: how many numbers the batch used."""
+    report = frame_report(layout, path, frame, rejected, ignored=ignored, notes=notes)
+    report.numbers = np.arange(frame.height, dtype=np.int64) if numbers is None else numbers
+    report.parsed = frame.height if numbers is None else parsed
+    return report
+
+
+def kept_numbers(done: Cast, start: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The record numbers of a cast batch's kept rows: ``start`` + the raw row's position
+    (``rows``: each raw row's position, when the batch is not all consecutive records)."""
+    kept = np.flatnonzero(done.reasons < 0)
+    return (kept if rows is None else rows[kept]).astype(np.int64) + start
