@@ -96,3 +96,27 @@ def test_two_stage_options_from_the_command_line(samples_dir, tmp_path):
     assert bad.returncode == 2 and "stage_one" in bad.stderr and "Traceback" not in bad.stderr
     other = run("train", "-d", sample, "--model", "dnn", "--stage-one", "hybrid", "-q", "-o", tmp_path / "c")
     assert other.returncode == 2 and "--stage-one does not apply to dnn" in other.stderr
+
+
+def test_streamed_training_guards_leaks_and_takes_the_column_choice(leaky_csv, tmp_path):
+    """`train --stream` reads the files in chunks: the guard runs on a sample of every chunk and the
+    column choice is decided on the first, before any training, as for a table read at once."""
+    base = ("train", "-d", leaky_csv, *GENERIC, "--model", "dense-ae", "--stream", "--chunk-rows", "700",
+            "--epochs", "1", "-q")
+    proc = run(*base, "-o", tmp_path / "m")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.index("possible label leak: column 'score_x'") < proc.stderr.index("streamed in chunks")
+    strict = run(*base, "-o", tmp_path / "s", "--strict-leakage")
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    assert strict.stderr.strip().splitlines()[-1].startswith("deepids: error: possible label leak")
+    assert not (tmp_path / "s").exists()
+    dropped = run(*base, "-o", tmp_path / "d", "--strict-leakage", "--drop-columns", "score_x")
+    assert dropped.returncode == 0, dropped.stderr
+    columns = json.loads((tmp_path / "d" / "model.json").read_text())["state"]["input_columns"]
+    assert "score_x" not in columns and "sbytes" in columns
+    chosen = run(*base, "-o", tmp_path / "f", "--feature-columns", "dur,proto,sbytes,dbytes")
+    assert chosen.returncode == 0, chosen.stderr
+    doc = json.loads((tmp_path / "f" / "model.json").read_text())
+    assert doc["state"]["input_columns"] == ["dur", "sbytes", "dbytes", "proto"]
+    bad = run(*base, "-o", tmp_path / "b", "--feature-columns", "dur,id")
+    assert bad.returncode == 2 and "'id', which cannot be a feature" in bad.stderr

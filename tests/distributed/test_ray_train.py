@@ -47,3 +47,24 @@ def test_only_autoencoders_train_on_the_cluster(tmp_path, samples_dir):
         train_ray(IsolationForestDetector(), data, tmp_path / "m")
     with pytest.raises(ConfigError, match="best-f1"):
         train_ray(DenseAutoencoder(threshold_method="best-f1"), data, tmp_path / "m")
+
+
+def test_the_cluster_survey_fits_features_on_the_chosen_columns(samples_dir):
+    """`train --engine ray --feature-columns/--drop-columns`: the survey (pass 1, a Ray task) fits
+    the preprocessor every worker uses on the columns the command chose; default, the roles'."""
+    from deepids.distributed.ray_train import _survey
+    from deepids.features.preprocess import feature_columns, fit_preprocessor
+    from deepids.io import read_flows
+    from deepids.io.roles import select_columns
+    from deepids.models.base import benign_training_rows
+
+    data = [str(samples_dir / "cicids2017" / "cicids2017_sample.csv.gz")]
+    chosen = ["Flow Duration", "Total Fwd Packets", "Total Backward Packets"]
+    survey = _survey(data, None, None, 2_000, 5_000, 0, 3.0, chosen)
+    # what the same choice gives a table read at once: the chosen columns, and the destination
+    # port (metadata) as a value and its rarity; no rarity of a feature left out (the TCP windows)
+    table = select_columns(read_flows(data)[0], feature_columns=chosen)
+    in_memory = fit_preprocessor(benign_training_rows(table)[0], feature_columns(table))
+    assert survey["preprocessor"]["numeric_"] == in_memory.numeric_ == [*chosen, "dst_port rarity", "dst_port"]
+    default = _survey(data, None, None, 2_000, 5_000, 0, 3.0)
+    assert len(default["preprocessor"]["numeric_"]) > 60 and "label" not in default["preprocessor"]["numeric_"]

@@ -11,7 +11,7 @@ from deepids.features.leakage import (LeakageError, check_leakage, count_seen, f
                                       row_fingerprints, save_fingerprints)
 from deepids.features.preprocess import feature_columns
 from deepids.io import read_flows
-from deepids.io.schema import BENIGN
+from deepids.io.schema import BENIGN, LABEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,3 +80,17 @@ def test_supervised_accuracy_is_what_it_honestly_is(unsw):
     np.testing.assert_array_equal(clean.predict(test), model.predict(test))
     # measured 0.962; with the 0/1 column renamed so that the roles miss it (a leak): 1.000
     assert 0.90 <= accuracy < 0.995, accuracy
+
+
+def test_stream_sample_is_uniform_over_chunks_and_keeps_file_order():
+    from deepids.features.leakage import stream_sample
+
+    table = pl.DataFrame({"x": np.arange(10_000), LABEL: np.where(np.arange(10_000) < 9_000, BENIGN, "DoS")})
+    chunks = [(table.slice(i, 1_000), None) for i in range(0, 10_000, 1_000)]
+    first, sample = stream_sample(iter(chunks), rows=2_000, seed=0)
+    assert first.equals(table.head(1_000))
+    x = sample.get_column("x").to_numpy()
+    assert len(x) == 2_000 and len(np.unique(x)) == 2_000 and (np.diff(x) > 0).all()
+    assert 120 < (x >= 9_000).sum() < 280           # the last chunk's attacks are in it (10 % of rows)
+    assert sample.columns == table.columns
+    assert stream_sample(iter([]), rows=10) == (None, None)

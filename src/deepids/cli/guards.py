@@ -40,11 +40,35 @@ def choose_columns(table, feature_columns: str | None, drop_columns: str | None)
     return select_columns(table, feature_columns=_names(feature_columns), drop_columns=_names(drop_columns))
 
 
-def guard_leakage(table, strict: bool) -> None:
-    """Before training: warn about (or, strict, refuse) features that give the label away."""
+def guard_leakage(table, strict: bool, columns: list[str] | None = None) -> None:
+    """Before training: warn about (or, strict, refuse) features that give the label away
+    (`columns`: the features to look at; default those whose role is feature)."""
     from deepids.features.leakage import check_leakage
 
-    check_leakage(table, strict=strict, warn=lambda text: info(f"warning: {text}"))
+    check_leakage(table, columns, strict=strict, warn=lambda text: info(f"warning: {text}"))
+
+
+def guard_streamed(data, layout, label_column, chunk_rows: int, columns: tuple, seed: int) -> list[str] | None:
+    """Before training from files read in chunks (--stream, --engine ray), in one pass over them:
+    the user's column choice, decided on the first chunk as `inspect` decides roles, and the
+    leakage guard on a uniform sample of every record, benign and attack (`columns`:
+    --feature-columns, --drop-columns, --strict-leakage). Returns the feature columns to train
+    on, or None for the roles' default."""
+    from deepids.features.leakage import stream_sample
+    from deepids.io import iter_flow_batches
+    from deepids.io.roles import column_roles, feature_names
+
+    feature_columns, drop_columns, strict = columns
+    first, sample = stream_sample(iter_flow_batches(data, layout=layout, label_column=label_column,
+                                                    batch_size=chunk_rows), seed=seed)
+    if first is None:
+        return None               # no record: training says so
+    chosen = None
+    if feature_columns is not None or drop_columns is not None:
+        chosen = feature_names(column_roles(first, feature_columns=_names(feature_columns),
+                                            drop_columns=_names(drop_columns)))
+    guard_leakage(sample, strict, chosen)
+    return chosen
 
 
 def after_training(detector, table, false_alarms: float | None) -> dict | None:

@@ -9,7 +9,8 @@ import typer
 
 from deepids.cli.configure import build_model, flag, given_options, was_given
 from deepids.cli.guards import (DropColumns, FalseAlarms, FeatureColumns, Novelty, StageOne, StrictLeakage,
-                                after_training, choose_columns, guard_leakage, report_expected, save_training_rows)
+                                after_training, choose_columns, guard_leakage, guard_streamed, report_expected,
+                                save_training_rows)
 from deepids.cli.options import (Address, BatchSize, Classifier, DataFiles, Detector, Device, Engine, EngineOption,
                                  Entity, Epochs, Fpr, LabelColumn, Layout, LearningRate, Members, ObjectiveOption,
                                  Patience, Percentile, Quiet, ScoreMethod, ScoreModeOption, Seed, SequenceLength,
@@ -96,7 +97,7 @@ def train(
     if stream or ray:
         cluster = {"num_workers": num_workers, "address": address, "storage_path": storage} if ray else None
         _train_streamed(estimator, model, data, out_dir, chunk_rows, layout, label_column, cluster,
-                        fit_options, quiet)
+                        fit_options, quiet, (feature_columns, drop_columns, strict_leakage))
         return
     read, table = _fit_in_memory(estimator, data, layout, label_column, fit_options, quiet,
                                  (feature_columns, drop_columns, strict_leakage))
@@ -162,23 +163,24 @@ def _save_trained(detector, model: str, data: list[Path], out_dir: Path, read: d
 
 
 def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk_rows: int, layout, label_column,
-                    ray: dict | None, fit_options: dict, quiet: bool) -> None:
+                    ray: dict | None, fit_options: dict, quiet: bool, columns: tuple) -> None:
     how = "--engine ray" if ray else "--stream"
     if not hasattr(detector, "fit_files"):
         raise InputError(f"{how} trains the autoencoders (lstm-ae, dense-ae), not {model}")
     if is_logs(data):
         raise InputError(f"{how} reads flow files (CSV, CSV.gz, Parquet), not Windows event logs")
+    chosen = guard_streamed(data, layout, label_column, chunk_rows, columns, detector.seed)
     if ray:
         from deepids.distributed.ray_train import train_ray
 
         detector = train_ray(detector, data, None, layout=layout, label_column=label_column, chunk_rows=chunk_rows,
-                             **ray)
+                             columns=chosen, **ray)
         info(f"trained on {ray['num_workers']} Ray workers (DDP, "
              f"{detector.training_summary_['distributed']['backend']})")
     else:
         with epoch_bar(not quiet) as progress:
             detector.fit_files(data, layout=layout, label_column=label_column, chunk_rows=chunk_rows,
-                               progress=progress, **fit_options)
+                               progress=progress, columns=chosen, **fit_options)
     summary = detector.training_summary_
     read = summary.pop("read") or {}
     report_read(read)
@@ -191,10 +193,11 @@ def _train_streamed(detector, model: str, data: list[Path], out_dir: Path, chunk
 def _check_applies(ctx, stream: bool, ray: bool, flows_at_once: bool, entity_context: bool) -> None:
     """An option given where it means nothing is an error that names it."""
     in_memory = "flow files read at once (not --stream, --engine ray or event logs)"
+    flow_files, flows = "flow files (not event logs)", flows_at_once or stream or ray
     needs = {"address": ("--engine ray", ray), "num_workers": ("--engine ray", ray), "storage": ("--engine ray", ray),
              "chunk_rows": ("--stream or --engine ray", stream or ray),
-             "entity_context": (in_memory, flows_at_once), "feature_columns": (in_memory, flows_at_once),
-             "drop_columns": (in_memory, flows_at_once), "strict_leakage": (in_memory, flows_at_once),
+             "entity_context": (in_memory, flows_at_once), "feature_columns": (flow_files, flows),
+             "drop_columns": (flow_files, flows), "strict_leakage": (flow_files, flows),
              "false_alarms": (in_memory, flows_at_once), "context_seconds": ("--entity-context", entity_context),
              "context_flows": ("--entity-context", entity_context)}
     for option, (what, holds) in needs.items():

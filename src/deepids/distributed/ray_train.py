@@ -41,14 +41,14 @@ log = logging.getLogger(__name__)
 
 
 def _survey(files: list[str], layout, label_column, chunk_rows: int, sample_rows: int, seed: int,
-            clip: float) -> dict:
+            clip: float, columns: list[str] | None = None) -> dict:
     """Pass 1 on the cluster: counts and the preprocessor fitted on a sample (JSON-ready)."""
     from deepids.features.preprocess import fit_preprocessor
     from deepids.io import iter_flow_batches
     from deepids.models.reconstruction import _survey_files
 
     chunks = iter_flow_batches(files, layout=layout, label_column=label_column, batch_size=chunk_rows)
-    survey = _survey_files(chunks, sample_rows, np.random.default_rng(seed))
+    survey = _survey_files(chunks, sample_rows, np.random.default_rng(seed), columns)
     preprocessor = fit_preprocessor(survey.pop("sample"), survey.pop("columns"), clip=clip)
     read = survey.pop("read")
     return {**survey, "read": read.to_dict() if read is not None else None,
@@ -135,13 +135,15 @@ def _train_worker(config: dict) -> None:
 def train_ray(model, data, out_dir: str | Path | None = None, *, num_workers: int = 2, address: str | None = None,
               num_cpus: int | None = None, cpus_per_worker: float | None = None, use_gpu: bool | None = None,
               chunk_rows: int = 100_000, sample_rows: int = 200_000, max_validation: int = 20_000,
-              layout: str | None = None, label_column: str | None = None, storage_path: str | None = None):
+              layout: str | None = None, label_column: str | None = None, storage_path: str | None = None,
+              columns: list[str] | None = None):
     """Train an autoencoder (`model`, unfitted: its hyperparameters) on `data` with `num_workers` DDP workers.
 
     Returns the trained model, loaded from the directory worker 0 saved (the ordinary model
     directory), and saves it at `out_dir` too when given. `data` and
     `storage_path` (where Ray Train keeps its checkpoint; default a temporary folder, which on
     a multi-node cluster must be storage every node sees) must be readable by every worker.
+    `columns`: the feature columns (default: the roles of the first chunk, as `fit_files`).
     """
     from deepids.models import MODELS, load_model
     from deepids.models.reconstruction import ReconstructionDetector
@@ -166,7 +168,7 @@ def train_ray(model, data, out_dir: str | Path | None = None, *, num_workers: in
             use_gpu = (model.device in (None, "auto", "cuda")
                        and ray.cluster_resources().get("GPU", 0) >= num_workers)
         survey = ray.get(ray.remote(num_cpus=0.5)(_survey).remote(
-            files, layout, label_column, chunk_rows, sample_rows, model.seed, model.clip))
+            files, layout, label_column, chunk_rows, sample_rows, model.seed, model.clip, columns))
         per_worker = cpus_per_worker or min(1.0, 0.9 * cluster_cpus() / num_workers)
         params = {k: v for k, v in model.get_params().items() if k != "verbose"}
         trainer = TorchTrainer(

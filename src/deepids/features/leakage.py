@@ -12,6 +12,8 @@ Before training, :func:`find_leaks` looks at every feature column alone against 
 
 :func:`check_leakage` turns the findings into a warning (logged) or, with `strict`, a
 `LeakageError` naming the columns. The models never see this: it is a check of the data.
+Training from files read in chunks runs it on :func:`stream_sample`, a uniform sample of every
+chunk drawn in one pass with bounded memory.
 
 After training, :func:`row_fingerprints` gives each row a stable 64-bit hash of its feature
 values; the CLI saves the training rows' hashes beside the model (`training_rows.safetensors`)
@@ -149,6 +151,38 @@ def check_leakage(df: pl.DataFrame, columns: list[str] | None = None, *, strict:
                f"(drop it with --drop-columns {f.column!r})"
         (warn or log.warning)(text)
     return findings
+
+
+STREAM_SAMPLE_ROWS = 100_000
+_ORDER = "__deepids_leak_order"
+
+
+def stream_sample(batches, rows: int = STREAM_SAMPLE_ROWS, seed: int = 0) -> tuple[pl.DataFrame | None,
+                                                                                   pl.DataFrame | None]:
+    """For training from files read in chunks (`train --stream`, `--engine ray`): the first
+    chunk, on which the column roles are decided as `inspect` decides them, and a uniform
+    sample of at most `rows` records over every chunk, benign and attack alike, in file order,
+    for :func:`check_leakage`. Memory is bounded by one chunk and the sample. (None, None)
+    when the batches hold no record."""
+    first = sample = None
+    rng = np.random.default_rng(seed)
+    seen = 0
+    for chunk, _ in batches:
+        if not chunk.height:
+            continue
+        if first is None:
+            first = chunk
+        # bottom-k sampling: every record draws a random key; the `rows` smallest keys are kept
+        keyed = chunk.with_columns(pl.Series("__key", rng.random(chunk.height)),
+                                   pl.int_range(seen, seen + chunk.height, dtype=pl.Int64).alias(_ORDER))
+        seen += chunk.height
+        if sample is not None and sample.height >= rows:
+            keyed = keyed.filter(pl.col("__key") < sample["__key"].max())
+        pool = keyed if sample is None else pl.concat([sample, keyed], how="diagonal_relaxed")
+        sample = pool.sort("__key").head(rows)
+    if sample is None:
+        return None, None
+    return first, sample.sort(_ORDER).drop("__key", _ORDER)
 
 
 # ------------------------------------------------------------------ training-row fingerprints

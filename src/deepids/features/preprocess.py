@@ -80,15 +80,18 @@ class FlowPreprocessor:
         categorical = [c for c in columns if c not in numeric]
         self.roles_ = _input_roles(df, columns)
         self.frequencies_ = {}
+        # rarity only of the columns the model may use: a chosen feature, or metadata (dst_port);
+        # not of a feature left out of `columns` (--drop-columns on files read in chunks)
+        usable = {r["column"] for r in self.roles_ if r["role"] in ("feature", "metadata")}
         for key in self.frequency:
             parts = key.split(RARITY_JOIN)
-            if all(p in df.columns for p in parts):
+            if all(p in usable for p in parts):
                 values = df.select(_rarity_key(parts)).to_series()
                 counts = values.value_counts(sort=True).head(MAX_FREQUENCY_VALUES)
                 self.frequencies_[key] = dict(zip(counts.get_column(values.name).to_list(),
                                                   (counts.get_column("count") / df.height).to_list()))
         numeric += [_freq_name(c) for c in self.frequencies_]
-        if self.port_feature and "dst_port" in df.columns and "dst_port" not in numeric:
+        if self.port_feature and "dst_port" in usable and "dst_port" not in numeric:
             numeric.append("dst_port")   # log-scaled: well-known, registered and ephemeral ranges
 
         raw = self._raw_matrix(df, numeric)

@@ -127,7 +127,8 @@ class ReconstructionDetector(BaseDetector):
     # ------------------------------------------------------- training from files, streamed
     def fit_files(self, paths, *, layout: str | None = None, label_column: str | None = None,
                   chunk_rows: int = 100_000, sample_rows: int = 200_000, max_validation: int = 20_000,
-                  progress=None, checkpoint_dir=None, resume: bool = False) -> "ReconstructionDetector":
+                  progress=None, checkpoint_dir=None, resume: bool = False,
+                  columns: list[str] | None = None) -> "ReconstructionDetector":
         """Train on flow files too large to hold at once, reading them in chunks every epoch.
 
         Memory is bounded by the chunk, the feature sample and the validation set, not by the
@@ -140,7 +141,8 @@ class ReconstructionDetector(BaseDetector):
           the first `max_validation` of those windows are kept for early stopping and the
           threshold, and the rest are left out of training too (counted in the summary).
         Attack records, when labelled, are left out and counted, as in `fit`. `progress`,
-        `checkpoint_dir` and `resume` are `fit`'s.
+        `checkpoint_dir` and `resume` are `fit`'s. `columns`: the feature columns (default: those
+        whose role is feature in the first chunk, see `deepids.io.roles`).
         """
         from deepids.io.flows import iter_flow_batches
 
@@ -149,7 +151,7 @@ class ReconstructionDetector(BaseDetector):
             raise ConfigError("best-f1 is not available when training from files; use percentile, fpr or fixed")
         chunks = lambda: iter_flow_batches(paths, layout=layout, label_column=label_column,  # noqa: E731
                                            batch_size=chunk_rows)
-        survey = _survey_files(chunks(), sample_rows, np.random.default_rng(self.seed))
+        survey = _survey_files(chunks(), sample_rows, np.random.default_rng(self.seed), columns)
         self._use_preprocessor(fit_preprocessor(survey.pop("sample"), survey.pop("columns"), clip=self.clip))
         val_scores, counts, history = self._train_streamed(
             chunks, max_validation, FitOptions(progress, checkpoint_dir, resume), survey["records"])
@@ -317,10 +319,12 @@ class ReconstructionDetector(BaseDetector):
         self.network_ = self._load_network(lambda: self._build_network(len(self.feature_names_)), tensors)
 
 
-def _survey_files(chunks, sample_rows: int, rng: np.random.Generator) -> dict:
-    """Pass 1 of streamed training: counts, the feature columns and a uniform sample of benign records."""
+def _survey_files(chunks, sample_rows: int, rng: np.random.Generator, columns: list[str] | None = None) -> dict:
+    """Pass 1 of streamed training: counts, the feature columns (`columns`, or the roles of the
+    first chunk) and a uniform sample of benign records."""
     sample: pl.DataFrame | None = None
-    out = {"records": 0, "attacks": 0, "benign": 0, "labelled": False, "read": None, "columns": None}
+    out = {"records": 0, "attacks": 0, "benign": 0, "labelled": False, "read": None,
+           "columns": list(columns) if columns else None}
     for chunk, report in chunks:
         out["read"] = report if out["read"] is None else out["read"].merge(report)
         if not chunk.height:
