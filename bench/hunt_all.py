@@ -1,6 +1,7 @@
 """One hunt over every shared OTRF recording at once: where does each Empire attack land in the top 20?
 
-    python -m bench.hunt_all [--otrf DIR] [--model gan|dense-ae] [--by tree,host] [--top 20] [--out FILE]
+    python -m bench.hunt_all [--otrf DIR] [--model event-rarity|gan|dense-ae|context-rarity] [--by tree,host]
+                             [--top 20] [--out FILE]
 
 The model (CLI defaults, with process-tree context: `deepids.hunting.logs.fit_log_model`) trains on
 the recordings that are not Empire ones (Covenant, RDP, Mimikatz, SharpView, schtasks: other
@@ -57,8 +58,9 @@ def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> t
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--otrf", type=Path, default=DEFAULT_OTRF)
-    ap.add_argument("--model", choices=("gan", "dense-ae", "context-rarity"), default="gan",
-                    help="context-rarity: deepids.features.events.context_score of the fitted context, no network")
+    ap.add_argument("--model", choices=("event-rarity", "gan", "dense-ae", "context-rarity"), default="event-rarity",
+                    help="event-rarity: the default of deepids train on logs; context-rarity: "
+                         "deepids.features.events.context_score of the fitted context (weight 3)")
     ap.add_argument("--by", default="tree,host", help="comma-separated: tree, process, host, user")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--evidence", type=int, default=10)
@@ -83,16 +85,14 @@ def main(argv=None) -> None:
         for d, fn in LABELS.items():
             labels[d][m] = fn(events.filter(pl.Series(m)), recording_agents(args.otrf, r))
     train_mask = ~np.isin(files, [r.name for r in index if r.is_empire])
-    from deepids.models.dense_ae import DenseAutoencoder
-    from deepids.models.gan import GANDetector
+    from deepids.models import MODELS
 
     t = time.time()
     train_events = events.filter(pl.Series(train_mask))
     if args.model == "context-rarity":
         context = EventContext.fit(train_events)
     else:
-        model = fit_log_model({"gan": GANDetector, "dense-ae": DenseAutoencoder}[args.model](seed=args.seed,
-                                                                                            verbose=False), train_events)
+        model = fit_log_model(MODELS[args.model](seed=args.seed, verbose=False), train_events)
     train_s = time.time() - t
     t = time.time()
     if args.model == "context-rarity":

@@ -122,7 +122,7 @@ def test_damaged_connection_logs_are_counted_or_one_clear_error(plain, tmp_path,
 
     cut_gz = tmp_path / "nf.csv.gz"                      # a gzip file cut short: one line, exit 2
     cut_gz.write_bytes((samples_dir / "nfdump" / "lab_slice_nfdump.csv.gz").read_bytes()[:8000])
-    assert_user_error(run("inspect", cut_gz), "Truncated compressed stream")
+    assert_user_error(run("inspect", cut_gz), "ends early", "truncated")
 
     eve = tmp_path / "eve.json"
     text = plain["suricata-eve"].read_text()

@@ -121,10 +121,13 @@ def test_hunt_evtx_bench(tmp_path):
 
 def test_hunt_speed_bench(tmp_path):
     out = tmp_path / "hunt_speed.json"
-    bench("bench.hunt_speed", "--otrf", OTRF, "--models", "gan", "--latent-search-events", 50, "--epochs", 1,
-          "--out", out)
-    gan = json.loads(out.read_text())["models"]["gan"]
+    bench("bench.hunt_speed", "--otrf", OTRF, "--models", "event-rarity,gan", "--latent-search-events", 50,
+          "--epochs", 1, "--out", out)
+    models = json.loads(out.read_text())["models"]
+    gan = models["gan"]
     assert gan["epochs_run"] == 1 and set(gan["score"]) == {"reconstruction", "latent-search"}
+    rarity = models["event-rarity"]
+    assert rarity["scoring"]["events_per_cpu_second"] > 0 and rarity["train_cpu_seconds"] >= 0
 
 
 def test_ray_score_bench(tmp_path):

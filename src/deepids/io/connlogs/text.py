@@ -4,7 +4,6 @@ through polars, both memory-bounded by the batch and never aborted by one bad li
 from __future__ import annotations
 
 import io
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from deepids.errors import InputError
 from deepids.io.arrow import arrow_to_polars
 from deepids.io.connlogs.schema import R_FIELDS, R_JSON
 from deepids.io.paths import open_stream
+from deepids.io.textstream import open_text
 
 BLOCK_SIZE = 2 << 20
 READ_SIZE = 4 << 20
@@ -57,10 +57,9 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     empty) are null already here, so that a numeric column with unset cells still parses as
     numbers in one pass; only the fields used are converted at all (nfdump writes 48)."""
     keep = [n for n in names if include is None or n in set(include)]
-    stream = open_stream(path, compression)
-    # a malformed row that is not UTF-8 makes Arrow fail inside the row handler (it decodes the
-    # row first); the read then ends with one clear error, without Python printing that failure
-    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    # bytes that are not UTF-8 are replaced before Arrow sees them (it decodes a malformed row
+    # before its handler does, and fails there), and a damaged .gz keeps the rows before the damage
+    stream = open_text(path, compression)
     reader = None
     try:
         reader = pacsv.open_csv(
@@ -84,8 +83,11 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     finally:
         if reader is not None:
             reader.close()              # stop Arrow's read-ahead before the stream goes
-        sys.unraisablehook = hook
         stream.close()
+    if stream.cut_lines:
+        sink.rejected[R_FIELDS] = sink.rejected.get(R_FIELDS, 0) + stream.cut_lines
+    if stream.damage:
+        raise InputError(f"cannot read {path}: {stream.damage}")
 
 
 def rebatch(frames: Iterator[pl.DataFrame], batch_size: int) -> Iterator[pl.DataFrame]:
