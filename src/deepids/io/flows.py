@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from deepids.errors import ConfigError, InputError
 from deepids.io.arrow import arrow_to_polars
 from deepids.io.cast import R_EMPTY_ROW, R_FIELDS, R_HEADER, R_LABEL, batch_report, cast_batch
-from deepids.io.connlogs import CONN_SOURCES, conn_files, iter_conn_batches
+from deepids.io.connlogs import CONN_SOURCES, conn_files, iter_conn_chunks
 from deepids.io.layouts import LAYOUT_FAMILY, detect, detect_layout, read_header
 from deepids.io.paths import FLOW_FILE_SUFFIXES, PathLike, resolve_paths
 from deepids.io.textstream import open_text
@@ -273,10 +273,9 @@ def iter_flow_batches(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    conn = conn_files(paths, layout)          # Zeek, Suricata, nfdump, NFStream: deepids.io.connlogs
-    if conn is not None:
-        for path, source in conn:
-            yield from iter_conn_batches(path, source, batch_size, label_column)
+    if conn_files(paths, layout) is not None:    # Zeek, Suricata, nfdump, NFStream: the same reader as the
+        yield from iter_conn_chunks(paths, batch_size=batch_size, layout=layout,   # flows kind's (deepids.kinds)
+                                    label_column=label_column)
         return
     plans = _plans(paths, layout, label_column)
     offset = 0          # records read in earlier batches: record numbers run over all files

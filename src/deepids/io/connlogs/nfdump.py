@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields, numeric_sources
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, cast_fields, kept_numbers, numeric_sources
 from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
@@ -83,15 +83,24 @@ def prepare(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _expand(raw: pl.DataFrame) -> pl.DataFrame:
+    """Per batch: the flags of each distinct ``flg`` string (a few dozen at most) joined back,
+    and ``dp`` as numbers where it holds no ICMP ``type.code`` (the usual batch: one pass)."""
     flg = pl.col("flg").cast(pl.Utf8).str.strip_chars()
-    dp = pl.col("dp").cast(pl.Utf8).str.strip_chars()
-    icmp = dp.str.extract_groups(r"^(\d+)\.(\d+)$")
-    code = (icmp.struct.field("1").cast(pl.Int64, strict=False) * 256
-            + icmp.struct.field("2").cast(pl.Int64, strict=False)).cast(pl.Utf8)
-    flags = [pl.when(flg.str.len_chars() == 8).then(
-        (flg.str.slice(i, 1) != ".").cast(pl.Float64)).otherwise(None).alias(f"flag_{f}")
-        for i, f in enumerate(FLAGS)]
-    return raw.with_columns(pl.coalesce(code, dp).alias("dp"), *flags)
+    table = raw.select(pl.col("flg").cast(pl.Utf8)).unique().with_columns(
+        pl.when(flg.str.len_chars() == 8).then((flg.str.slice(i, 1) != ".").cast(pl.Float64))
+        .otherwise(None).alias(f"flag_{f}") for i, f in enumerate(FLAGS))
+    out = raw.drop([f"flag_{f}" for f in FLAGS], strict=False).with_columns(pl.col("flg").cast(pl.Utf8))
+    out = out.join(table, on="flg", how="left", maintain_order="left", nulls_equal=True)
+    dp = out["dp"].cast(pl.Utf8).str.strip_chars()
+    if dp.str.contains(".", literal=True).any():
+        icmp = dp.str.extract_groups(r"^(\d+)\.(\d+)$")
+        code = (icmp.struct.field("1").cast(pl.Int64, strict=False) * 256
+                + icmp.struct.field("2").cast(pl.Int64, strict=False)).cast(pl.Utf8)
+        return out.with_columns(pl.coalesce(code, dp).alias("dp"))
+    number = dp.cast(pl.Float64, strict=False)
+    if number.null_count() == dp.is_in(["-", ""]).sum() + dp.null_count():    # every set cell a number
+        return out.with_columns(number.alias("dp"))
+    return out.with_columns(dp.alias("dp"))
 
 
 def csv_batches(path: Path, compression: str | None, batch_size: int,
@@ -111,16 +120,24 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     fields = list(FLOW_FIELDS) + ([Field(label, "label", "label")] if label in names else [])
     sink = LineSink(_Footer())
     numeric = numeric_sources(fields) - {"dp"} - {f"flag_{f}" for f in FLAGS}     # dp holds ICMP type.code
-    for raw in rebatch(delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric), batch_size):
+    used = {"ts", "flg", "dp", *(f.src for f in fields)}
+    raws = delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric,
+                             include=[n for n in names if n in used], unset=("-",))
+    done_rows = 0
+    for raw in rebatch(raws, batch_size):
         # the footer's header line has the right field count only by accident: drop it too
         footer = raw["ts"].cast(pl.Utf8).is_in(["Summary", "flows"]).fill_null(False)
         n_footer = int(footer.sum())
-        frame, rejected = cast_fields(_expand(raw.filter(~footer)), fields)
+        records = raw.filter(~footer) if n_footer else raw
+        done = cast_batch(_expand(records), fields)
+        rejected = dict(done.rejected)
         bad, skipped = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
         skipped[FOOTER] = skipped.get(FOOTER, 0) + n_footer
-        yield frame, batch_report("nfdump-csv", path, frame, rejected, skipped)
+        yield done.frame, batch_report("nfdump-csv", path, done.frame, rejected, skipped,
+                                       numbers=kept_numbers(done, done_rows), parsed=records.height)
+        done_rows += records.height
     bad, skipped = sink.take()
     if bad or skipped:
         empty, _ = cast_fields(_expand(pl.DataFrame(schema={n: pl.Utf8 for n in names})), fields)

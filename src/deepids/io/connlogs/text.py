@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -48,9 +49,14 @@ class LineSink:
 
 def delimited_batches(path: Path, compression: str | None, names: Sequence[str], skip_lines: int,
                       delimiter: str, sink: LineSink, quote: str | bool = False,
-                      numeric: frozenset[str] = frozenset()) -> Iterator[pl.DataFrame]:
-    """Text frames of every field (``names``), after ``skip_lines`` header lines. Rows with the
-    wrong number of fields go to ``sink``; no quoting unless ``quote`` (Zeek and nfdump never quote)."""
+                      numeric: frozenset[str] = frozenset(), include: Sequence[str] | None = None,
+                      unset: Sequence[str] = ()) -> Iterator[pl.DataFrame]:
+    """Text frames of the fields ``include`` (default: every one of ``names``), after
+    ``skip_lines`` header lines. Rows with the wrong number of fields go to ``sink``; no quoting
+    unless ``quote`` (Zeek and nfdump never quote). Cells that are exactly one of ``unset`` (or
+    empty) are null already here, so that a numeric column with unset cells still parses as
+    numbers in one pass; only the fields used are converted at all (nfdump writes 48)."""
+    keep = [n for n in names if include is None or n in set(include)]
     # bytes that are not UTF-8 are replaced before Arrow sees them (it decodes a malformed row
     # before its handler does, and fails there), and a damaged .gz keeps the rows before the damage
     stream = open_text(path, compression)
@@ -60,7 +66,9 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
             stream,
             read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=skip_lines, block_size=BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=quote, invalid_row_handler=sink.handler),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.binary() for n in keep}, include_columns=keep,
+                null_values=[*unset, ""] if unset else [], strings_can_be_null=bool(unset)),
         )
         while True:
             try:
@@ -119,38 +127,40 @@ def line_batches(path: Path, compression: str | None, max_lines: int) -> Iterato
         stream.close()
 
 
-def json_frame(lines: list[bytes], schema: dict) -> tuple[pl.DataFrame, int]:
-    """Parse JSON lines with a fixed schema (values as text); returns (frame, malformed lines).
+def json_frame(lines: list[bytes], schema: dict) -> tuple[pl.DataFrame, np.ndarray]:
+    """Parse JSON lines with a fixed schema (values as text); returns the frame and the
+    positions (in ``lines``) of the lines it holds: the others are malformed.
 
     A batch parses in one call; only when it holds a malformed line (a truncated write, a
-    non-object) is it checked line by line, and the bad lines are dropped and counted.
+    non-object) is it checked line by line, and the bad lines are dropped.
     """
     if not lines:
-        return pl.DataFrame(schema=schema), 0
+        return pl.DataFrame(schema=schema), np.empty(0, dtype=np.int64)
     try:
-        return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=schema), 0
+        return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=schema), np.arange(len(lines), dtype=np.int64)
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, ValueError):
         pass
-    good = []
-    for ln in lines:
+    good: list[int] = []
+    for i, ln in enumerate(lines):
         try:
             if isinstance(orjson.loads(ln.lstrip(b"\xef\xbb\xbf")), dict):
-                good.append(ln.lstrip(b"\xef\xbb\xbf"))
+                good.append(i)
         except orjson.JSONDecodeError:
             continue
-    bad = len(lines) - len(good)
+    texts = [lines[i].lstrip(b"\xef\xbb\xbf") for i in good]
     if not good:
-        return pl.DataFrame(schema=schema), bad
+        return pl.DataFrame(schema=schema), np.empty(0, dtype=np.int64)
     try:
-        return pl.read_ndjson(io.BytesIO(b"\n".join(good)), schema=schema), bad
+        return pl.read_ndjson(io.BytesIO(b"\n".join(texts)), schema=schema), np.asarray(good, dtype=np.int64)
     except (pl.exceptions.PolarsError, ValueError):   # a value polars cannot take (a deep array where text is due)
-        frames, lost = [], 0
-        for ln in good:
+        frames, kept = [], []
+        for i, ln in zip(good, texts):
             try:
                 frames.append(pl.read_ndjson(io.BytesIO(ln), schema=schema))
+                kept.append(i)
             except (pl.exceptions.PolarsError, ValueError):
-                lost += 1
-        return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), bad + lost
+                continue
+        return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), np.asarray(kept, dtype=np.int64)
 
 
 def reject_json(bad: int) -> dict[str, int]:
