@@ -204,3 +204,32 @@ def test_connection_logs_are_read_by_the_flows_kinds_registered_reader(files, tm
     # EVE: other event types are no records either; numbers count flow events only
     eve = list(kind.read_chunks([files["suricata-eve"]], batch_size=500))
     assert np.concatenate([r.numbers for _, r in eve]).tolist() == list(range(2454))
+
+
+def test_concatenated_nfdump_files_and_an_open_quote_in_nfstream(files, tmp_path):
+    from deepids.io.connlogs.live import ConnLineParser
+    from deepids.io.connlogs.text import R_QUOTED
+
+    def both(source, path):
+        """(file reader's report, stream parser's table and rejections) of the same lines."""
+        _, report = read_conn(path)
+        parser = ConnLineParser(source)
+        canon = parser.canonicalise(parser.records(path.read_text().splitlines()))
+        return report, canon, parser
+
+    # `cat a.csv b.csv`: the first footer, then the second header, sit in the middle; no records
+    nf = _lines(files["nfdump-csv"])
+    cat = tmp_path / "two.csv"
+    cat.write_bytes(b"\n".join(nf + nf) + b"\n")
+    report, canon, parser = both("nfdump-csv", cat)
+    assert report.n_rejected == 0 and report.records == canon.table.height == 2 * (len(nf) - 4)
+    assert report.ignored == dict(parser.ignored) == {"nfdump summary footer lines": 6,
+                                                      "repeated nfdump headers (concatenated files)": 1}
+    # NFStream quotes fields: a quote left open costs its own line only, in the file as in a stream
+    lines = _lines(files["nfstream"])[:80]
+    lines[10] = lines[10] + b',"cut'
+    open_quote = tmp_path / "nfs.csv"
+    open_quote.write_bytes(b"\n".join(lines) + b"\n")
+    report, canon, _ = both("nfstream", open_quote)
+    assert report.rejected == {R_FIELDS: 1} and R_QUOTED not in report.rejected
+    assert report.records == canon.table.height == 78 and [r.reason for r in canon.rejected] == [R_FIELDS]

@@ -44,6 +44,7 @@ FLOW_FIELDS: tuple[Field, ...] = (
 )
 REQUIRED = ("ts", "td", "sa", "da", "sp", "dp", "pr", "ipkt", "ibyt")
 FOOTER = "nfdump summary footer lines"
+REPEATED = "repeated nfdump headers (concatenated files)"
 
 
 def looks_like_header(line: str) -> bool:
@@ -58,17 +59,29 @@ def looks_like_record(line: str) -> bool:
                                                       for p in parts[:2])
 
 
-class _Footer:
-    """nfdump's footer: ``Summary``, then a header and a line of totals; rows after ``Summary``
-    are footer, rows before it with a wrong field count are damage."""
+class Footer:
+    """nfdump's footer: ``Summary``, then a header and a line of totals (six fields each). Those
+    three lines are no records; any other line with the wrong field count is damage. Files
+    concatenated (``cat a.csv b.csv``) have a footer, then the next file's header, in the middle."""
 
     def __init__(self) -> None:
-        self.seen = False
+        self.left = 0                   # footer lines still expected after 'Summary'
 
     def __call__(self, text: str) -> str | None:
-        if text.strip() == "Summary":
-            self.seen = True
-        return FOOTER if self.seen else None
+        t = text.strip()
+        if t == "Summary":
+            self.left = 2
+            return FOOTER
+        if self.left and t.count(",") == 5:
+            self.left -= 1
+            return FOOTER
+        self.left = 0
+        return None
+
+
+def is_header_row(first_field) -> pl.Expr | bool:
+    """A repeated header (the next file of a concatenation): its first field is ``ts``."""
+    return first_field == "ts"
 
 
 def fields_for(names: list[str], label_column: str | None = None) -> list[Field]:
@@ -118,7 +131,7 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     if label_column and label_column not in names:
         raise InputError(f"label column {label_column!r} is not in {path}")
     fields = list(FLOW_FIELDS) + ([Field(label, "label", "label")] if label in names else [])
-    sink = LineSink(_Footer())
+    sink = LineSink(Footer())
     numeric = numeric_sources(fields) - {"dp"} - {f"flag_{f}" for f in FLAGS}     # dp holds ICMP type.code
     used = {"ts", "flg", "dp", *(f.src for f in fields)}
     raws = delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric,
@@ -126,15 +139,19 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     done_rows = 0
     for raw in rebatch(raws, batch_size):
         # the footer's header line has the right field count only by accident: drop it too
-        footer = raw["ts"].cast(pl.Utf8).is_in(["Summary", "flows"]).fill_null(False)
-        n_footer = int(footer.sum())
-        records = raw.filter(~footer) if n_footer else raw
+        ts = raw["ts"].cast(pl.Utf8)
+        footer = ts.is_in(["Summary", "flows"]).fill_null(False)
+        header = is_header_row(ts).fill_null(False)
+        n_footer, n_header = int(footer.sum()), int(header.sum())
+        records = raw.filter(~(footer | header)) if n_footer or n_header else raw
         done = cast_batch(_expand(records), fields)
         rejected = dict(done.rejected)
         bad, skipped = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
         skipped[FOOTER] = skipped.get(FOOTER, 0) + n_footer
+        if n_header:
+            skipped[REPEATED] = skipped.get(REPEATED, 0) + n_header
         yield done.frame, batch_report("nfdump-csv", path, done.frame, rejected, skipped,
                                        numbers=kept_numbers(done, done_rows), parsed=records.height)
         done_rows += records.height

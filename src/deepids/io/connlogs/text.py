@@ -31,8 +31,10 @@ class LineSink:
         self.classify = classify
         self.skipped: Counter = Counter()     # not records: '#close', nfdump's summary, ...
         self.rejected: Counter = Counter()    # records with the wrong number of fields
+        self.rows = 0                         # rows set aside so far (``take`` does not reset it)
 
     def handler(self, row) -> str:
+        self.rows += 1
         kind = self.classify(row.text or "")
         if kind is None:
             self.rejected[R_FIELDS] += 1
@@ -57,13 +59,14 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     empty) are null already here, so that a numeric column with unset cells still parses as
     numbers in one pass; only the fields used are converted at all (nfdump writes 48)."""
     keep = [n for n in names if include is None or n in set(include)]
+    rows = 0
     # bytes that are not UTF-8 are replaced before Arrow sees them (it decodes a malformed row
     # before its handler does, and fails there), and a damaged .gz keeps the rows before the damage
     stream = open_text(path, compression)
     reader = None
     try:
         reader = pacsv.open_csv(
-            stream,
+            LineQuotes(stream) if quote else stream,
             read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=skip_lines, block_size=BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=quote, invalid_row_handler=sink.handler),
             convert_options=pacsv.ConvertOptions(
@@ -75,6 +78,7 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
+            rows += batch.num_rows
             yield arrow_to_polars(pa.Table.from_batches([batch]), numeric)
     except InputError:
         raise
@@ -88,6 +92,82 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
         sink.rejected[R_FIELDS] = sink.rejected.get(R_FIELDS, 0) + stream.cut_lines
     if stream.damage:
         raise InputError(f"cannot read {path}: {stream.damage}")
+    if quote:       # a quote left open swallows the lines after it into one row: count them
+        lost = _nonblank_lines(path, compression) - skip_lines - rows - sink.rows
+        if lost > 0:
+            sink.rejected[R_QUOTED] += lost
+
+
+R_QUOTED = "line inside an unterminated quote"
+
+
+def odd_quotes(line: bytes | str) -> bool:
+    """A line with an odd number of double quotes: a quote left open (a cut or damaged write)."""
+    return line.count(b'"' if isinstance(line, bytes) else '"') % 2 == 1
+
+
+class LineQuotes:
+    """The bytes of a quoted CSV with each line whose quotes do not pair up replaced by ``-``: the
+    reader then rejects that line alone (wrong number of fields), as a stream of the same lines
+    does, instead of reading every line after it into one field."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._buf = b""
+        self._rest = b""
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        while (n is None or n < 0 or len(self._buf) < n) and not self._eof:
+            chunk = self.stream.read(READ_SIZE)
+            if chunk:
+                data = self._rest + chunk
+                cut = data.rfind(b"\n") + 1
+                data, self._rest = data[:cut], data[cut:]
+            else:
+                self._eof, data, self._rest = True, self._rest, b""
+            if b'"' in data:
+                data = b"\n".join(b"-" if odd_quotes(ln) else ln for ln in data.split(b"\n"))
+            self._buf += data
+        if n is None or n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _nonblank_lines(path: Path, compression: str | None) -> int:
+    """The lines of the file that are not empty (as Arrow's reader skips empty ones)."""
+    n = 0
+    rest = b""
+    with open_text(path, compression) as stream:
+        while True:
+            chunk = stream.read(READ_SIZE)
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            n += sum(1 for ln in lines if ln.rstrip(b"\r"))
+    return n + (1 if rest.rstrip(b"\r") else 0)
 
 
 def rebatch(frames: Iterator[pl.DataFrame], batch_size: int) -> Iterator[pl.DataFrame]:
