@@ -8,8 +8,8 @@ the recordings that are not Empire ones (Covenant, RDP, Mimikatz, SharpView, sch
 tools, their own attacks unlabelled inside), then `hunt` ranks the process trees (or host
 windows) of all 41 recordings together, as an analyst reading one top-20 list would. For every
 labelled Empire recording (labels: `empire_attack_labels`, and the broad derivation) the bench
-reports the rank of its best finding whose shown evidence (the `--evidence` highest-scored events
-of the finding) holds an attack event of that recording, and which recordings have none in the
+reports the rank of its best finding whose shown evidence (the `--evidence` events `hunt` shows:
+`deepids.hunting.hunt.evidence_rows`) holds an attack event of that recording, and which recordings have none in the
 top `--top`. Writes JSON to bench/results/hunt_all.json.
 
 A third count, `agent-guid`, is a diagnostic, not a label derivation of the project: the broad
@@ -34,7 +34,7 @@ import torch
 
 from bench.hunt_loro import DEFAULT_OTRF, LABELS
 from deepids.features.events import EventContext, context_score
-from deepids.hunting.hunt import group_scores, window_scores
+from deepids.hunting.hunt import evidence_rows, group_scores, window_scores
 from deepids.hunting.logs import LogFeatures, fit_log_model
 from deepids.io.logs import read_events
 from deepids.io.otrf import read_otrf_index, recording_agents
@@ -74,7 +74,7 @@ def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> t
     head = []
     for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
         rows = np.asarray(row["rows"])
-        shown = rows[np.argsort(-score[rows], kind="stable")][:evidence]
+        shown = evidence_rows(events, rows, score, evidence)
         for r in shown[labels[shown] == 1]:
             best.setdefault(files[r], rank)
         if rank <= top:

@@ -56,6 +56,16 @@ def test_flows_harness(tmp_path):
     assert r["models"]["dense-ae"]["score_file"]["records"] == 300
 
 
+def test_device_bench(tmp_path):
+    out = tmp_path / "device.json"
+    bench("bench.device", "--rows", 3000, "--epochs", 1, "--batch-sizes", 256, "--models", "dense-ae", "--out", out)
+    result = json.loads(out.read_text())
+    assert result["device"] in ("cpu", "cuda", "mps") or result["device"].startswith("cuda")
+    entry = result["models"]["dense-ae"]
+    assert entry["score_file"]["records"] == 3000 and entry["fit_batch_256"]["seconds"] > 0
+    assert "RESAMPLED" in result["data"]
+
+
 def test_reference_keras_runs_where_tensorflow_is(tmp_path):
     if not has("tensorflow"):
         pytest.skip("TensorFlow is absent (the [reference] extra, `make bench-reference`): the published Keras "

@@ -111,8 +111,15 @@ class RepairedStream:
 
     # ------------------------------------------------------------------ UTF-8
     def _repair(self, data: bytes, final: bool) -> bytes:
-        if not self._pending and data.isascii():
-            return data
+        if not self._pending:
+            if data.isascii():
+                return data
+            try:                            # valid UTF-8 passes as it is (a character cut at the
+                _, used = codecs.utf_8_decode(data, "strict", final)   # end waits for the next read)
+            except UnicodeDecodeError:
+                used = -1
+            if used == len(data):
+                return data
         text = self._decoder.decode(data, final)
         self._pending = bool(self._decoder.getstate()[0])
         return text.encode("utf-8")
@@ -120,6 +127,8 @@ class RepairedStream:
     # ------------------------------------------------------------------ file object
     def read(self, n: int = -1) -> bytes:
         want = n if n is not None and n >= 0 else 1 << 62
+        if not self._buf and self._inflate is None and not self._eof and want < 1 << 62:
+            return self._read_plain(want)       # the common case: no copy beyond Arrow's own
         while len(self._buf) < want and not self._eof:
             block = self._next_block()
             self._buf += self._repair(block, final=self._eof)
@@ -127,6 +136,21 @@ class RepairedStream:
             self._cut_partial_line()
         out, self._buf = self._buf[:want], self._buf[want:]
         return out
+
+    def _read_plain(self, want: int) -> bytes:
+        while True:                         # b"" only at the end (a cut character yields nothing yet)
+            try:
+                data = self._raw.read(want)
+            except (OSError, pa.ArrowException, EOFError) as exc:
+                raise InputError(f"cannot read {self.path}: {exc}") from None
+            self.raw_bytes += len(data)
+            if not data:
+                self._eof = True
+            out = self._repair(data, final=not data)
+            if len(out) > want:             # replacement characters are longer than the bytes
+                out, self._buf = out[:want], out[want:]
+            if out or self._eof:
+                return out
 
     def _cut_partial_line(self) -> None:
         """At damage, the text after the last line break is an incomplete row: dropped, counted."""
