@@ -1,15 +1,23 @@
 """One hunt over every shared OTRF recording at once: where does each Empire attack land in the top 20?
 
-    python -m bench.hunt_all [--otrf DIR] [--model gan|dense-ae] [--by tree,host] [--top 20] [--out FILE]
+    python -m bench.hunt_all [--otrf DIR] [--model event-rarity|gan|dense-ae|context-rarity] [--by tree,host]
+                             [--top 20] [--out FILE]
 
 The model (CLI defaults, with process-tree context: `deepids.hunting.logs.fit_log_model`) trains on
 the recordings that are not Empire ones (Covenant, RDP, Mimikatz, SharpView, schtasks: other
 tools, their own attacks unlabelled inside), then `hunt` ranks the process trees (or host
 windows) of all 41 recordings together, as an analyst reading one top-20 list would. For every
 labelled Empire recording (labels: `empire_attack_labels`, and the broad derivation) the bench
-reports the rank of its best finding whose shown evidence (the `--evidence` highest-scored events
-of the finding) holds an attack event of that recording, and which recordings have none in the
+reports the rank of its best finding whose shown evidence (the `--evidence` events `hunt` shows:
+`deepids.hunting.hunt.evidence_rows`) holds an attack event of that recording, and which recordings have none in the
 top `--top`. Writes JSON to bench/results/hunt_all.json.
+
+A third count, `agent-guid`, is a diagnostic, not a label derivation of the project: the broad
+labels plus the agent processes' *own* Sysmon events. The OTRF NXLog export keeps only
+`ProcessGuid` on Sysmon 12/13/17/18 events (no `ProcessId`), and both derivations follow the
+GUIDs of the agents' children, not the agent's own; the agent's GUID is read where an event pairs
+it with an agent PID (Sysmon 1 `ParentProcessGuid`/`ParentProcessId`, Sysmon 10
+`SourceProcessGUID`/`SourceProcessId`).
 """
 
 from __future__ import annotations
@@ -26,10 +34,33 @@ import torch
 
 from bench.hunt_loro import DEFAULT_OTRF, LABELS
 from deepids.features.events import EventContext, context_score
-from deepids.hunting.hunt import group_scores, window_scores
+from deepids.hunting.hunt import evidence_rows, group_scores, window_scores
 from deepids.hunting.logs import LogFeatures, fit_log_model
 from deepids.io.logs import read_events
 from deepids.io.otrf import read_otrf_index, recording_agents
+
+
+def agent_guid_labels(events: pl.DataFrame, agents, broad: np.ndarray) -> np.ndarray:
+    """`broad` plus the events whose `ProcessGuid` is an agent process's own GUID (see the module docstring)."""
+    from deepids.io.events import parse_int, raw_fields
+
+    out = broad.copy()
+    rows = events.select("host", "channel", "raw").with_row_index("_i").to_dicts()
+    raws = [raw_fields(r["raw"]) for r in rows]
+    for host in {a.host for a in agents}:
+        pids = {a.pid for a in agents if a.host == host}
+        guids = set()
+        for r, raw in zip(rows, raws):
+            if r["host"] != host:
+                continue
+            for pid_key, guid_key in (("ParentProcessId", "ParentProcessGuid"), ("SourceProcessId", "SourceProcessGUID"),
+                                      ("SourceProcessId", "SourceProcessGuid")):
+                if parse_int(raw.get(pid_key)) in pids and raw.get(guid_key):
+                    guids.add(str(raw[guid_key]).lower())
+        for r, raw in zip(rows, raws):
+            if r["host"] == host and str(raw.get("ProcessGuid") or "").lower() in guids:
+                out[r["_i"]] = 1
+    return out
 
 
 def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> tuple[dict, list]:
@@ -43,7 +74,7 @@ def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> t
     head = []
     for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
         rows = np.asarray(row["rows"])
-        shown = rows[np.argsort(-score[rows], kind="stable")][:evidence]
+        shown = evidence_rows(events, rows, score, evidence)
         for r in shown[labels[shown] == 1]:
             best.setdefault(files[r], rank)
         if rank <= top:
@@ -57,8 +88,9 @@ def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> t
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--otrf", type=Path, default=DEFAULT_OTRF)
-    ap.add_argument("--model", choices=("gan", "dense-ae", "context-rarity"), default="gan",
-                    help="context-rarity: deepids.features.events.context_score of the fitted context, no network")
+    ap.add_argument("--model", choices=("event-rarity", "gan", "dense-ae", "context-rarity"), default="event-rarity",
+                    help="event-rarity: the default of deepids train on logs; context-rarity: "
+                         "deepids.features.events.context_score of the fitted context (weight 3)")
     ap.add_argument("--by", default="tree,host", help="comma-separated: tree, process, host, user")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--evidence", type=int, default=10)
@@ -82,17 +114,20 @@ def main(argv=None) -> None:
         m = files == r.name
         for d, fn in LABELS.items():
             labels[d][m] = fn(events.filter(pl.Series(m)), recording_agents(args.otrf, r))
+    labels["agent-guid"] = labels["broad"].copy()
+    for r in labelled:
+        m = np.flatnonzero(files == r.name)
+        labels["agent-guid"][m] = agent_guid_labels(events[m.tolist()], recording_agents(args.otrf, r),
+                                                    labels["broad"][m])
     train_mask = ~np.isin(files, [r.name for r in index if r.is_empire])
-    from deepids.models.dense_ae import DenseAutoencoder
-    from deepids.models.gan import GANDetector
+    from deepids.models import MODELS
 
     t = time.time()
     train_events = events.filter(pl.Series(train_mask))
     if args.model == "context-rarity":
         context = EventContext.fit(train_events)
     else:
-        model = fit_log_model({"gan": GANDetector, "dense-ae": DenseAutoencoder}[args.model](seed=args.seed,
-                                                                                            verbose=False), train_events)
+        model = fit_log_model(MODELS[args.model](seed=args.seed, verbose=False), train_events)
     train_s = time.time() - t
     t = time.time()
     if args.model == "context-rarity":
@@ -113,7 +148,7 @@ def main(argv=None) -> None:
                "by": {}}
     for by in [b for b in args.by.split(",") if b]:
         results["by"][by] = {}
-        for d in LABELS:
+        for d in labels:
             best, head = evidence_ranks(hunted, score, labels[d], by, args.top, args.evidence)
             per = {r.name: best.get(r.name) for r in labelled}
             missed = sorted(k for k, v in per.items() if v is None or v > args.top)

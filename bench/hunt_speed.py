@@ -1,13 +1,16 @@
 """Default training time and scoring speed of log models on the shared OTRF recordings.
 
-    python -m bench.hunt_speed [--otrf DIR] [--models gan,dense-ae] [--threads 2] [--out FILE]
+    python -m bench.hunt_speed [--otrf DIR] [--models event-rarity,gan,dense-ae] [--threads 2] [--out FILE]
 
 Trains each model with its CLI defaults and process-tree context (`fit_log_model`) on every
 event of the shared OTRF recordings (175k events), then times, on the same events: the context
 features (`EventContext`: process table and rarity), and the model's scoring of the features with
 each score method (the GAN's `reconstruction` default and `latent-search`). Reading the files is
-timed apart (`read_events`). Peak memory is the process's. Writes JSON to bench/results/hunt_speed.json;
-the host is shared, so say its load beside any figure.
+timed apart (`read_events`). Every step has its wall seconds and its CPU seconds (the process's,
+all threads), and rates per wall second and per CPU second: the host is shared, and the CPU
+figures are the ones that hold when others load it. `scoring_events_per_second` is the context
+features and the default score together, what `deepids score` spends past reading. Peak memory
+is the process's. Writes JSON to bench/results/hunt_speed.json; say the host's load beside any figure.
 """
 
 from __future__ import annotations
@@ -28,10 +31,28 @@ from deepids.hunting.logs import LogFeatures, fit_log_model
 from deepids.io.logs import read_events
 
 
+class Timed:
+    """Wall and CPU seconds (the process's, all threads) of a `with` block."""
+
+    def __init__(self, wall: float = 0.0, cpu: float = 0.0):
+        self.wall, self.cpu = wall, cpu
+
+    def __enter__(self) -> "Timed":
+        self._t, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._t, time.process_time() - self._c
+
+    def rates(self, n: int, prefix: str = "") -> dict:
+        return {f"{prefix}events_per_second": round(n / max(self.wall, 1e-9)),
+                f"{prefix}events_per_cpu_second": round(n / max(self.cpu, 1e-9))}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--otrf", type=Path, default=DEFAULT_OTRF)
-    ap.add_argument("--models", default="gan,dense-ae")
+    ap.add_argument("--models", default="event-rarity,gan,dense-ae")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--latent-search-events", type=int, default=20_000, help="events scored with latent-search")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model's own; "
@@ -40,8 +61,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hunt_speed.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from deepids.models.dense_ae import DenseAutoencoder
-    from deepids.models.gan import GANDetector
+    from deepids.models import MODELS
 
     load_before = os.getloadavg()
     t = time.time()
@@ -58,25 +78,27 @@ def main(argv=None) -> None:
                "host": "shared 2-core development machine, loaded by other work", "loadavg_before": load_before,
                "epochs": args.epochs or "the model's own", "models": {}}
     for name in [m for m in args.models.split(",") if m]:
-        cls = {"gan": GANDetector, "dense-ae": DenseAutoencoder}[name]
-        t = time.time()
-        model = fit_log_model(cls(seed=0, verbose=False, **({"epochs": args.epochs} if args.epochs else {})), events)
-        train_s = time.time() - t
+        cls = MODELS[name]
+        epochs = {"epochs": args.epochs} if args.epochs and "epochs" in cls._param_names() else {}
+        with Timed() as train:
+            model = fit_log_model(cls(seed=0, verbose=False, **epochs), events)
         history = model.training_summary_.get("history", {})
-        t = time.time()
-        features = LogFeatures(model)(events)
-        feature_s = time.time() - t
-        entry = {"train_seconds_with_context": round(train_s, 1), "epochs_run": len(history.get("train_loss", [])),
-                 "context_features_seconds": round(feature_s, 1),
-                 "context_features_events_per_second": round(events.height / feature_s), "score": {}}
+        with Timed() as feature:
+            features = LogFeatures(model)(events)
+        entry = {"train_seconds_with_context": round(train.wall, 1), "train_cpu_seconds": round(train.cpu, 1),
+                 "epochs_run": len(history.get("train_loss", [])),
+                 "context_features_seconds": round(feature.wall, 1), "context_features_cpu_seconds": round(feature.cpu, 1),
+                 **feature.rates(events.height, "context_features_"), "score": {}}
         methods = ["reconstruction", "latent-search"] if name == "gan" else [None]
         for method in methods:
             rows = features if method != "latent-search" else features.head(args.latent_search_events)
-            t = time.time()
-            model.score_records(rows, **({"method": method} if method else {}))
-            s = time.time() - t
-            entry["score"][method or "default"] = {"events": rows.height, "seconds": round(s, 2),
-                                                   "events_per_second": round(rows.height / s)}
+            with Timed() as scored:
+                model.score_records(rows, **({"method": method} if method else {}))
+            entry["score"][method or "default"] = {"events": rows.height, "seconds": round(scored.wall, 2),
+                                                   "cpu_seconds": round(scored.cpu, 2), **scored.rates(rows.height)}
+        default = entry["score"].get(getattr(model, "score_method", None) or "default") or entry["score"]["default"]
+        both = Timed(feature.wall + default["seconds"], feature.cpu + default["cpu_seconds"])
+        entry["scoring"] = {"what": "context features + default score", **both.rates(events.height)}
         results["models"][name] = entry
         print(name, json.dumps(entry), flush=True)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -34,13 +34,39 @@ def plain(samples_dir, tmp_path_factory):
     return files
 
 
+def _damage(path, source, out):
+    """A copy with one record that must be rejected, 100 records in (as a sensor's glitch leaves
+    it): a port out of range, a cut JSON line, a port that is a word."""
+    lines = path.read_text().splitlines()
+    header = {"zeek-conn": 8, "nfdump-csv": 1, "nfstream": 1}.get(source, 0)
+    i = header + 100
+    if source == "zeek-conn":
+        parts = lines[i].split("\t")
+        parts[3] = "99999"
+        lines[i] = "\t".join(parts)
+        reason = "invalid port in 'id.orig_p'"
+    elif source == "suricata-eve":
+        i = next(k for k in range(100, len(lines)) if '"event_type":"flow"' in lines[k])
+        lines[i] = lines[i][:60]
+        reason = "malformed JSON"
+    else:
+        names = lines[0].split(",")
+        parts = lines[i].split(",")
+        parts[names.index("dp" if source == "nfdump-csv" else "src_port")] = "http"
+        lines[i] = ",".join(parts)
+        reason = "invalid port in 'dp'" if source == "nfdump-csv" else "invalid port in 'src_port'"
+    out.write_text("\n".join(lines) + "\n")
+    return reason
+
+
 @pytest.mark.parametrize("source", ["zeek-conn", "suricata-eve", "nfdump-csv", "nfstream"])
 def test_inspect_train_score_stream_agree(plain, tmp_path, source):
-    path = plain[source]
+    path = tmp_path / plain[source].name
+    reason = _damage(plain[source], source, path)
     proc = run("inspect", path, "--json", "-")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["layout"] == source and report["rejected"] == 0
+    assert report["layout"] == source and report["rejected_reasons"] == {reason: 1}
 
     model = tmp_path / "model"
     # EVE and NFStream write a flow when it ends, so their files are not in start order; a sequence
@@ -56,17 +82,25 @@ def test_inspect_train_score_stream_agree(plain, tmp_path, source):
     assert proc.returncode == 0, proc.stderr
     batch = pl.read_csv(scores)
     assert batch.height == report["records"]
+    assert {"record", "score", "threshold", "is_anomaly", "top_features", "src_ip", "dst_port",
+            "timestamp"} <= set(batch.columns)
 
     streamed = tmp_path / "stream.jsonl"
     summary = tmp_path / "summary.json"
+    rejected = tmp_path / "rejected.jsonl"
     proc = run("stream", "--model", model, "--input", path, "--scores", streamed, "--summary-json", summary,
-               "--alerts", tmp_path / "alerts.jsonl")
+               "--alerts", tmp_path / "alerts.jsonl", "--rejected", rejected)
     assert proc.returncode == 0, proc.stderr
     s = json.loads(summary.read_text())
-    assert s["format"] == source and s["records_scored"] == report["records"] and s["records_rejected"] == 0
+    assert s["format"] == source and s["records_scored"] == report["records"] and s["records_rejected"] == 1
     assert sum(s.get("ignored", {}).values()) == sum(report.get("ignored", {}).values())
-    live = [json.loads(ln)["score"] for ln in streamed.read_text().splitlines()]
-    assert live == pytest.approx(batch["score"].to_list(), rel=1e-5, abs=1e-6)   # batch == stream, record by record
+    live = [json.loads(ln) for ln in streamed.read_text().splitlines()]
+    # the same record numbers: the rejected record keeps its number, in the file and in the stream
+    assert [r["record"] for r in live] == batch["record"].to_list()
+    (bad,) = [json.loads(ln) for ln in rejected.read_text().splitlines()]
+    assert bad["reason"] == reason and bad["record"] not in set(batch["record"].to_list())
+    assert sorted([bad["record"], *batch["record"].to_list()]) == list(range(batch.height + 1))
+    assert [r["score"] for r in live] == pytest.approx(batch["score"].to_list(), rel=1e-5, abs=1e-6)
 
 
 def test_inspect_zeek_json(plain):
@@ -88,7 +122,7 @@ def test_damaged_connection_logs_are_counted_or_one_clear_error(plain, tmp_path,
 
     cut_gz = tmp_path / "nf.csv.gz"                      # a gzip file cut short: one line, exit 2
     cut_gz.write_bytes((samples_dir / "nfdump" / "lab_slice_nfdump.csv.gz").read_bytes()[:8000])
-    assert_user_error(run("inspect", cut_gz), "Truncated compressed stream")
+    assert_user_error(run("inspect", cut_gz), "ends early", "truncated")
 
     eve = tmp_path / "eve.json"
     text = plain["suricata-eve"].read_text()

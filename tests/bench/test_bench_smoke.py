@@ -56,6 +56,16 @@ def test_flows_harness(tmp_path):
     assert r["models"]["dense-ae"]["score_file"]["records"] == 300
 
 
+def test_device_bench(tmp_path):
+    out = tmp_path / "device.json"
+    bench("bench.device", "--rows", 3000, "--epochs", 1, "--batch-sizes", 256, "--models", "dense-ae", "--out", out)
+    result = json.loads(out.read_text())
+    assert result["device"] in ("cpu", "cuda", "mps") or result["device"].startswith("cuda")
+    entry = result["models"]["dense-ae"]
+    assert entry["score_file"]["records"] == 3000 and entry["fit_batch_256"]["seconds"] > 0
+    assert "RESAMPLED" in result["data"]
+
+
 def test_reference_keras_runs_where_tensorflow_is(tmp_path):
     if not has("tensorflow"):
         pytest.skip("TensorFlow is absent (the [reference] extra, `make bench-reference`): the published Keras "
@@ -121,10 +131,13 @@ def test_hunt_evtx_bench(tmp_path):
 
 def test_hunt_speed_bench(tmp_path):
     out = tmp_path / "hunt_speed.json"
-    bench("bench.hunt_speed", "--otrf", OTRF, "--models", "gan", "--latent-search-events", 50, "--epochs", 1,
-          "--out", out)
-    gan = json.loads(out.read_text())["models"]["gan"]
+    bench("bench.hunt_speed", "--otrf", OTRF, "--models", "event-rarity,gan", "--latent-search-events", 50,
+          "--epochs", 1, "--out", out)
+    models = json.loads(out.read_text())["models"]
+    gan = models["gan"]
     assert gan["epochs_run"] == 1 and set(gan["score"]) == {"reconstruction", "latent-search"}
+    rarity = models["event-rarity"]
+    assert rarity["scoring"]["events_per_cpu_second"] > 0 and rarity["train_cpu_seconds"] >= 0
 
 
 def test_ray_score_bench(tmp_path):

@@ -131,3 +131,24 @@ def test_context_score_ranks_the_agent_above_background(events, context):
     encoded = f.get_column("proc_cmd_encoded").to_numpy() == 1
     assert s[encoded].mean() > s[~encoded].mean()
     assert f.select(RARITY_COLUMNS).to_numpy().min() >= 0
+
+
+def test_rarity_keys_column_by_column_equal_event_keys_per_event(events, context):
+    """`rarity_keys` (polars, column by column) gives the very strings `event_keys` gives per event."""
+    from deepids.features.baselines import RARITY_KEYS, event_keys
+
+    parts = EventContext.from_dict(context.to_dict()).keys(events)
+    ctx, keys = parts["context"], parts["keys"]
+    from deepids.features.process_tree import raw_context_fields
+
+    extra = raw_context_fields(events)
+    event = parts["base"].get_column("event").to_list()
+    dst = [None if ip is None else f"{ip}:{port}" for ip, port in zip(events["dst_ip"].to_list(),
+                                                                      events["dst_port"].to_list())]
+    for i in range(events.height):
+        one = event_keys(event[i], ctx["proc_image"][i], ctx["proc_parent"][i], ctx["proc_grandparent"][i],
+                         ctx["proc_user"][i], ctx["proc_integrity"][i], command_shape(ctx["proc_command_line"][i]),
+                         (events["channel"][i], events["event_id"][i]), dst[i], extra["target_object"][i],
+                         extra["image_loaded"][i], extra["target_image"][i], extra["granted_access"][i])
+        assert {k: keys[k][i] for k in RARITY_KEYS} == one, i
+    assert any(keys["registry"]) and any(keys["image_load"]) and any(keys["process_access"])

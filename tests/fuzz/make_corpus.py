@@ -23,6 +23,10 @@ FRIDAY = SAMPLES / "cicids2017/GeneratedLabelledFlows/Friday-WorkingHours-Aftern
 OTRF = SAMPLES / "otrf/atomic/discovery/empire_shell_samr_EnumDomainUsers_2020-09-21193527.json.gz"
 EVTX = SAMPLES / "evtx/Security_short_selected.evtx"
 PCAP = ROOT / "data/lab/lab_slice.pcap.gz"
+ZEEK = SAMPLES / "zeek/conn.log"
+EVE = SAMPLES / "suricata/lab_slice_eve.json.gz"
+NFDUMP = SAMPLES / "nfdump/lab_slice_nfdump.csv.gz"
+NFSTREAM = SAMPLES / "nfstream/lab_slice_nfstream.csv.gz"
 
 
 def flows_csv() -> dict[str, bytes]:
@@ -119,9 +123,78 @@ def pcap() -> None:
     (OUT / "truncated_global_header.pcap").write_bytes(data[:10])
 
 
+def _field(line: bytes, sep: bytes, i: int, value: bytes) -> bytes:
+    parts = line.split(sep)
+    parts[i] = value
+    return sep.join(parts)
+
+
+def connlogs() -> dict[str, bytes]:
+    """Connection logs from the shipped Zeek, Suricata, nfdump and NFStream samples, damaged as
+    sensors, disks and copies damage them (names say which reader reads them)."""
+    out = {}
+    zeek = ZEEK.read_bytes().split(b"\n")
+    head, body = zeek[:8], [ln for ln in zeek[8:] if ln and not ln.startswith(b"#")][:150]
+    bad = list(body)
+    bad[3] = bad[3].replace(b"\t", b" ", 2)                 # a row with too few fields
+    bad[5] = b"x" + bad[5]                                  # unreadable ts
+    bad[7] = _field(bad[7], b"\t", 3, b"70000")             # port out of range
+    bad[9] = _field(bad[9], b"\t", 9, b"-12")               # negative byte count
+    bad[11] = _field(bad[11], b"\t", 15, b"\xff\xfe")        # invalid UTF-8 in a count
+    bad[13] = b"#close\t2014-04-03-10-08-27"                 # a directive in the middle
+    bad[15] = bad[15] + b"\tone\ttoo\tmany"                  # too many fields
+    bad[17] = bad[17].replace(b"\t", b"\x00", 1)             # a NUL where a tab was
+    out["zeek_damaged.log"] = b"\n".join(head + bad[:20] + [b""] + bad[20:]) + b"\n"
+    out["zeek_no_fields.log"] = b"\n".join([ln for ln in head if not ln.startswith(b"#fields")] + body[:20]) + b"\n"
+    out["zeek_cut_mid_record.log"] = b"\n".join(head + body[:40]) + b"\n" + body[40][:17]
+    out["zeek_types_only.log"] = b"\n".join(head) + b"\n"
+
+    eve = gzip.open(EVE, "rb").read().split(b"\n")[:300]
+    flows = [i for i, ln in enumerate(eve) if b'"event_type":"flow"' in ln]
+    bad = list(eve)
+    bad[flows[2]] = bad[flows[2]][:70]                       # a write cut short
+    bad[flows[4]] = b"[1, 2, 3]"                             # JSON, not an object
+    bad[flows[6]] = b'{"event_type":"flow"}'                 # a flow event with nothing in it
+    bad[flows[8]] = bad[flows[8]].replace(b'"flow":{', b'"flow":"gone","x":{', 1)   # flow is no object
+    bad[flows[10]] = bad[flows[10]].replace(b'"src_port":', b'"src_port":"\xff\xfe","y":', 1)
+    bad[flows[12]] = b'{"event_type":"flow","flow":' * 40 + b"1" + b"}" * 40   # deep nesting
+    bad[flows[14]] = bad[flows[14]].replace(b'"dest_port":', b'"dest_port":-3,"z":', 1)
+    bad[flows[16]] = b"\x00" * 64
+    out["eve_damaged.json"] = b"\n".join(bad) + b"\n"
+
+    nf = gzip.open(NFDUMP, "rb").read().split(b"\n")
+    header, rows, footer = nf[0], [ln for ln in nf[1:] if ln][:200], [ln for ln in nf[1:] if ln][-3:]
+    names = header.split(b",")
+    col = {n: i for i, n in enumerate(names)}
+    bad = list(rows)
+    bad[3] = bad[3][:60]                                     # a line cut short
+    bad[5] = _field(bad[5], b",", col[b"dp"], b"http")       # a port that is a word
+    bad[7] = _field(bad[7], b",", col[b"ts"], b"2026-13-45 99:00:00")
+    bad[9] = _field(bad[9], b",", col[b"ibyt"], b"-5")
+    bad[11] = _field(bad[11], b",", col[b"sa"], b"\xc3\x28")  # invalid UTF-8 in an address
+    bad[13] = bad[13].replace(b",", b"\x00", 1)
+    bad[15] = _field(bad[15], b",", col[b"dp"], b"3.x")      # an ICMP type.code half written
+    out["nfdump_damaged.csv"] = b"\n".join([header, *bad[:100], *footer, *bad[100:]]) + b"\n"
+    out["nfdump_headerless_cut.csv"] = b"\n".join(
+        ln.rsplit(b",", 1)[0] for ln in rows[:50]) + b"\n" + rows[50][:100]   # nfdump -q, no label, cut
+
+    nfs = gzip.open(NFSTREAM, "rb").read().split(b"\n")
+    header, rows = nfs[0], [ln for ln in nfs[1:] if ln][:150]
+    names = header.split(b",")
+    col = {n: i for i, n in enumerate(names)}
+    bad = list(rows)
+    bad[3] = bad[3] + b',"unterminated'                     # a quote left open: the rest is one field
+    bad[5] = _field(bad[5], b",", col[b"bidirectional_first_seen_ms"], b"soon")
+    bad[7] = _field(bad[7], b",", col[b"src2dst_packets"], b"-1")
+    bad[9] = bad[9][: len(bad[9]) // 2]
+    out["nfstream_damaged.csv"] = b"\n".join([header, *bad[:100]]) + b"\n"
+    out["nfstream_quote_at_end.csv"] = b"\n".join([header, *rows[:60], bad[3]]) + b"\n"
+    return out
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    for name, data in {**flows_csv(), **jsonl()}.items():
+    for name, data in {**flows_csv(), **jsonl(), **connlogs()}.items():
         (OUT / name).write_bytes(data)
     parquet()
     evtx()

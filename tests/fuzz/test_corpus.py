@@ -36,7 +36,25 @@ def models(tmp_path_factory, flow_sample, samples_dir):
     r = CliRunner().invoke(app, ["train", "--model", "iforest", "--data", str(samples_dir / "otrf" / "atomic"),
                                  "--out", str(root / "logs")])
     assert r.exit_code == 0, r.output
-    return {"flows": flows, "logs": root / "logs"}
+    out = {"flows": flows, "logs": root / "logs"}
+    for prefix, sample in CONNLOG_SAMPLES.items():        # a model per connection-log source
+        r = CliRunner().invoke(app, ["train", "--model", "iforest", "--data", str(samples_dir / sample),
+                                     "--out", str(root / prefix)])
+        assert r.exit_code == 0, r.output
+        out[prefix] = root / prefix
+    return out
+
+
+#: damaged connection logs (named by source) are scored with a model of their source
+CONNLOG_SAMPLES = {"zeek": "zeek/conn.log", "eve": "suricata/lab_slice_eve.json.gz",
+                   "nfdump": "nfdump/lab_slice_nfdump.csv.gz", "nfstream": "nfstream/lab_slice_nfstream.csv.gz"}
+
+
+def _model_for(name: str, models: dict) -> str:
+    prefix = name.split("_", 1)[0]
+    if prefix in CONNLOG_SAMPLES:
+        return str(models[prefix])
+    return str(models["logs" if name.endswith(LOGS) else "flows"])
 
 
 def _outcome(args: list[str]) -> tuple[int, str]:
@@ -55,7 +73,7 @@ def _outcome(args: list[str]) -> tuple[int, str]:
 
 
 def _commands(name: str, path: Path, models: dict, out: Path) -> dict[str, list[str]]:
-    model = str(models["logs" if name.endswith(LOGS) else "flows"])
+    model = _model_for(name, models)
     return {
         "inspect": ["inspect", str(path)],
         "score": ["score", "--model", model, "--data", str(path), "--out", str(out / "scores.csv"), "-q"],

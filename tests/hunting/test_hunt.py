@@ -60,3 +60,23 @@ def test_window_scores_cover_every_event(labelled):
         window_scores(events, y, by="ip")
     with pytest.raises(ConfigError):
         hunt(events, Scores(score=y.astype(float)), top=0)
+
+
+def test_evidence_shows_each_kind_of_event_first(labelled):
+    """The highest-scored event of each kind (channel, event id) comes first, then the rest by score."""
+    from deepids.hunting.hunt import evidence_rows
+
+    _, events, _ = labelled
+    kind = [f"{c}/{e}" for c, e in zip(events["channel"].to_list(), events["event_id"].to_list())]
+    common = max(set(kind), key=kind.count)
+    # the most common kind scores highest: plain score order would show nothing else
+    score = np.array([2.0 + i / len(kind) if k == common else i / len(kind) for i, k in enumerate(kind)])
+    rows = np.arange(events.height)
+    shown = evidence_rows(events, rows, score, 10)
+    assert len(shown) == 10 and len(set(shown.tolist())) == 10 and shown[0] == int(np.argmax(score))
+    shown_kinds = [kind[i] for i in shown]
+    assert len(set(shown_kinds)) == min(10, len(set(kind)))          # one of each kind before any repeat
+    firsts = [score[i] for i in shown[:len(set(shown_kinds))]]
+    assert firsts == sorted(firsts, reverse=True)
+    assert evidence_rows(events, rows[:3], score, 10).tolist() == sorted(rows[:3], key=lambda i: -score[i])
+    assert len(evidence_rows(events, rows, score, 0)) == 0

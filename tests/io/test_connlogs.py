@@ -144,3 +144,92 @@ def test_batches_are_bounded_and_add_up(files):
     for _, r in parts[1:]:
         merged = merged.merge(r)
     assert merged.to_dict() == report.to_dict()
+
+
+def test_nfdump_icmp_codes_and_unreadable_ports(files, tmp_path):
+    nf = _lines(files["nfdump-csv"])
+    names = nf[0].decode().split(",")
+    dp, pr = names.index("dp"), names.index("pr")
+
+    def edit(line: bytes, port: str, proto: str | None = None) -> bytes:
+        parts = line.decode().split(",")
+        parts[dp] = port
+        if proto:
+            parts[pr] = proto
+        return ",".join(parts).encode()
+
+    # ICMP type 3 code 3 is 3 * 256 + 3, as nfdump stores it; a word is no port: rejected
+    body = [edit(nf[1], "3.3", "ICMP"), edit(nf[2], "http"), edit(nf[3], "53")] + nf[4:-3]
+    path = tmp_path / "nf.csv"
+    path.write_bytes(b"\n".join([nf[0], *body, *nf[-3:]]) + b"\n")
+    df, report = read_conn(path)
+    assert report.rejected == {r_port("dp"): 1}
+    assert df["dst_port"][:2].to_list() == [771, 53] and df["protocol"][0] == 1
+    # a batch without ICMP codes reads its ports as numbers: the same values
+    plain, _ = read_conn(files["nfdump-csv"])
+    assert plain.schema["dst_port"] == pl.Int64 and plain["dst_port"][3:10].to_list() == df["dst_port"][2:9].to_list()
+
+
+def test_times_with_and_without_a_zone_in_one_batch():
+    from deepids.io.connlogs.schema import parse_time
+
+    values = ["2026-11-22T20:44:44.123456+0000", "2026-11-22T21:44:44+01:00", "2026-11-22T20:44:44Z",
+              "2026-11-22 20:44:46", "2026-11-22 20:44:46.5", "2026-11-22T20:44:46.25", "yesterday", None]
+    got = pl.DataFrame({"t": values}).lazy().select(parse_time(pl.col("t"))).collect()["t"].to_list()
+    assert [g.isoformat() if g else None for g in got] == [
+        "2026-11-22T20:44:44.123456", "2026-11-22T20:44:44", "2026-11-22T20:44:44", "2026-11-22T20:44:46",
+        "2026-11-22T20:44:46.500000", "2026-11-22T20:44:46.250000", None, None]
+
+
+def test_connection_logs_are_read_by_the_flows_kinds_registered_reader(files, tmp_path):
+    import numpy as np
+
+    from deepids.kinds import kind_of_paths
+    from deepids.kinds.flows import CONNECTION_LOGS
+
+    kind = kind_of_paths([files["zeek-conn"]])
+    assert kind.name == "flows" and CONNECTION_LOGS in kind.readers and CONNECTION_LOGS.claims(files["nfstream"])
+    assert not CONNECTION_LOGS.claims(files["nfdump-csv"].parent.parent / "cicids2017" / "cicids2017_sample.csv.gz")
+    # two logs read together: record numbers run over both; a rejected record keeps its number,
+    # header and #close lines are no records and have none
+    lines = files["zeek-conn"].read_text().splitlines()
+    body = lines[8:-1]
+    body[3] = "x" + body[3]                                  # an unreadable ts: rejected
+    damaged = tmp_path / "conn.log"
+    damaged.write_text("\n".join(lines[:8] + body + lines[-1:]) + "\n")
+    chunks = list(kind.read_chunks([damaged, files["zeek-conn"]], batch_size=100))
+    numbers = np.concatenate([r.numbers for _, r in chunks])
+    assert sum(f.height for f, _ in chunks) == numbers.size
+    assert numbers.tolist() == [k for k in range(2 * len(body)) if k != 3]
+    # EVE: other event types are no records either; numbers count flow events only
+    eve = list(kind.read_chunks([files["suricata-eve"]], batch_size=500))
+    assert np.concatenate([r.numbers for _, r in eve]).tolist() == list(range(2454))
+
+
+def test_concatenated_nfdump_files_and_an_open_quote_in_nfstream(files, tmp_path):
+    from deepids.io.connlogs.live import ConnLineParser
+    from deepids.io.connlogs.text import R_QUOTED
+
+    def both(source, path):
+        """(file reader's report, stream parser's table and rejections) of the same lines."""
+        _, report = read_conn(path)
+        parser = ConnLineParser(source)
+        canon = parser.canonicalise(parser.records(path.read_text().splitlines()))
+        return report, canon, parser
+
+    # `cat a.csv b.csv`: the first footer, then the second header, sit in the middle; no records
+    nf = _lines(files["nfdump-csv"])
+    cat = tmp_path / "two.csv"
+    cat.write_bytes(b"\n".join(nf + nf) + b"\n")
+    report, canon, parser = both("nfdump-csv", cat)
+    assert report.n_rejected == 0 and report.records == canon.table.height == 2 * (len(nf) - 4)
+    assert report.ignored == dict(parser.ignored) == {"nfdump summary footer lines": 6,
+                                                      "repeated nfdump headers (concatenated files)": 1}
+    # NFStream quotes fields: a quote left open costs its own line only, in the file as in a stream
+    lines = _lines(files["nfstream"])[:80]
+    lines[10] = lines[10] + b',"cut'
+    open_quote = tmp_path / "nfs.csv"
+    open_quote.write_bytes(b"\n".join(lines) + b"\n")
+    report, canon, _ = both("nfstream", open_quote)
+    assert report.rejected == {R_FIELDS: 1} and R_QUOTED not in report.rejected
+    assert report.records == canon.table.height == 78 and [r.reason for r in canon.rejected] == [R_FIELDS]

@@ -27,6 +27,7 @@ from deepids.io import (
     parse_timestamps,
     read_flows,
 )
+from deepids.io.flows import R_FIELDS
 from deepids.io.schema import FLOW_FEATURES, LABEL, LAYOUTS, NSL_KDD_CATEGORICAL, NSL_KDD_COLUMNS
 
 CIC17 = Path("cicids2017")
@@ -350,13 +351,37 @@ def test_unknown_columns(samples_dir: Path, tmp_path: Path) -> None:
         detect_layout(path)
 
 
-def test_corrupt_gzip(samples_dir: Path, tmp_path: Path) -> None:
+def test_truncated_gzip_keeps_the_rows_before_the_cut(samples_dir: Path, tmp_path: Path) -> None:
+    """A .csv.gz cut in half: the rows before the cut are read, the cut line is rejected and
+    counted, and the report says the file was truncated (nothing lost without a word)."""
     data = (samples_dir / SAMPLE).read_bytes()
+    whole, _ = read_flows(samples_dir / SAMPLE)
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="cut.csv.gz"):
+    table, report = read_flows(path)
+    assert whole.height // 3 < table.height < whole.height
+    assert table.equals(whole.head(table.height))
+    assert report.rejected == {R_FIELDS: 1}
+    assert any("cut.csv.gz" in n and "truncated" in n for n in report.notes)
+
+
+def test_gzip_damaged_at_the_start_is_a_clear_error(samples_dir: Path, tmp_path: Path) -> None:
+    data = bytearray((samples_dir / SAMPLE).read_bytes())
+    data[10:4000] = bytes(3990)
+    path = tmp_path / "zeroed.csv.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="zeroed.csv.gz"):
         read_flows(path)
 
+
+def test_invalid_utf8_in_a_malformed_row_rejects_that_row_only(samples_dir: Path, tmp_path: Path) -> None:
+    """Arrow decodes a malformed row as UTF-8 before its row handler sees it; bytes that are not
+    UTF-8 there used to fail the whole read (or abort the process)."""
+    lines = gzip.decompress((samples_dir / SAMPLE).read_bytes()).split(b"\n")
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"\n".join(lines[:50] + [b"1,2,\xff\xfe\xfa"] + lines[50:200]))
+    table, report = read_flows(path)
+    assert table.height == 199 and report.rejected == {R_FIELDS: 1}
 
 def test_malformed_rows_rejected_with_reasons(samples_dir: Path, tmp_path: Path) -> None:
     lines = gzip.open(samples_dir / SAMPLE, "rb").read().split(b"\n")

@@ -193,3 +193,28 @@ def test_serve_command_refuses_a_missing_model(tmp_path):
     assert isinstance(r.exception, ModelFormatError)
     r = CliRunner().invoke(app, ["stream", "--model", str(tmp_path), "--input", "-", "--follow"])
     assert r.exit_code != 0
+
+
+def test_ctrl_c_while_a_batch_is_scored_counts_it_once(seq_model, friday_path):
+    """SIGINT arriving in the middle of a batch: that batch is finished and counted once, and the
+    lines already read are scored after it (before, it was interrupted half-way and scored again)."""
+    import os
+    import signal
+
+    scorer = LiveScorer(seq_model)
+    score = scorer.score
+    calls = []
+
+    def interrupted_on_the_second_batch(items):
+        calls.append(len(items))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)     # delivered to this (the main) thread, mid-batch
+            time.sleep(0.05)
+        return score(items)
+
+    scorer.score = interrupted_on_the_second_batch
+    scores = io.StringIO()
+    summary = run_stream(scorer, friday_path, [MemorySink()], batch_size=37, scores_out=scores)
+    numbers = [json.loads(line)["record"] for line in scores.getvalue().splitlines()]
+    assert summary.interrupted and len(numbers) == len(set(numbers)) == summary.scored == summary.read
+    assert numbers == list(range(len(numbers))) and sum(calls) == summary.read

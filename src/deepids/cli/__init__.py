@@ -4,12 +4,16 @@ One module per command group (`train`, `score` with `evaluate` and `flows`, `ins
 `benchmark` with `demo`, `hunt`, `live` with `serve` and `stream`, `catalog`: `models`;
 `configure` turns train options into a model); shared options in
 `options`; everything shown to the user in `render`. Errors a user can cause print one
-line on stderr and exit with code 2; never a traceback.
+line on stderr and exit with code 2; never a traceback. Anything else is a bug: one line
+naming it and exit code 1 (the traceback with `--log-level debug`).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+import traceback
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -65,6 +69,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("deepids: interrupted", highlight=False)
         sys.exit(130)
+    except Exception as exc:        # a bug, not the user's doing: one line, exit 1; the traceback on demand
+        if logging.getLogger("deepids").isEnabledFor(logging.DEBUG):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        err.print(f"deepids: internal error: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:"
+                  f"{where.lineno}; a bug in deepids: please report it; --log-level debug shows the traceback)",
+                  markup=False, highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,41 @@ def event_keys(event: str, image: str, parent: str, grandparent: str, user: str 
     }
 
 
+def rarity_keys(columns: dict[str, list]) -> dict[str, list]:
+    """The rarity keys of many events at once, column by column: the same strings as `event_keys`
+    per event. `columns`: `event`, `image`, `parent`, `grandparent`, `user`, `integrity`, `shape`,
+    `channel`, `event_id`, `dst`, `target_object`, `image_loaded`, `target_image`, `access`, one
+    value per event."""
+    frame = pl.DataFrame({k: pl.Series(k, v, dtype=pl.Int64 if k == "event_id" else pl.Utf8)
+                          for k, v in columns.items()})
+    text = lambda c: pl.col(c).fill_null("None")  # noqa: E731  (as an f-string shows None)
+    given = lambda c: pl.col(c).is_not_null() & (pl.col(c) != "")  # noqa: E731
+    sysmon = pl.when(pl.col("channel") == "Microsoft-Windows-Sysmon/Operational").then(pl.col("event_id"))
+    distinct = lambda fn, c: pl.col(c).replace_strict(  # noqa: E731
+        {v: fn(v) for v in frame.get_column(c).drop_nulls().unique().to_list()}, default=None, return_dtype=pl.Utf8)
+    img = text("image")
+    out = frame.select(
+        pl.concat_str([pl.col("event"), img], separator="|").alias("event_image"),
+        pl.concat_str([text("parent"), img], separator=">").alias("parent_child"),
+        pl.concat_str([text("grandparent"), text("parent"), img], separator=">").alias("lineage"),
+        pl.concat_str([img, pl.when(given("user")).then(pl.col("user")).otherwise(pl.lit("none"))],
+                      separator="|").alias("image_user"),
+        pl.when(given("integrity")).then(pl.concat_str([img, pl.col("integrity")], separator="|"))
+        .alias("image_integrity"),
+        pl.when(pl.col("shape") != "none").then(pl.concat_str([img, pl.col("shape")], separator="|")).alias("cmd_shape"),
+        pl.when((sysmon == 3) & given("dst")).then(pl.concat_str([img, pl.col("dst")], separator=">")).alias("network"),
+        pl.when(sysmon.is_in([12, 13, 14]) & given("target_object"))
+        .then(pl.concat_str([img, distinct(registry_path, "target_object").fill_null("None")], separator=">"))
+        .alias("registry"),
+        pl.when((sysmon == 7) & given("image_loaded"))
+        .then(pl.concat_str([img, distinct(_base, "image_loaded")], separator="<")).alias("image_load"),
+        pl.when((sysmon == 10) & given("target_image"))
+        .then(pl.concat_str([img, pl.lit(">"), distinct(_base, "target_image"), pl.lit("|"), text("access")]))
+        .alias("process_access"),
+    )
+    return {name: out.get_column(name).to_list() for name in RARITY_KEYS}
+
+
 def _base(path) -> str:
     return re.split(r"[\\/]", str(path))[-1].lower()
 

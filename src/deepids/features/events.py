@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from deepids.errors import ConfigError, ModelFormatError, SchemaError
-from deepids.features.baselines import RARITY_COLUMNS, RARITY_KEYS, RarityTables, event_keys
+from deepids.features.baselines import RARITY_COLUMNS, RarityTables, rarity_keys
 from deepids.features.process_tree import (CONTEXT_CATEGORICAL, CONTEXT_NUMERIC, ProcessTable, command_shape,
                                            process_context, raw_context_fields)
 
@@ -161,14 +161,12 @@ class EventContext:
         event_id = events.get_column("event_id").to_list()
         dst = [None if ip is None else f"{ip}:{port}" for ip, port in
                zip(events.get_column("dst_ip").to_list(), events.get_column("dst_port").to_list())]
-        shape = _per_distinct(command_shape, ctx["proc_command_line"])
-        x = {c: extra.get_column(c).to_list() for c in ("target_object", "image_loaded", "target_image",
-                                                        "granted_access")}
-        per_event = [event_keys(event[i], ctx["proc_image"][i], ctx["proc_parent"][i], ctx["proc_grandparent"][i],
-                                ctx["proc_user"][i], ctx["proc_integrity"][i], shape[i], (channel[i], event_id[i]),
-                                dst[i], x["target_object"][i], x["image_loaded"][i], x["target_image"][i],
-                                x["granted_access"][i]) for i in range(events.height)]
-        keys = {k: [d[k] for d in per_event] for k in RARITY_KEYS}
+        keys = rarity_keys({
+            "event": event, "image": ctx["proc_image"], "parent": ctx["proc_parent"],
+            "grandparent": ctx["proc_grandparent"], "user": ctx["proc_user"], "integrity": ctx["proc_integrity"],
+            "shape": _per_distinct(command_shape, ctx["proc_command_line"]), "channel": channel, "event_id": event_id,
+            "dst": dst, **{c: extra.get_column(c).to_list() for c in ("target_object", "image_loaded", "target_image")},
+            "access": extra.get_column("granted_access").to_list()})
         entities = {"host": events.get_column("host").to_list(), "user": events.get_column("user").to_list()}
         return {"keys": keys, "entities": entities, "base": base, "context": ctx}
 

@@ -22,6 +22,7 @@ import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import polars as pl
 
@@ -56,8 +57,9 @@ _INTEGRITY = {"s-1-16-4096": "low", "s-1-16-8192": "medium", "s-1-16-8448": "med
               "s-1-16-16384": "system"}
 
 
+@lru_cache(maxsize=1 << 16)
 def base_name(path) -> str | None:
-    """`C:\\Windows\\System32\\cmd.exe` -> `cmd.exe` (lower case)."""
+    """`C:\\Windows\\System32\\cmd.exe` -> `cmd.exe` (lower case); remembered for the last 65,536 paths."""
     if path is None:
         return None
     return re.split(r"[\\/]", str(path).strip().strip('"'))[-1].lower() or None
@@ -202,15 +204,17 @@ def raw_context_fields(events: pl.DataFrame) -> pl.DataFrame:
 def process_context(events: pl.DataFrame, table: ProcessTable, raw_fields: pl.DataFrame | None = None) -> dict:
     """Per event, in input order: the context columns (CONTEXT_*) plus `proc_image`, `proc_user`,
     `proc_integrity` and `proc_command_line` of its acting process, and the names of that process
-    (`process`) and of its tree (`process_tree`); updates `table` as it goes."""
+    (`process`) and of its tree (`process_tree`); updates `table` as it goes.
+
+    The loop over events does only what needs the table's state at that event: it finds or adds
+    the acting process and keeps a snapshot of its fields; the columns and the command-line
+    traits (once per distinct command line) are derived from the snapshots afterwards."""
     extra = raw_fields if raw_fields is not None else raw_context_fields(events)
     cols = {c: events.get_column(c).to_list() for c in (
         "host", "channel", "event_id", "image", "parent_image", "command_line", "process_id", "parent_process_id",
         "execution_process_id", "user")}
     x = {c: extra.get_column(c).to_list() for c in ("guid", "parent_guid", "parent_command_line", "integrity")}
-    out = {c: [] for c in (*CONTEXT_CATEGORICAL, *CONTEXT_NUMERIC, "proc_image", "proc_user", "proc_integrity",
-                           "proc_command_line", "process", "process_tree")}
-    flags: dict = {}
+    snapshots = []
     for i in range(events.height):
         host, channel, eid = cols["host"][i], cols["channel"][i], cols["event_id"][i]
         guid = (x["guid"][i] or "").lower() or None
@@ -223,25 +227,24 @@ def process_context(events: pl.DataFrame, table: ProcessTable, raw_fields: pl.Da
             pid = cols["process_id"][i] if channel in (SYSMON, "Security") else (
                 cols["execution_process_id"][i] or None)
             proc = table.acting(host, guid, pid, cols["image"][i], cols["command_line"][i], cols["user"][i])
-        cmd = proc.command_line
-        f = flags.get(cmd)
-        if f is None:
-            f = flags[cmd] = (1.0 if cmd and _ENCODED.search(cmd) else 0.0, 1.0 if cmd and _HIDDEN.search(cmd) else 0.0,
-                              1.0 if cmd and _CRADLE.search(cmd) else 0.0, math.log1p(longest_base64(cmd)))
-        out["proc_parent"].append(proc.parent)
-        out["proc_grandparent"].append(proc.grandparent)
-        out["proc_depth"].append(float(proc.depth))
-        out["proc_created"].append(1.0 if proc.created else 0.0)
-        out["proc_script_ancestor"].append(1.0 if proc.script_ancestor else 0.0)
-        out["proc_lolbin"].append(1.0 if proc.image in LOLBINS else 0.0)
-        out["proc_cmd_encoded"].append(f[0])
-        out["proc_cmd_hidden"].append(f[1])
-        out["proc_cmd_cradle"].append(f[2])
-        out["proc_cmd_b64"].append(f[3])
-        out["proc_image"].append(proc.image)
-        out["proc_user"].append(proc.user)
-        out["proc_integrity"].append(proc.integrity)
-        out["proc_command_line"].append(cmd)
-        out["process"].append(proc.uid)
-        out["process_tree"].append(proc.tree)
+        snapshots.append((proc.parent, proc.grandparent, proc.depth, proc.created, proc.script_ancestor, proc.image,
+                          proc.user, proc.integrity, proc.command_line, proc.uid, proc.tree))
+    names = ("proc_parent", "proc_grandparent", "depth", "created", "script_ancestor", "proc_image", "proc_user",
+             "proc_integrity", "proc_command_line", "process", "process_tree")
+    snap = dict(zip(names, map(list, zip(*snapshots)))) if snapshots else {n: [] for n in names}
+    flags: dict = {}
+    for cmd in snap["proc_command_line"]:
+        if cmd not in flags:
+            flags[cmd] = (1.0 if cmd and _ENCODED.search(cmd) else 0.0, 1.0 if cmd and _HIDDEN.search(cmd) else 0.0,
+                          1.0 if cmd and _CRADLE.search(cmd) else 0.0, math.log1p(longest_base64(cmd)))
+    f = [flags[cmd] for cmd in snap["proc_command_line"]]
+    out = {"proc_parent": snap["proc_parent"], "proc_grandparent": snap["proc_grandparent"],
+           "proc_depth": [float(d) for d in snap["depth"]],
+           "proc_created": [1.0 if v else 0.0 for v in snap["created"]],
+           "proc_script_ancestor": [1.0 if v else 0.0 for v in snap["script_ancestor"]],
+           "proc_lolbin": [1.0 if v in LOLBINS else 0.0 for v in snap["proc_image"]]}
+    for k, name in enumerate(("proc_cmd_encoded", "proc_cmd_hidden", "proc_cmd_cradle", "proc_cmd_b64")):
+        out[name] = [v[k] for v in f]
+    out.update({c: snap[c] for c in ("proc_image", "proc_user", "proc_integrity", "proc_command_line", "process",
+                                     "process_tree")})
     return out

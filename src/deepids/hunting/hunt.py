@@ -12,7 +12,9 @@ A window is one entity (host or user) over one fixed time slot (5 minutes by def
 is the mean of its `top_k` highest event scores (fewer when it has fewer events): a window stands
 out when it holds several unusual events, while one odd event in a busy window does not drown in
 thousands of ordinary ones. `top_features` sums the per-feature errors of those events; `evidence`
-lists them; `window_counts` gives the window's behaviour counts (`entity_windows`: events, distinct
+lists the finding's most anomalous events, the highest-scored event of each kind (channel and
+event id) first, then the next highest (`evidence_rows`): ten copies of one registry write do not
+hide the process's PowerShell or network events; `window_counts` gives the window's behaviour counts (`entity_windows`: events, distinct
 processes and users, failed logons, processes created, encoded commands, ...) as context. ATT&CK labels (for example from OTRF's INDEX.csv) can be attached to findings for the
 analyst and for evaluation; they never enter a score.
 """
@@ -49,6 +51,28 @@ class HuntResult:
         from deepids.atomic import write_text
 
         write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")   # whole or not at all
+
+
+def evidence_rows(events: pl.DataFrame, rows: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """The `n` events of a finding shown as evidence, in the order shown: by score, the
+    highest-scored event of each kind (channel, event id) first, then the rest by score."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = rows[np.argsort(-score[rows], kind="stable")]
+    if n <= 0 or not len(order):
+        return order[:0]
+    head = order[:2000].tolist()          # the kinds among a finding's 2,000 highest-scored events
+    kinds = list(zip(events.get_column("channel")[head].to_list(), events.get_column("event_id")[head].to_list()))
+    seen: set = set()
+    first = []
+    for i, kind in enumerate(kinds):
+        if kind not in seen:
+            seen.add(kind)
+            first.append(i)
+            if len(first) == n:
+                break
+    picked = set(first)
+    chosen = (first + [i for i in range(min(len(order), 2 * n)) if i not in picked])[:n]
+    return order[np.array(chosen, dtype=np.int64)]
 
 
 def _tree_processes(events: pl.DataFrame, rows: np.ndarray, shown: int = 10) -> list[dict]:
@@ -170,9 +194,10 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
             total = float(contrib.sum()) or 1.0
             for j in np.argsort(-contrib)[:n_features]:
                 features.append({"feature": names[j], "share": round(float(contrib[j]) / total, 4)})
-        ev_rows = events[order[:evidence].tolist()]
+        shown = evidence_rows(events, rows, score, evidence)
+        ev_rows = events[shown.tolist()]
         evidence_list = []
-        for r, s in zip(ev_rows.iter_rows(named=True), score[order[:evidence]]):
+        for r, s in zip(ev_rows.iter_rows(named=True), score[shown]):
             item = {k: r.get(k) for k in EVIDENCE_FIELDS}
             item["timestamp"] = _iso(item["timestamp"])
             if item["command_line"] and len(item["command_line"]) > _CMD_SHOWN:

@@ -36,9 +36,10 @@ import pyarrow.parquet as pq
 from deepids.errors import ConfigError, InputError
 from deepids.io.arrow import arrow_to_polars
 from deepids.io.cast import R_EMPTY_ROW, R_FIELDS, R_HEADER, R_LABEL, batch_report, cast_batch
-from deepids.io.connlogs import CONN_SOURCES, conn_files, iter_conn_batches
+from deepids.io.connlogs import CONN_SOURCES, conn_files, iter_conn_chunks
 from deepids.io.layouts import LAYOUT_FAMILY, detect, detect_layout, read_header
-from deepids.io.paths import FLOW_FILE_SUFFIXES, PathLike, open_stream, resolve_paths
+from deepids.io.paths import FLOW_FILE_SUFFIXES, PathLike, resolve_paths
+from deepids.io.textstream import open_text
 from deepids.io.plans import Plan, infer_kinds, make_plan
 from deepids.io.report import ReadReport
 from deepids.io.schema import LABEL, LAYOUTS, METADATA_COLUMNS
@@ -67,8 +68,9 @@ def _empty_frame(plan: Plan) -> pl.DataFrame:
     return pl.DataFrame(schema={c.out: dtypes.get(c.kind, pl.Utf8) for c in plan.cols})
 
 
-def _raw_batches_csv(plan: Plan, pending: list[int]) -> Iterator[pa.Table]:
-    """Record batches of raw bytes; rows with a wrong field count are counted in pending."""
+def _raw_batches_csv(plan: Plan, pending: list[int], notes: list[str]) -> Iterator[pa.Table]:
+    """Record batches of raw bytes; rows with a wrong field count (and a row cut by damage) are
+    counted in pending; damage to a compressed file goes into notes, after the rows before it."""
 
     def on_invalid(row) -> str:
         pending[0] += 1
@@ -76,7 +78,8 @@ def _raw_batches_csv(plan: Plan, pending: list[int]) -> Iterator[pa.Table]:
 
     wanted = {c.src for c in plan.cols} | {s for s, _ in plan.header_check}
     include = [s for s in plan.arrow_names if s in wanted]
-    stream = open_stream(plan.path, plan.header.compression)
+    stream = open_text(plan.path, plan.header.compression)
+    reader = None
     try:
         reader = pacsv.open_csv(
             stream,
@@ -101,7 +104,12 @@ def _raw_batches_csv(plan: Plan, pending: list[int]) -> Iterator[pa.Table]:
                              f"flow records are far shorter: is the file damaged?") from None
         raise InputError(f"cannot read {plan.path}: {exc}") from None
     finally:
+        if reader is not None:
+            reader.close()              # stop Arrow's read-ahead before the stream goes
         stream.close()
+    pending[0] += stream.cut_lines
+    if stream.note():
+        notes.append(stream.note())
 
 
 def _raw_batches_parquet(plan: Plan, batch_size: int) -> Iterator[pa.Table]:
@@ -177,11 +185,11 @@ def _iter_file(plan: Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, Read
     if plan.header.fmt == "pcap":
         yield from _iter_capture(plan, batch_size)
         return
-    pending = [0]
+    pending, notes = [0], []
     if plan.header.fmt == "parquet":
         raw_tables: Iterator[pa.Table] = _raw_batches_parquet(plan, batch_size)
     else:
-        raw_tables = _raw_batches_csv(plan, pending)
+        raw_tables = _raw_batches_csv(plan, pending, notes)
 
     if not plan.inferred:
         first = next(raw_tables, None)
@@ -196,10 +204,15 @@ def _iter_file(plan: Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, Read
         if pending[0]:
             report.rejected[R_FIELDS] = report.rejected.get(R_FIELDS, 0) + pending[0]
             pending[0] = 0
+        if notes:
+            report.notes.extend(notes)
+            notes.clear()
         yielded = True
         yield frame, report
-    if pending[0] or not yielded:
+    if pending[0] or notes or not yielded:
         if not yielded and not pending[0]:
+            if notes:
+                raise InputError(f"cannot read {plan.path}: {notes[0]}")
             if plan.header.has_header:
                 raise InputError(f"{plan.path} has a header but no data rows")
             raise InputError(f"{plan.path} is empty")
@@ -209,7 +222,7 @@ def _iter_file(plan: Plan, batch_size: int) -> Iterator[tuple[pl.DataFrame, Read
                     c.kind = "str" if c.kind == "auto" else "int"
             plan.inferred = True
         report = ReadReport(layout=plan.layout, files=[str(plan.path)],
-                            rejected={R_FIELDS: pending[0]},
+                            rejected={R_FIELDS: pending[0]} if pending[0] else {}, notes=list(notes),
                             _row_hashes=np.empty(0, dtype=np.uint64),
                             _entity_values={})
         pending[0] = 0
@@ -260,10 +273,9 @@ def iter_flow_batches(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    conn = conn_files(paths, layout)          # Zeek, Suricata, nfdump, NFStream: deepids.io.connlogs
-    if conn is not None:
-        for path, source in conn:
-            yield from iter_conn_batches(path, source, batch_size, label_column)
+    if conn_files(paths, layout) is not None:    # Zeek, Suricata, nfdump, NFStream: the same reader as the
+        yield from iter_conn_chunks(paths, batch_size=batch_size, layout=layout,   # flows kind's (deepids.kinds)
+                                    label_column=label_column)
         return
     plans = _plans(paths, layout, label_column)
     offset = 0          # records read in earlier batches: record numbers run over all files

@@ -169,9 +169,10 @@ def kind_of_model(model) -> RecordKind:
 
 def _register_builtin() -> None:
     from deepids.kinds.events import EventKind
-    from deepids.kinds.flows import FlowKind
+    from deepids.kinds.flows import CONNECTION_LOGS, FlowKind
 
     register_kind(FlowKind())
+    register_reader("flows", CONNECTION_LOGS)     # Zeek, Suricata EVE, nfdump, NFStream
     register_kind(EventKind())          # before flows: it claims log files, flows claim the rest
 
 

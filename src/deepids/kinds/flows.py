@@ -3,6 +3,12 @@
 Canonical columns: :mod:`deepids.io.schema` (metadata, ``FLOW_FEATURES`` or a generic table's
 columns, ``label``). Rules: :mod:`deepids.io.cast`. Files: :func:`deepids.io.iter_flow_batches`
 (CSV, Parquet, packet captures). Live records: :func:`deepids.io.records.records_to_table`.
+
+Connection logs (Zeek ``conn.log``, Suricata EVE ``flow`` events, nfdump CSV, NFStream) are
+flows too: :data:`CONNECTION_LOGS` is their registered reader (asked before the kind's own),
+giving the same metadata columns (``flow_id`` ... ``timestamp``) and the same record numbers as
+a stream of the same lines (:func:`deepids.io.connlogs.iter_conn_chunks`); their live lines are
+read by :mod:`deepids.io.connlogs.live`.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from deepids.io.connlogs import is_conn_path, iter_conn_chunks
 from deepids.io.flows import iter_flow_batches
 from deepids.io.records import CanonicalRecords, records_to_table
 from deepids.io.schema import LABEL, METADATA_COLUMNS
@@ -19,6 +26,10 @@ from deepids.kinds import FileReader, RecordKind
 
 def _read_flow_tables(paths, *, batch_size: int, layout=None, label_column=None):
     return iter_flow_batches(paths, layout=layout, label_column=label_column, batch_size=batch_size)
+
+
+#: Zeek, Suricata, nfdump and NFStream files and folders: the flows kind's registered reader
+CONNECTION_LOGS = FileReader("connection logs", claims=is_conn_path, read_chunks=iter_conn_chunks)
 
 
 class FlowKind(RecordKind):

@@ -22,8 +22,10 @@ import csv
 import json
 import logging
 import queue
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -371,20 +373,21 @@ def run_stream(scorer: LiveScorer, source: str | Path, sinks: Sequence[AlertSink
     reader.start()
     try:
         try:
-            while not stop.is_set():
-                try:
-                    item = reader.lines.get(timeout=flush_interval if pending else min(flush_interval, 0.2))
-                except queue.Empty:
-                    if pending:
-                        flush(pending)
-                        pending = []
-                    continue
-                if item is EOF:
-                    break
-                pending.append(item)
-                if len(pending) >= batch_size:
-                    flush(pending)
-                    pending = []
+            with _interrupt_sets(stop):
+                while not stop.is_set():
+                    try:
+                        item = reader.lines.get(timeout=flush_interval if pending else min(flush_interval, 0.2))
+                    except queue.Empty:
+                        if pending:
+                            batch, pending = pending, []      # out of `pending` first: scored once
+                            flush(batch)
+                        continue
+                    if item is EOF:
+                        break
+                    pending.append(item)
+                    if len(pending) >= batch_size:
+                        batch, pending = pending, []
+                        flush(batch)
         except KeyboardInterrupt:
             follower.summary.interrupted = True
         if stop.is_set():
@@ -415,6 +418,27 @@ def run_stream(scorer: LiveScorer, source: str | Path, sinks: Sequence[AlertSink
             raise InputError(f"cannot read {source}: {reader.error}") from None
         raise reader.error
     return summary
+
+
+@contextmanager
+def _interrupt_sets(stop: threading.Event):
+    """While scoring, Ctrl-C (SIGINT) sets `stop`: the batch being scored is finished and counted
+    once, then the stream stops (a KeyboardInterrupt raised inside a batch left it half counted,
+    and scored again). A second Ctrl-C interrupts at once, as usual. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        stop.set()
+
+    previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stream_capture(scorer: LiveScorer, path: str | Path, sinks: Sequence[AlertSink] = (), *, batch_size: int = 1000,

@@ -28,7 +28,8 @@ from deepids.io.paths import read_first_line, sniff_format
 from deepids.io.report import ReadReport
 
 __all__ = ["CONN_SOURCES", "CONN_FEATURES", "CONN_CATEGORICAL", "CONN_METADATA", "detect_source",
-           "iter_conn_batches", "read_conn", "is_conn_file_name", "conn_files", "source_of_line"]
+           "iter_conn_batches", "iter_conn_chunks", "read_conn", "is_conn_file_name", "is_conn_path", "conn_files",
+           "source_of_line"]
 
 _READERS = {
     "zeek-conn": zeek.tsv_batches,
@@ -132,6 +133,37 @@ def conn_files(paths, layout: str | None = None) -> list[tuple[Path, str]] | Non
         raise InputError(f"cannot read {conn[-1][0]} ({conn[-1][1]}) together with {conn[0][0]} ({conn[0][1]}): "
                          "files read together must come from one kind of sensor")
     return conn
+
+
+def is_conn_path(path: str | Path) -> bool:
+    """True when ``path`` is a connection log, or a directory of them (the record-kind layer's
+    ``claims``); a mix of logs and other files is left to the reader, which says what is wrong."""
+    try:
+        return conn_files([path]) is not None
+    except InputError:
+        return False
+
+
+def iter_conn_chunks(paths, *, batch_size: int = 200_000, layout: str | None = None,
+                     label_column: str | None = None) -> Iterator[tuple[pl.DataFrame, ReadReport]]:
+    """The connection records of the files, in order, as ``(frame, report)`` pairs of at most
+    ``batch_size`` rows, each report carrying its rows' record numbers (``report.numbers``,
+    counted from 0 over all the files: a record's position among the records read, rejected
+    ones included, as a stream of the same lines numbers them; lines that are no records, and
+    rows with the wrong number of fields, whose position Arrow does not keep, are not counted).
+    This is the flows kind's registered reader of connection logs (:mod:`deepids.kinds.flows`)."""
+    conn = conn_files(paths, layout)
+    if conn is None:
+        raise InputError(f"{', '.join(map(str, paths if isinstance(paths, (list, tuple)) else [paths]))} "
+                         f"holds no connection log ({', '.join(CONN_SOURCES)})")
+    offset = 0              # the records of the files before: a file's reader numbers from 0
+    for path, source in conn:
+        parsed = 0
+        for frame, report in iter_conn_batches(path, source, batch_size, label_column):
+            report.numbers = report.numbers + offset
+            parsed += report.parsed
+            yield frame, report
+        offset += parsed
 
 
 def read_conn(paths, source: str | None = None, label_column: str | None = None) -> tuple[pl.DataFrame, ReadReport]:

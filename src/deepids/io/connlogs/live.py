@@ -21,6 +21,7 @@ import polars as pl
 from deepids.errors import InputError
 from deepids.io.connlogs import nfdump, nfstream, suricata, zeek
 from deepids.io.connlogs.schema import R_FIELDS, R_JSON, Field, cast_rows
+from deepids.io.connlogs.text import odd_quotes
 from deepids.io.records import CanonicalRecords, Rejection
 
 _BAD = "__deepids_rejected__"
@@ -48,7 +49,7 @@ class ConnLineParser:
         self.ignored: Counter = Counter()
         self.header = zeek.ZeekHeader()
         self.names: list[str] | None = None
-        self.footer = False
+        self.footer = nfdump.Footer()
         self.header_lines: list[str] = []
         self._ignored_total = 0
         self.fields: list[Field] = []
@@ -134,11 +135,16 @@ class ConnLineParser:
                                else nfstream.fields_for(self.names))
                 return None
             self.fields = nfdump.fields_for(self.names)
-        if self.source == "nfdump-csv" and (self.footer or text.strip() == "Summary"):
-            self.footer = True
-            self.ignored[nfdump.FOOTER] += 1
-            return None
+        if self.source == "nfstream" and odd_quotes(text):
+            return {_BAD: R_FIELDS}         # a quote left open: the file reader rejects this line alone too
         parts = next(csv.reader([text])) if self.source == "nfstream" else text.split(",")
+        if self.source == "nfdump-csv":
+            footer = self.footer(text) if len(parts) != len(self.names) or text.strip() == "Summary" else None
+            if footer is None and nfdump.is_header_row(parts[0].strip()):
+                footer = nfdump.REPEATED
+            if footer is not None:
+                self.ignored[footer] += 1
+                return None
         if len(parts) != len(self.names):
             return {_BAD: R_FIELDS}
         return dict(zip(self.names, parts))

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields, numeric_sources
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, cast_fields, kept_numbers, numeric_sources
 from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
@@ -44,6 +44,7 @@ FLOW_FIELDS: tuple[Field, ...] = (
 )
 REQUIRED = ("ts", "td", "sa", "da", "sp", "dp", "pr", "ipkt", "ibyt")
 FOOTER = "nfdump summary footer lines"
+REPEATED = "repeated nfdump headers (concatenated files)"
 
 
 def looks_like_header(line: str) -> bool:
@@ -58,17 +59,29 @@ def looks_like_record(line: str) -> bool:
                                                       for p in parts[:2])
 
 
-class _Footer:
-    """nfdump's footer: ``Summary``, then a header and a line of totals; rows after ``Summary``
-    are footer, rows before it with a wrong field count are damage."""
+class Footer:
+    """nfdump's footer: ``Summary``, then a header and a line of totals (six fields each). Those
+    three lines are no records; any other line with the wrong field count is damage. Files
+    concatenated (``cat a.csv b.csv``) have a footer, then the next file's header, in the middle."""
 
     def __init__(self) -> None:
-        self.seen = False
+        self.left = 0                   # footer lines still expected after 'Summary'
 
     def __call__(self, text: str) -> str | None:
-        if text.strip() == "Summary":
-            self.seen = True
-        return FOOTER if self.seen else None
+        t = text.strip()
+        if t == "Summary":
+            self.left = 2
+            return FOOTER
+        if self.left and t.count(",") == 5:
+            self.left -= 1
+            return FOOTER
+        self.left = 0
+        return None
+
+
+def is_header_row(first_field) -> pl.Expr | bool:
+    """A repeated header (the next file of a concatenation): its first field is ``ts``."""
+    return first_field == "ts"
 
 
 def fields_for(names: list[str], label_column: str | None = None) -> list[Field]:
@@ -83,15 +96,24 @@ def prepare(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _expand(raw: pl.DataFrame) -> pl.DataFrame:
+    """Per batch: the flags of each distinct ``flg`` string (a few dozen at most) joined back,
+    and ``dp`` as numbers where it holds no ICMP ``type.code`` (the usual batch: one pass)."""
     flg = pl.col("flg").cast(pl.Utf8).str.strip_chars()
-    dp = pl.col("dp").cast(pl.Utf8).str.strip_chars()
-    icmp = dp.str.extract_groups(r"^(\d+)\.(\d+)$")
-    code = (icmp.struct.field("1").cast(pl.Int64, strict=False) * 256
-            + icmp.struct.field("2").cast(pl.Int64, strict=False)).cast(pl.Utf8)
-    flags = [pl.when(flg.str.len_chars() == 8).then(
-        (flg.str.slice(i, 1) != ".").cast(pl.Float64)).otherwise(None).alias(f"flag_{f}")
-        for i, f in enumerate(FLAGS)]
-    return raw.with_columns(pl.coalesce(code, dp).alias("dp"), *flags)
+    table = raw.select(pl.col("flg").cast(pl.Utf8)).unique().with_columns(
+        pl.when(flg.str.len_chars() == 8).then((flg.str.slice(i, 1) != ".").cast(pl.Float64))
+        .otherwise(None).alias(f"flag_{f}") for i, f in enumerate(FLAGS))
+    out = raw.drop([f"flag_{f}" for f in FLAGS], strict=False).with_columns(pl.col("flg").cast(pl.Utf8))
+    out = out.join(table, on="flg", how="left", maintain_order="left", nulls_equal=True)
+    dp = out["dp"].cast(pl.Utf8).str.strip_chars()
+    if dp.str.contains(".", literal=True).any():
+        icmp = dp.str.extract_groups(r"^(\d+)\.(\d+)$")
+        code = (icmp.struct.field("1").cast(pl.Int64, strict=False) * 256
+                + icmp.struct.field("2").cast(pl.Int64, strict=False)).cast(pl.Utf8)
+        return out.with_columns(pl.coalesce(code, dp).alias("dp"))
+    number = dp.cast(pl.Float64, strict=False)
+    if number.null_count() == dp.is_in(["-", ""]).sum() + dp.null_count():    # every set cell a number
+        return out.with_columns(number.alias("dp"))
+    return out.with_columns(dp.alias("dp"))
 
 
 def csv_batches(path: Path, compression: str | None, batch_size: int,
@@ -109,18 +131,30 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     if label_column and label_column not in names:
         raise InputError(f"label column {label_column!r} is not in {path}")
     fields = list(FLOW_FIELDS) + ([Field(label, "label", "label")] if label in names else [])
-    sink = LineSink(_Footer())
+    sink = LineSink(Footer())
     numeric = numeric_sources(fields) - {"dp"} - {f"flag_{f}" for f in FLAGS}     # dp holds ICMP type.code
-    for raw in rebatch(delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric), batch_size):
+    used = {"ts", "flg", "dp", *(f.src for f in fields)}
+    raws = delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric,
+                             include=[n for n in names if n in used], unset=("-",))
+    done_rows = 0
+    for raw in rebatch(raws, batch_size):
         # the footer's header line has the right field count only by accident: drop it too
-        footer = raw["ts"].cast(pl.Utf8).is_in(["Summary", "flows"]).fill_null(False)
-        n_footer = int(footer.sum())
-        frame, rejected = cast_fields(_expand(raw.filter(~footer)), fields)
+        ts = raw["ts"].cast(pl.Utf8)
+        footer = ts.is_in(["Summary", "flows"]).fill_null(False)
+        header = is_header_row(ts).fill_null(False)
+        n_footer, n_header = int(footer.sum()), int(header.sum())
+        records = raw.filter(~(footer | header)) if n_footer or n_header else raw
+        done = cast_batch(_expand(records), fields)
+        rejected = dict(done.rejected)
         bad, skipped = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
         skipped[FOOTER] = skipped.get(FOOTER, 0) + n_footer
-        yield frame, batch_report("nfdump-csv", path, frame, rejected, skipped)
+        if n_header:
+            skipped[REPEATED] = skipped.get(REPEATED, 0) + n_header
+        yield done.frame, batch_report("nfdump-csv", path, done.frame, rejected, skipped,
+                                       numbers=kept_numbers(done, done_rows), parsed=records.height)
+        done_rows += records.height
     bad, skipped = sink.take()
     if bad or skipped:
         empty, _ = cast_fields(_expand(pl.DataFrame(schema={n: pl.Utf8 for n in names})), fields)

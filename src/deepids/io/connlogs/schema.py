@@ -84,20 +84,31 @@ def _unset(e: pl.Expr, unset: Sequence[str]) -> pl.Expr:
     return pl.when(e.is_in(list(unset)) | (e == "")).then(None).otherwise(e)
 
 
-def _time_expr(f: Field, unset: Sequence[str]) -> pl.Expr:
-    return parse_time(_unset(_text(f.src), unset), f.kind)
-
-
 def parse_time(e: pl.Expr, kind: str = "time") -> pl.Expr:
     """Text -> naive UTC ``Datetime("us")``: seconds since 1970 (``epoch``), or ISO 8601 with or
-    without an offset (``+0100``, ``Z``), or ``YYYY-MM-DD HH:MM:SS[.fff]`` (``time``)."""
+    without an offset (``+0100``, ``+01:00``, ``Z``), or ``YYYY-MM-DD HH:MM:SS[.fff]`` (``time``)."""
     if kind in ("epoch", "epoch_ms"):
         us = (e.cast(pl.Float64, strict=False) * (1e6 if kind == "epoch" else 1e3)).round(0).cast(pl.Int64, strict=False)
         return pl.from_epoch(us, time_unit="us")
+    # explicit formats, no inference: a query infers from one value and a mixed column goes null
     with_tz = e.str.to_datetime(time_unit="us", time_zone="UTC", strict=False,
-                                format="%Y-%m-%dT%H:%M:%S%.f%z")
-    plain = e.str.to_datetime(time_unit="us", strict=False)
-    return pl.coalesce(with_tz.dt.replace_time_zone(None), plain)
+                                format="%Y-%m-%dT%H:%M:%S%.f%#z")
+    plain = [e.str.to_datetime(time_unit="us", strict=False, format=f)
+             for f in ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f")]
+    return pl.coalesce(with_tz.dt.replace_time_zone(None), *plain)
+
+
+@dataclass(frozen=True)
+class Cast:
+    """One raw batch cast: the canonical frame (its kept rows), ``{reason: count}`` of the
+    rejected ones, and ``reasons``: per raw row, the index into ``names`` of the reason it was
+    rejected for, or -1 where it was kept (so ``np.flatnonzero(reasons < 0)`` are the kept
+    rows' positions in the batch)."""
+
+    frame: pl.DataFrame
+    rejected: dict[str, int]
+    reasons: np.ndarray
+    names: tuple[str, ...]
 
 
 def cast_fields(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str] = ("-",)
@@ -108,68 +119,81 @@ def cast_fields(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str]
     Returns the canonical frame (columns in :func:`order_columns` order) and
     ``{reason: count}`` of the rows rejected; every raw row is in exactly one of the two.
     """
-    frame, reasons = cast_rows(raw, fields, unset)
-    rejected: dict[str, int] = {}
-    for r in reasons:
-        if r is not None:
-            rejected[r] = rejected.get(r, 0) + 1
-    return frame, rejected
+    done = cast_batch(raw, fields, unset)
+    return done.frame, done.rejected
 
 
 def cast_rows(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str] = ("-",)
               ) -> tuple[pl.DataFrame, list[str | None]]:
     """As :func:`cast_fields`, with the reason of every raw row (None: kept) in row order."""
+    done = cast_batch(raw, fields, unset)
+    return done.frame, [done.names[k] if k >= 0 else None for k in done.reasons.tolist()]
+
+
+def cast_batch(raw: pl.DataFrame, fields: Sequence[Field], unset: Sequence[str] = ("-",)) -> Cast:
+    """The one cast, in two passes over the batch: each text column cleaned once (stripped,
+    unset values null), then every output column and every rejection check in one query."""
     present = [f for f in fields if f.src in raw.columns]
+    text = {f.src for f in present if not raw.schema[f.src].is_numeric() or f.kind not in NUMERIC_KINDS}
+    sources = list(dict.fromkeys(f.src for f in present))
+    clean = raw.with_columns([_unset(_text(c), unset).alias(c) for c in sources if c in text])
     exprs, checks = [], []
     for f in present:
-        dtype = raw.schema[f.src]
-        out, more = (_cast_number(f) if dtype.is_numeric() else _cast_one(f, unset))
+        out, more = _cast_number(f) if clean.schema[f.src].is_numeric() else _cast_one(f)
         checks += more
         exprs.append(out.alias(f.out))
     if not any(f.out == "timestamp" for f in present):
-        exprs.append(pl.lit(None, dtype=pl.Datetime("us")).alias("timestamp"))
-        checks.append((R_TIME, pl.lit(True)))
-    names = [r for r, _ in checks]
-    frame = raw.select(exprs) if exprs else pl.DataFrame()
-    reasons: list[str | None] = [None] * raw.height
-    if checks and raw.height:
-        m = raw.select([c.fill_null(False).alias(f"__bad{i}") for i, (_, c) in enumerate(checks)]).to_numpy()
-        m = m.astype(bool).reshape(raw.height, len(checks))
+        exprs.append(pl.Series("timestamp", [None] * raw.height, dtype=pl.Datetime("us")))
+        checks.append((R_TIME, pl.Series([True] * raw.height)))
+    names = tuple(r for r, _ in checks)
+    bad = [f"__deepids_bad{i}" for i in range(len(checks))]
+    both = clean.lazy().select([*exprs, *(c.fill_null(False).alias(b) for (_, c), b in zip(checks, bad))]).collect()
+    first = np.full(raw.height, -1, dtype=np.int64)
+    rejected: dict[str, int] = {}
+    if raw.height:
+        m = both.select(bad).to_numpy().astype(bool).reshape(raw.height, len(checks))
         first = np.where(m.any(axis=1), m.argmax(axis=1), -1)   # a row counts under its first reason
-        reasons = [names[k] if k >= 0 else None for k in first.tolist()]
+        for k, n in enumerate(np.bincount(first[first >= 0], minlength=len(checks)).tolist()):
+            if n:
+                rejected[names[k]] = n
+    frame = both.drop(bad)
+    if rejected:
         frame = frame.filter(pl.Series(first < 0))
     if LABEL in frame.columns:
         frame = frame.with_columns(pl.Series(LABEL, normalise_labels(frame[LABEL]), dtype=pl.Utf8))
-    return frame.select(order_columns(frame.columns)), reasons
+    return Cast(frame.select(order_columns(frame.columns)), rejected, first, names)
 
 
-NUMERIC_KINDS = ("port", "count", "float")
+#: kinds whose column Arrow may parse as numbers straight from the bytes
+NUMERIC_KINDS = ("port", "count", "float", "epoch", "epoch_ms")
 
 
 def numeric_sources(fields: Sequence[Field]) -> frozenset[str]:
     """The fields worth parsing as numbers straight from the bytes (Arrow's parser; a column
-    holding anything else, an unset ``-`` say, falls back to text and the careful path)."""
+    holding anything else, a word say, falls back to text and the careful path)."""
     return frozenset(f.src for f in fields if f.kind in NUMERIC_KINDS)
 
 
 def _cast_number(f: Field) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
-    """A column that is already numbers (every cell parsed): only the range checks."""
+    """A column that is already numbers (every cell parsed; unset cells null): the range checks."""
     x = pl.col(f.src).cast(pl.Float64)
     if f.kind == "port":
         bad = x.is_null() | (x < 0) | (x > 65535) | (x != x.floor()) | x.is_nan()
         return x.cast(pl.Int64, strict=False), [(r_port(f.src), bad & pl.col(f.src).is_not_null())]
     if f.kind == "count":
         return x.fill_null(0.0), [(r_negative(f.src), x < 0)]
-    if f.kind == "float":
-        return x.fill_null(float("nan")), []
-    return _cast_one(Field(f.src, f.out, f.kind), ("-",))
+    if f.kind in ("epoch", "epoch_ms"):
+        out = parse_time(x, f.kind)
+        return out, [(R_TIME, out.is_null())]
+    return x.fill_null(float("nan")), []            # float
 
 
-def _cast_one(f: Field, unset: Sequence[str]) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
-    e = _unset(_text(f.src), unset)
+def _cast_one(f: Field) -> tuple[pl.Expr, list[tuple[str, pl.Expr]]]:
+    """A text column, already cleaned (stripped; unset and empty cells null)."""
+    e = pl.col(f.src)
     checks = []
     if f.kind in ("epoch", "epoch_ms", "time"):
-        out = _time_expr(f, unset)
+        out = parse_time(e, f.kind)
         checks.append((R_TIME, out.is_null()))
     elif f.kind == "port":
         out = e.cast(pl.Float64, strict=False)
@@ -211,6 +235,20 @@ def order_columns(columns: Sequence[str]) -> list[str]:
 
 
 def batch_report(layout: str, path, frame: pl.DataFrame, rejected: dict[str, int],
-                 ignored: dict[str, int] | None = None, notes: Sequence[str] = ()) -> ReadReport:
-    """The :class:`ReadReport` of one batch, exact under ``merge`` (as the flow readers')."""
-    return frame_report(layout, path, frame, rejected, ignored=ignored, notes=notes)
+                 ignored: dict[str, int] | None = None, notes: Sequence[str] = (),
+                 numbers: np.ndarray | None = None, parsed: int = 0) -> ReadReport:
+    """The :class:`ReadReport` of one batch, exact under ``merge`` (as the flow readers').
+    ``numbers``: the record number of each row of ``frame`` within its file (its position among
+    the file's records, rejected ones included; lines that are no records are not counted);
+    ``parsed``: how many numbers the batch used."""
+    report = frame_report(layout, path, frame, rejected, ignored=ignored, notes=notes)
+    report.numbers = np.arange(frame.height, dtype=np.int64) if numbers is None else numbers
+    report.parsed = frame.height if numbers is None else parsed
+    return report
+
+
+def kept_numbers(done: Cast, start: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The record numbers of a cast batch's kept rows: ``start`` + the raw row's position
+    (``rows``: each raw row's position, when the batch is not all consecutive records)."""
+    kept = np.flatnonzero(done.reasons < 0)
+    return (kept if rows is None else rows[kept]).astype(np.int64) + start

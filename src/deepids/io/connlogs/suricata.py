@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields, parse_time
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, kept_numbers, parse_time
 from deepids.io.connlogs.text import json_frame, line_batches, reject_json
 from deepids.io.report import ReadReport
 
@@ -91,19 +91,22 @@ def eve_batches(path: Path, compression: str | None, batch_size: int,
     label = label_column or "label"
     schema = _schema(label)
     labelled = None
+    done_rows = 0           # flow records so far (other event types are no records of this kind)
     for lines in line_batches(path, compression, batch_size):
         flows, other = split_events(lines)
-        raw, bad = json_frame(flows, schema)
-        rejected = reject_json(bad)
+        raw, good = json_frame(flows, schema)
+        rejected = reject_json(len(flows) - len(good))
         typed = raw["event_type"].is_not_null()
         if not typed.all():
             rejected[R_NO_TYPE] = int((~typed).sum())
-            raw = raw.filter(typed)
+            raw, good = raw.filter(typed), good[typed.to_numpy()]
         if labelled is None and raw.height:
             labelled = raw[label].null_count() < raw.height
         fields = list(FLOW_FIELDS) + ([Field(label, "label", "label")] if labelled else [])
-        frame, more = cast_fields(_flatten(raw), fields)
-        for k, v in more.items():
+        done = cast_batch(_flatten(raw), fields)
+        for k, v in done.rejected.items():
             rejected[k] = rejected.get(k, 0) + v
         ignored = {f"'{k}' events (not flows)": v for k, v in other.items()}
-        yield frame, batch_report("suricata-eve", path, frame, rejected, ignored)
+        yield done.frame, batch_report("suricata-eve", path, done.frame, rejected, ignored,
+                                       numbers=kept_numbers(done, done_rows, good), parsed=len(flows))
+        done_rows += len(flows)

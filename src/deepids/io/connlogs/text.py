@@ -4,11 +4,11 @@ through polars, both memory-bounded by the batch and never aborted by one bad li
 from __future__ import annotations
 
 import io
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -18,6 +18,7 @@ from deepids.errors import InputError
 from deepids.io.arrow import arrow_to_polars
 from deepids.io.connlogs.schema import R_FIELDS, R_JSON
 from deepids.io.paths import open_stream
+from deepids.io.textstream import open_text
 
 BLOCK_SIZE = 2 << 20
 READ_SIZE = 4 << 20
@@ -30,8 +31,10 @@ class LineSink:
         self.classify = classify
         self.skipped: Counter = Counter()     # not records: '#close', nfdump's summary, ...
         self.rejected: Counter = Counter()    # records with the wrong number of fields
+        self.rows = 0                         # rows set aside so far (``take`` does not reset it)
 
     def handler(self, row) -> str:
+        self.rows += 1
         kind = self.classify(row.text or "")
         if kind is None:
             self.rejected[R_FIELDS] += 1
@@ -48,26 +51,34 @@ class LineSink:
 
 def delimited_batches(path: Path, compression: str | None, names: Sequence[str], skip_lines: int,
                       delimiter: str, sink: LineSink, quote: str | bool = False,
-                      numeric: frozenset[str] = frozenset()) -> Iterator[pl.DataFrame]:
-    """Text frames of every field (``names``), after ``skip_lines`` header lines. Rows with the
-    wrong number of fields go to ``sink``; no quoting unless ``quote`` (Zeek and nfdump never quote)."""
-    stream = open_stream(path, compression)
-    # a malformed row that is not UTF-8 makes Arrow fail inside the row handler (it decodes the
-    # row first); the read then ends with one clear error, without Python printing that failure
-    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+                      numeric: frozenset[str] = frozenset(), include: Sequence[str] | None = None,
+                      unset: Sequence[str] = ()) -> Iterator[pl.DataFrame]:
+    """Text frames of the fields ``include`` (default: every one of ``names``), after
+    ``skip_lines`` header lines. Rows with the wrong number of fields go to ``sink``; no quoting
+    unless ``quote`` (Zeek and nfdump never quote). Cells that are exactly one of ``unset`` (or
+    empty) are null already here, so that a numeric column with unset cells still parses as
+    numbers in one pass; only the fields used are converted at all (nfdump writes 48)."""
+    keep = [n for n in names if include is None or n in set(include)]
+    rows = 0
+    # bytes that are not UTF-8 are replaced before Arrow sees them (it decodes a malformed row
+    # before its handler does, and fails there), and a damaged .gz keeps the rows before the damage
+    stream = open_text(path, compression)
     reader = None
     try:
         reader = pacsv.open_csv(
-            stream,
+            LineQuotes(stream) if quote else stream,
             read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=skip_lines, block_size=BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=quote, invalid_row_handler=sink.handler),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.binary() for n in keep}, include_columns=keep,
+                null_values=[*unset, ""] if unset else [], strings_can_be_null=bool(unset)),
         )
         while True:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
+            rows += batch.num_rows
             yield arrow_to_polars(pa.Table.from_batches([batch]), numeric)
     except InputError:
         raise
@@ -76,8 +87,87 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     finally:
         if reader is not None:
             reader.close()              # stop Arrow's read-ahead before the stream goes
-        sys.unraisablehook = hook
         stream.close()
+    if stream.cut_lines:
+        sink.rejected[R_FIELDS] = sink.rejected.get(R_FIELDS, 0) + stream.cut_lines
+    if stream.damage:
+        raise InputError(f"cannot read {path}: {stream.damage}")
+    if quote:       # a quote left open swallows the lines after it into one row: count them
+        lost = _nonblank_lines(path, compression) - skip_lines - rows - sink.rows
+        if lost > 0:
+            sink.rejected[R_QUOTED] += lost
+
+
+R_QUOTED = "line inside an unterminated quote"
+
+
+def odd_quotes(line: bytes | str) -> bool:
+    """A line with an odd number of double quotes: a quote left open (a cut or damaged write)."""
+    return line.count(b'"' if isinstance(line, bytes) else '"') % 2 == 1
+
+
+class LineQuotes:
+    """The bytes of a quoted CSV with each line whose quotes do not pair up replaced by ``-``: the
+    reader then rejects that line alone (wrong number of fields), as a stream of the same lines
+    does, instead of reading every line after it into one field."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._buf = b""
+        self._rest = b""
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        while (n is None or n < 0 or len(self._buf) < n) and not self._eof:
+            chunk = self.stream.read(READ_SIZE)
+            if chunk:
+                data = self._rest + chunk
+                cut = data.rfind(b"\n") + 1
+                data, self._rest = data[:cut], data[cut:]
+            else:
+                self._eof, data, self._rest = True, self._rest, b""
+            if b'"' in data:
+                data = b"\n".join(b"-" if odd_quotes(ln) else ln for ln in data.split(b"\n"))
+            self._buf += data
+        if n is None or n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _nonblank_lines(path: Path, compression: str | None) -> int:
+    """The lines of the file that are not empty (as Arrow's reader skips empty ones)."""
+    n = 0
+    rest = b""
+    with open_text(path, compression) as stream:
+        while True:
+            chunk = stream.read(READ_SIZE)
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            n += sum(1 for ln in lines if ln.rstrip(b"\r"))
+    return n + (1 if rest.rstrip(b"\r") else 0)
 
 
 def rebatch(frames: Iterator[pl.DataFrame], batch_size: int) -> Iterator[pl.DataFrame]:
@@ -117,38 +207,40 @@ def line_batches(path: Path, compression: str | None, max_lines: int) -> Iterato
         stream.close()
 
 
-def json_frame(lines: list[bytes], schema: dict) -> tuple[pl.DataFrame, int]:
-    """Parse JSON lines with a fixed schema (values as text); returns (frame, malformed lines).
+def json_frame(lines: list[bytes], schema: dict) -> tuple[pl.DataFrame, np.ndarray]:
+    """Parse JSON lines with a fixed schema (values as text); returns the frame and the
+    positions (in ``lines``) of the lines it holds: the others are malformed.
 
     A batch parses in one call; only when it holds a malformed line (a truncated write, a
-    non-object) is it checked line by line, and the bad lines are dropped and counted.
+    non-object) is it checked line by line, and the bad lines are dropped.
     """
     if not lines:
-        return pl.DataFrame(schema=schema), 0
+        return pl.DataFrame(schema=schema), np.empty(0, dtype=np.int64)
     try:
-        return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=schema), 0
+        return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=schema), np.arange(len(lines), dtype=np.int64)
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, ValueError):
         pass
-    good = []
-    for ln in lines:
+    good: list[int] = []
+    for i, ln in enumerate(lines):
         try:
             if isinstance(orjson.loads(ln.lstrip(b"\xef\xbb\xbf")), dict):
-                good.append(ln.lstrip(b"\xef\xbb\xbf"))
+                good.append(i)
         except orjson.JSONDecodeError:
             continue
-    bad = len(lines) - len(good)
+    texts = [lines[i].lstrip(b"\xef\xbb\xbf") for i in good]
     if not good:
-        return pl.DataFrame(schema=schema), bad
+        return pl.DataFrame(schema=schema), np.empty(0, dtype=np.int64)
     try:
-        return pl.read_ndjson(io.BytesIO(b"\n".join(good)), schema=schema), bad
+        return pl.read_ndjson(io.BytesIO(b"\n".join(texts)), schema=schema), np.asarray(good, dtype=np.int64)
     except (pl.exceptions.PolarsError, ValueError):   # a value polars cannot take (a deep array where text is due)
-        frames, lost = [], 0
-        for ln in good:
+        frames, kept = [], []
+        for i, ln in zip(good, texts):
             try:
                 frames.append(pl.read_ndjson(io.BytesIO(ln), schema=schema))
+                kept.append(i)
             except (pl.exceptions.PolarsError, ValueError):
-                lost += 1
-        return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), bad + lost
+                continue
+        return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), np.asarray(kept, dtype=np.int64)
 
 
 def reject_json(bad: int) -> dict[str, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_fields, numeric_sources
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, cast_fields, kept_numbers, numeric_sources
 from deepids.io.connlogs.text import LineSink, delimited_batches, json_frame, line_batches, rebatch, reject_json
 from deepids.io.paths import open_stream
 from deepids.io.report import ReadReport
@@ -127,9 +127,12 @@ def tsv_batches(path: Path, compression: str | None, batch_size: int,
     h = read_header(path, compression)
     fields = _fields(h.names, h.types, label_column)
     sink = LineSink(_directive)
-    raw_frames = delimited_batches(path, compression, h.names, h.lines, h.separator, sink,
-                                   numeric=numeric_sources(fields))
     unset = (h.unset, h.empty)
+    used = {h.names[0], *(f.src for f in fields)}        # the first field: '#' lines with the full count
+    raw_frames = delimited_batches(path, compression, h.names, h.lines, h.separator, sink,
+                                   numeric=numeric_sources(fields), include=[n for n in h.names if n in used],
+                                   unset=unset)
+    done_rows = 0           # records (and rejected ones) so far: a row's record number in the file
     for raw in rebatch(raw_frames, batch_size):
         first = raw[h.names[0]]
         comment = (first.cast(pl.Utf8).str.starts_with("#").fill_null(False) if first.dtype == pl.Utf8
@@ -137,12 +140,15 @@ def tsv_batches(path: Path, compression: str | None, batch_size: int,
         n_comment = int(comment.sum())
         if n_comment:
             raw = raw.filter(~comment)
-        frame, rejected = cast_fields(raw, fields, unset)
+        done = cast_batch(raw, fields, unset)
+        rejected = dict(done.rejected)
         bad, skipped = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
         skipped[DIRECTIVES] = skipped.get(DIRECTIVES, 0) + n_comment
-        yield frame, batch_report("zeek-conn", path, frame, rejected, skipped)
+        yield done.frame, batch_report("zeek-conn", path, done.frame, rejected, skipped,
+                                       numbers=kept_numbers(done, done_rows), parsed=raw.height)
+        done_rows += raw.height
     bad, skipped = sink.take()
     if bad or skipped:
         yield _empty(fields), batch_report("zeek-conn", path, _empty(fields), bad, skipped)
@@ -159,11 +165,14 @@ def json_batches(path: Path, compression: str | None, batch_size: int,
     fields.append(Field(label_column or "label", "label", "label"))
     schema = {f.src: pl.Utf8 for f in fields}
     labelled = None
+    done_rows = 0
     for lines in line_batches(path, compression, batch_size):
-        raw, bad = json_frame(lines, schema)
+        raw, good = json_frame(lines, schema)
         if labelled is None:     # the first batch decides whether the file has labels
             labelled = bool(raw.height) and raw[fields[-1].src].null_count() < raw.height
         use = fields if labelled else fields[:-1]
-        frame, rejected = cast_fields(raw, use)
-        rejected.update(reject_json(bad))
-        yield frame, batch_report("zeek-conn-json", path, frame, rejected)
+        done = cast_batch(raw, use)
+        rejected = {**done.rejected, **reject_json(len(lines) - len(good))}
+        yield done.frame, batch_report("zeek-conn-json", path, done.frame, rejected,
+                                       numbers=kept_numbers(done, done_rows, good), parsed=len(lines))
+        done_rows += len(lines)
