@@ -20,8 +20,8 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import ConfigError, InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_batch, kept_numbers, numeric_sources
-from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, numeric_sources
+from deepids.io.connlogs.text import ROW, LineSink, RowNumbers, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
 
@@ -87,16 +87,16 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     used = {"bidirectional_duration_ms", *(f.src for f in fields)}
     raws = delimited_batches(path, compression, names, 1, ",", sink, quote='"', numeric=numeric,
                              include=[n for n in names if n in used], unset=("-",))
-    done_rows = 0
+    numbering = RowNumbers(sink)
     for raw in rebatch(raws, batch_size):
         done = cast_batch(prepare(raw), fields)
         rejected = dict(done.rejected)
         bad, _ = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
-        yield done.frame, batch_report("nfstream", path, done.frame, rejected,
-                                       numbers=kept_numbers(done, done_rows), parsed=raw.height)
-        done_rows += raw.height
+        numbers = numbering.of(raw[ROW].to_numpy()[done.reasons < 0])
+        yield done.frame, batch_report("nfstream", path, done.frame, rejected, numbers=numbers,
+                                       parsed=done.frame.height + sum(rejected.values()))
     bad, _ = sink.take()
     if bad:
         empty = cast_batch(prepare(pl.DataFrame(schema={n: pl.Utf8 for n in names})), fields).frame
