@@ -154,9 +154,35 @@ def test_two_stage(tmp_path):
     out = tmp_path / "two_stage.json"
     proc = bench("bench.two_stage", "--quick", "--out", out, timeout=900)
     result = json.loads(out.read_text())
-    variants = {"supervised/embedding", "supervised/confidence", "hybrid/embedding", "hybrid/confidence"}
+    variants = {f"{s}/{n}" for s in ("supervised", "hybrid", "hybrid q0.998") for n in ("embedding", "confidence")}
     assert set(result["test"]["end_to_end"]) == variants and result["chosen"] in variants
     lofo = result["test"]["leave_one_family_out"]
     assert len(lofo) == 1 and all(v["flows"] >= 1 for v in lofo.values())
     assert "validation split of the training part" in result["protocol"]["tuning"]
-    assert "| stage one / novelty |" in proc.stdout
+    assert "| stage one / novelty |" in proc.stdout and "at which stage one flags 80 %" in proc.stdout
+    for family in lofo.values():         # the false-alarm cost of flagging 80 % of the family left out
+        assert all(0 <= family[v]["false_alarms_per_10k_for_80pct"] <= 1e4 for v in variants)
+
+
+def test_two_stage_from_one_file_to_another(tmp_path):
+    """bench.two_stage --data TRAIN --test TEST --quick: every configuration end to end, no choice."""
+    out = tmp_path / "two_stage_files.json"
+    samples = REPO / "data" / "samples"
+    proc = bench("bench.two_stage", "--quick", "--data", samples / "cicids2017" / "cicids2017_sample.csv.gz",
+                 "--test", samples / "cse-cic-ids2018" / "ids2018_sample.csv.gz", "--out", out, timeout=900)
+    result = json.loads(out.read_text())
+    assert len(result["test"]["end_to_end"]) == 6 and "leave_one_family_out" not in result["test"]
+    assert all(0 <= m["macro_f1"] <= 1 for m in result["test"]["end_to_end"].values())
+    assert "| stage one / novelty | macro-F1 |" in proc.stdout
+
+
+def test_two_stage_context(tmp_path):
+    """bench.two_stage_context --quick: with and without entity context, one family left out, on the lab capture."""
+    out = tmp_path / "two_stage_context.json"
+    proc = bench("bench.two_stage_context", "--quick", "--out", out, timeout=900)
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"supervised", "hybrid", "supervised + entity context", "hybrid + entity context"}
+    for entry in result["results"].values():
+        assert 0 <= entry["end_to_end"]["macro_f1"] <= 1 and len(entry["lofo"]) == 1
+        assert all(0 <= x["flagged"] <= 1 and x["flows"] >= 20 for x in entry["lofo"].values())
+    assert "| stage one | macro-F1 |" in proc.stdout

@@ -101,3 +101,16 @@ def test_models_lists_every_registered_model_with_its_train_options():
     assert rows["dnn"]["kind"] == "classifier" and rows["lstm-ae"]["kind"] == "detector"
     lstm = {p["name"]: p for p in rows["lstm-ae"]["parameters"]}
     assert lstm["sequence_length"] == {"name": "sequence_length", "default": 10, "option": "--sequence-length"}
+
+
+def test_column_choice_and_leakage_options_apply_to_flow_files_only(samples_dir, sample, tmp_path):
+    """Event-log features are computed by deepids, not read from the user's columns: naming columns
+    or asking for the leakage guard on logs is refused, as is --false-alarms when streaming."""
+    logs = samples_dir / "evtx" / "new-user-security.evtx"
+    for option in (["--drop-columns", "x"], ["--feature-columns", "x"], ["--strict-leakage"]):
+        proc = run("train", "--data", logs, "--out", tmp_path / "m", "--model", "dense-ae", *option)
+        assert_user_error(proc, "applies with flow files (not event logs)")
+    proc = run("train", "--data", sample, "--out", tmp_path / "m", "--model", "dense-ae", "--stream",
+               "--false-alarms", "50")
+    assert_user_error(proc, "--false-alarms applies with flow files read at once")
+    assert not (tmp_path / "m").exists()

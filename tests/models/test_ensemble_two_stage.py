@@ -122,3 +122,20 @@ def test_two_stage_expected_rates_come_from_rows_no_stage_learnt(two_stage, spli
     attacks = test.filter(pl.col("label") != "benign")
     on_test = float((two_stage.score_records(attacks).score > two_stage.threshold_.value).mean())
     assert point["detection_rate"] > 0.9 and abs(point["detection_rate"] - on_test) < 0.05
+
+
+def test_the_benign_novelty_threshold_moves_to_another_quantile_without_refitting(two_stage, split, tmp_path):
+    ref = two_stage.benign_reference_
+    assert ref.quantile == two_stage.anomaly_quantile and ref.held_back_distances is not None
+    before = ref.threshold
+    try:
+        ref.recalibrate(0.9)
+        assert ref.threshold == float(np.quantile(ref.held_back_distances, 0.9)) < before
+        assert (ref.held_back_distances > ref.threshold).mean() <= 0.1 + 2 / len(ref.held_back_distances)
+    finally:
+        ref.recalibrate(two_stage.anomaly_quantile)
+    assert ref.threshold == before
+    loaded = load_model(two_stage.save(tmp_path / "m")).benign_reference_
+    assert loaded.threshold == before and loaded.held_back_distances is None
+    with pytest.raises(ValueError, match="held-back distances"):
+        loaded.recalibrate(0.9)

@@ -192,6 +192,40 @@ def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday
     assert _metric(metrics, 'deepids_records_rejected_total{reason="overloaded"}') == 10 * (codes.count(503) - unread)
 
 
+def test_records_waiting_past_the_queue_timeout_are_refused_unscored_and_counted(seq_model, friday_lines,
+                                                                                   monkeypatch):
+    import deepids.serving.service as service
+
+    monkeypatch.setattr(service, "_INLINE_RECORDS", 0)
+    scorer = _GatedScorer(seq_model)
+    scorer.gate = threading.Event()
+    records = _records(friday_lines)
+    app = create_app(scorer, max_batch_records=10, queue_timeout=0.3)
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            first = asyncio.create_task(c.post("/v1/score", json=records[:10]))   # taken, then held at the gate
+            await asyncio.sleep(0.1)
+            waiting = [asyncio.create_task(c.post("/v1/score", json=records[10 * i:10 * i + 10])) for i in (1, 2)]
+            await asyncio.sleep(0.6)              # past the queue timeout while the first batch is held
+            scorer.gate.set()
+            answers = [await first] + list(await asyncio.gather(*waiting))
+            metrics = (await c.get("/metrics")).text
+            depth = app.state.batcher.depth
+        await app.state.batcher.close()
+        return answers, metrics, depth
+
+    answers, metrics, depth = asyncio.run(run())
+    codes = [a.status_code for a in answers]
+    assert codes == [200, 503, 503], [a.text for a in answers]     # the held batch is still answered
+    assert "waited 0.3 s" in answers[1].json()["detail"] and answers[1].headers["retry-after"] == "1"
+    assert depth == 0
+    assert _metric(metrics, "deepids_records_received_total") == 30
+    assert _metric(metrics, "deepids_records_scored_total") == 10
+    assert _metric(metrics, 'deepids_records_rejected_total{reason="waited too long in the queue"}') == 20
+
+
 def test_real_server_on_loopback(seq_model, friday_lines):
     import socket
     import time

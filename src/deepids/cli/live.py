@@ -88,14 +88,16 @@ def serve(
     docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json (rendered offline).")] = True,
     body_timeout: Annotated[float, typer.Option(help="Seconds a request body may take to arrive "
                                                      "before 408.")] = 30.0,
+    queue_timeout: Annotated[float, typer.Option(help="Seconds records may wait in the scoring queue; "
+                                                      "then 503, nothing of the request scored.")] = 10.0,
 ) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /healthz, /v1/model, /metrics (Prometheus)."""
     from deepids.serving.security import check_bind, resolve_token
     from deepids.serving.service import serve as run_server
 
-    if min(max_body_bytes, max_queue, max_batch, max_inflight_bytes) < 1 or body_timeout <= 0:
-        raise ConfigError("--max-body-bytes, --max-queue, --max-batch, --max-inflight-bytes and "
-                          "--body-timeout must be positive")
+    if min(max_body_bytes, max_queue, max_batch, max_inflight_bytes) < 1 or min(body_timeout, queue_timeout) <= 0:
+        raise ConfigError("--max-body-bytes, --max-queue, --max-batch, --max-inflight-bytes, "
+                          "--body-timeout and --queue-timeout must be positive")
     token = resolve_token(token)
     warning = check_bind(host, token, insecure)
     _check_tls(tls_cert, tls_key)
@@ -110,7 +112,7 @@ def serve(
                max_batch_records=max_batch, max_inflight_bytes=max_inflight_bytes,
                limit_concurrency=limit_concurrency, log_level=log_level, token=token,
                tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
-               body_timeout=body_timeout, docs=docs)
+               body_timeout=body_timeout, docs=docs, queue_timeout=queue_timeout)
 
 
 def stream(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+import orjson
 import polars as pl
 
 from deepids.errors import ConfigError, DeepidsError, InputError
@@ -308,6 +309,15 @@ def _lines_bounded(fh, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
         yield line
 
 
+def _loads(line: bytes):
+    """orjson (several times faster); what it refuses goes to Python's json, which also takes the
+    NaN/Infinity literals that Python's json writes, so both accept the same lines."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def _jsonl_records(path: Path, rejected: Counter) -> Iterator[dict]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
@@ -320,7 +330,7 @@ def _jsonl_records(path: Path, rejected: Counter) -> Iterator[dict]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = _loads(line)
                 except (ValueError, RecursionError):       # not JSON, invalid UTF-8, nested too deep
                     rejected["corrupt JSON line"] += 1
                     continue

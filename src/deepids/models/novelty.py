@@ -29,6 +29,9 @@ class NearestReference:
     reference: np.ndarray       # (m, d) float32
     threshold: float = float("inf")
     quantile: float = 0.99
+    # the held-back rows' distances, kept after `fit` (not saved) so `recalibrate` can move the
+    # threshold to another quantile without fitting again
+    held_back_distances: np.ndarray | None = None
 
     @classmethod
     def fit(cls, reference: np.ndarray, held_back: np.ndarray, quantile: float, *, max_reference: int = 10_000,
@@ -39,8 +42,16 @@ class NearestReference:
             reference = reference[keep]
         model = cls(np.ascontiguousarray(reference), quantile=quantile)
         if len(held_back):
-            model.threshold = float(np.quantile(model.distances(held_back), quantile))
+            model.held_back_distances = model.distances(held_back)
+            model.threshold = float(np.quantile(model.held_back_distances, quantile))
         return model
+
+    def recalibrate(self, quantile: float) -> None:
+        """The threshold at another quantile of the held-back distances (only after `fit`)."""
+        if self.held_back_distances is None:
+            raise ValueError("recalibrate needs the held-back distances of fit (a loaded reference has none)")
+        self.quantile = quantile
+        self.threshold = float(np.quantile(self.held_back_distances, quantile))
 
     @torch.inference_mode()
     def distances(self, X: np.ndarray) -> np.ndarray:

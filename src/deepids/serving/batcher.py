@@ -83,6 +83,16 @@ class MicroBatcher:
         self._event.set()
         return fut
 
+    def withdraw(self, future: asyncio.Future) -> bool:
+        """Take a table that is still waiting out of the queue (True); False once it is being scored."""
+        for p in self._queue:
+            if p.future is future:
+                self._queue.remove(p)
+                self.depth -= p.n
+                future.cancel()
+                return True
+        return False
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:

@@ -54,11 +54,13 @@ from deepids.serving.security import BearerTokenGuard, docs_html, without_paths
 log = logging.getLogger(__name__)
 
 R_SCORING_FAILED = "scoring failed"
+R_QUEUE_TIMEOUT = "waited too long in the queue"
 R_QUEUE_FULL = "queue full"
 R_INFLIGHT = "bodies in flight"
 DEFAULT_MAX_BODY = 16 << 20
 DEFAULT_MAX_INFLIGHT = 64 << 20
 DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_QUEUE_TIMEOUT = 10.0
 _THREAD_PARSE_BYTES = 64 << 10
 _INLINE_RECORDS = 16        # an idle server scores requests this small on the event loop
 STATUS_CLIENT_GONE = 499    # the client closed the connection before its answer (nginx's code)
@@ -136,6 +138,7 @@ class Limits:
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     retry_after: int = 1
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
 
 
 class _Refused(Exception):
@@ -153,7 +156,9 @@ class ScoreHandler:
     503 before its body is read), and the records waiting to be scored (`max_queue_records`:
     503 after parsing, its records counted as rejected, reason "overloaded"). A body that
     does not arrive within `body_timeout` seconds gets 408, so stalled uploads hold nothing
-    for long.
+    for long. Records still waiting in the queue after `queue_timeout` seconds are taken out
+    unscored (503, counted as rejected, reason "waited too long in the queue"); records
+    already being scored are answered (a batch holds at most `max_batch_records`).
     """
 
     def __init__(self, scorer: LiveScorer, batcher: MicroBatcher, limits: Limits, inflight: _Inflight):
@@ -284,7 +289,9 @@ class ScoreHandler:
                 # nothing queued or being scored: a few records are scored right here, sparing
                 # two thread hand-offs (each a wait for a core on a busy host)
                 return self.scorer.score_table(canon.table)
-            return await fut
+            return await self._wait(fut, canon.table.height)
+        except _Refused:
+            raise
         except DeepidsError as exc:
             metrics.count_rejected({R_SCORING_FAILED: canon.table.height})
             raise _Refused(_json_response({"detail": str(exc)}, 422)) from None
@@ -292,6 +299,17 @@ class ScoreHandler:
             log.exception("scoring failed")
             metrics.count_rejected({R_SCORING_FAILED: canon.table.height})
             raise _Refused(_json_response({"detail": f"scoring failed: {type(exc).__name__}"}, 500)) from None
+
+
+    async def _wait(self, fut: asyncio.Future, n: int):
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.limits.queue_timeout)
+        except TimeoutError:
+            if self.batcher.withdraw(fut):
+                self.metrics.count_rejected({R_QUEUE_TIMEOUT: n})
+                raise _Refused(self._busy(f"the records waited {self.limits.queue_timeout:g} s in the "
+                                          f"scoring queue")) from None
+            return await fut                # being scored already: its batch is bounded
 
 
 R_TOO_MANY = "too many requests"
@@ -388,13 +406,13 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
                max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
                max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, retry_after: int = 1,
                body_timeout: float = DEFAULT_BODY_TIMEOUT, token: str | None = None, docs: bool = True,
-               max_requests: int | None = None):
+               max_requests: int | None = None, queue_timeout: float = DEFAULT_QUEUE_TIMEOUT):
     """The ASGI application serving one `LiveScorer` (see the module's docstring for the routes).
 
     With `token`, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
     """
     limits = Limits(max_body_bytes, max_queue_records, max_batch_records, max_inflight_bytes, body_timeout,
-                    retry_after)
+                    retry_after, queue_timeout)
     batcher = MicroBatcher(scorer, max_queue_records, max_batch_records)
     inflight = _Inflight()
 
@@ -471,7 +489,8 @@ def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_
           max_queue_records: int = DEFAULT_MAX_QUEUE, max_batch_records: int = DEFAULT_MAX_BATCH,
           max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT, limit_concurrency: int | None = 1024,
           log_level: str = "warning", token: str | None = None, tls_cert: str | None = None,
-          tls_key: str | None = None, body_timeout: float = DEFAULT_BODY_TIMEOUT, docs: bool = True) -> None:
+          tls_key: str | None = None, body_timeout: float = DEFAULT_BODY_TIMEOUT, docs: bool = True,
+          queue_timeout: float = DEFAULT_QUEUE_TIMEOUT) -> None:
     """Run the service with uvicorn until interrupted (HTTPS when `tls_cert` and `tls_key` are given)."""
     import gc
 
@@ -483,7 +502,8 @@ def serve(scorer: LiveScorer, host: str = "127.0.0.1", port: int = 8000, *, max_
     gc.set_threshold(50_000, 20, 20)
     app = create_app(scorer, max_body_bytes=max_body_bytes, max_queue_records=max_queue_records,
                      max_batch_records=max_batch_records, max_inflight_bytes=max_inflight_bytes,
-                     token=token, body_timeout=body_timeout, docs=docs, max_requests=limit_concurrency)
+                     token=token, body_timeout=body_timeout, docs=docs, max_requests=limit_concurrency,
+                     queue_timeout=queue_timeout)
     # the app refuses (and counts) requests beyond `limit_concurrency`; uvicorn's own limit, which
     # answers 503 uncounted, is only a backstop for connections that never send a request
     backstop = None if limit_concurrency is None else 2 * limit_concurrency + 64
