@@ -35,7 +35,7 @@ def evaluate(
     if is_logs(data):
         from deepids.hunting.commands import evaluate_logs
 
-        with record_bar(not quiet, "reading logs", unit="files") as progress:
+        with record_bar(not quiet) as progress:
             metrics = evaluate_logs(detector, data, progress=progress, info=info)
         metrics["model"] = str(model)
         print_metrics(metrics, title="detection metrics (per event)")
