@@ -130,3 +130,24 @@ def test_damaged_connection_logs_are_counted_or_one_clear_error(plain, tmp_path,
     eve.write_text(text[:cut])      # cut inside a flow record, as a crash mid-write leaves it
     proc = run("inspect", eve, "--json", "-")
     assert proc.returncode == 0 and json.loads(proc.stdout)["rejected_reasons"] == {"malformed JSON": 1}
+
+
+def test_flows_nfstream_from_a_capture(tmp_path, samples_dir):
+    """`deepids flows CAPTURE --nfstream`: NFStream's CSV of the lab slice, read back as `nfstream`,
+    the flows of the shipped NFStream sample (made from the same capture); a damaged capture is
+    one line."""
+    pytest.importorskip("nfstream")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "nfs.csv"
+    proc = run("flows", root / "data" / "lab" / "lab_slice.pcap.gz", "--nfstream", "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("inspect", out, "--json", "-")
+    report = json.loads(proc.stdout)
+    shipped = json.loads(run("inspect", samples_dir / "nfstream" / "lab_slice_nfstream.csv.gz", "--json", "-").stdout)
+    assert report["layout"] == "nfstream" and report["records"] == shipped["records"] and report["rejected"] == 0
+    assert_user_error(run("flows", root / "tests" / "fuzz" / "corpus" / "bad_magic.pcap", "--nfstream", "--out",
+                          tmp_path / "x.csv"), "NFStream cannot read")
+    assert_user_error(run("flows", root / "data" / "lab" / "lab_slice.pcap.gz", "--nfstream", "--out",
+                          tmp_path / "x.parquet"), "give a .csv output")

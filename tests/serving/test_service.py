@@ -10,6 +10,7 @@ import warnings
 
 import httpx
 import numpy as np
+import polars as pl
 import pytest
 
 with warnings.catch_warnings():      # starlette's notice about its httpx-based test client
@@ -356,3 +357,41 @@ def test_small_requests_on_an_idle_server_are_scored_inline(client, seq_model, f
         queued = [c.post("/v1/score", json=records[i:i + 4]).json() for i in range(0, 40, 4)]
     assert [x["score"] for b in inline for x in b["results"]] == [x["score"] for b in queued for x in b["results"]]
     assert client.app.state.batcher.idle()
+
+
+@pytest.mark.parametrize("name,sample", [("conn.log", "zeek/conn.log"),
+                                         ("nf.csv", "nfdump/lab_slice_nfdump.csv.gz"),
+                                         ("eve.json", "suricata/lab_slice_eve.json.gz")])
+def test_a_connection_log_posted_as_written_scores_as_the_file_does(samples_dir, tmp_path, name, sample):
+    """A body of sensor lines (a Zeek conn.log with its header, nfdump CSV, EVE events): the same
+    records, numbers and scores as `score` on the same file; a damaged record keeps its number."""
+    import gzip
+
+    from deepids.io.connlogs import read_conn
+    from deepids.models import IsolationForestDetector
+    from deepids.scoring import ChunkScorer, scored_chunks
+
+    src = samples_dir / sample
+    lines = (gzip.open(src, "rb") if sample.endswith(".gz") else open(src, "rb")).read().splitlines()[:400]
+    first = next(i for i, ln in enumerate(lines) if not ln.startswith(b"#")) + 1
+    lines[first + 5] = lines[first + 5][:30]                  # one record cut short: rejected
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    model = IsolationForestDetector(n_estimators=10, seed=0).fit(read_conn(src)[0])
+    scorer = ChunkScorer(model)
+    frames = [scorer.frame(chunk, scores) for chunk, scores, _ in scored_chunks(model, [path], scorer=scorer)]
+    want = pl.concat(frames)
+    with TestClient(create_app(LiveScorer(model))) as c:
+        r = c.post("/v1/score", content=path.read_bytes(), headers={"content-type": "text/plain"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["n_rejected"] == 1 and doc["scored"] == want.height
+    assert [x["record"] for x in doc["results"]] == want["record"].to_list()
+    assert doc["rejected"][0]["record"] not in set(want["record"].to_list())
+    np.testing.assert_allclose([x["score"] for x in doc["results"]], want["score"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_connection_log_posted_to_a_cic_model_is_one_clear_refusal(seq_model, samples_dir):
+    with TestClient(create_app(LiveScorer(seq_model))) as c:
+        r = c.post("/v1/score", content=(samples_dir / "zeek" / "conn.log").read_bytes())
+    assert r.status_code == 400 and "zeek-conn log, but the model reads other records" in r.json()["detail"]

@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import polars as pl
 from typer.testing import CliRunner
 
 from deepids.cli import app
@@ -218,3 +219,54 @@ def test_ctrl_c_while_a_batch_is_scored_counts_it_once(seq_model, friday_path):
     numbers = [json.loads(line)["record"] for line in scores.getvalue().splitlines()]
     assert summary.interrupted and len(numbers) == len(set(numbers)) == summary.scored == summary.read
     assert numbers == list(range(len(numbers))) and sum(calls) == summary.read
+
+
+def test_following_a_growing_nfdump_csv_scores_each_record_once(samples_dir, tmp_path):
+    """`stream --follow` on a connection log written in pieces (nfdump CSV, its header first and
+    its footer last): every record scored once, numbered as `score` numbers the whole file."""
+    import gzip
+
+    from deepids.io.connlogs import read_conn
+    from deepids.models import IsolationForestDetector
+    from deepids.scoring import ChunkScorer, scored_chunks
+
+    src = samples_dir / "nfdump" / "lab_slice_nfdump.csv.gz"
+    lines = gzip.open(src, "rb").read().decode().splitlines()[:301] + ["Summary", "flows,bytes,packets,a,b,c",
+                                                                      "1,2,3,4,5,6"]
+    whole = tmp_path / "whole.csv"
+    whole.write_text("\n".join(lines) + "\n")
+    model = IsolationForestDetector(n_estimators=10, seed=0).fit(read_conn(src)[0])
+    scorer = ChunkScorer(model)
+    want = pl.concat([scorer.frame(c, s) for c, s, _ in scored_chunks(model, [whole], scorer=scorer)])
+
+    path = tmp_path / "growing.csv"
+    path.write_text("\n".join(lines[:101]) + "\n")
+    live = LiveScorer(model)
+    scores, stop, result = io.StringIO(), threading.Event(), {}
+    thread = threading.Thread(target=lambda: result.setdefault("s", run_stream(
+        live, path, [MemorySink()], follow=True, flush_interval=0.05, poll_interval=0.02, stop=stop,
+        scores_out=scores)))
+    thread.start()
+    try:
+        for start in (101, 201):
+            for _ in range(400):
+                if live.metrics.records_received >= start - 1:
+                    break
+                time.sleep(0.025)
+            with open(path, "a") as fh:
+                fh.write("\n".join(lines[start:start + 100]) + "\n")
+        with open(path, "a") as fh:
+            fh.write("\n".join(lines[301:]) + "\n")
+        for _ in range(400):
+            if live.metrics.records_received >= 300:
+                break
+            time.sleep(0.025)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(10)
+    s = result["s"]
+    got = [json.loads(ln) for ln in scores.getvalue().splitlines()]
+    assert s.read == s.scored == want.height == 300 and s.ignored == {"nfdump summary footer lines": 3}
+    assert [g["record"] for g in got] == want["record"].to_list()
+    np.testing.assert_allclose([g["score"] for g in got], want["score"].to_numpy(), rtol=1e-5, atol=1e-6)

@@ -9,9 +9,11 @@ import numpy as np
 from deepids.errors import InputError
 from deepids.hunting.hunt import HuntResult, hunt
 from deepids.hunting.logs import (attack_label_names, otrf_event_labels, otrf_root_of, read_log_features,
-                                  score_events)
+                                  require_log_model, score_events)
+from deepids.io.logs import log_files, read_events
 from deepids.models import load_model
 from deepids.models.base import BaseDetector
+from deepids.scoring import collect_scores
 
 
 def _read_line(report) -> str:
@@ -42,31 +44,51 @@ def run_hunt(model, data, *, top: int = 20, by: str = "host", window: str = "5m"
     return result
 
 
-def evaluate_logs(detector: BaseDetector, data, progress: bool = False,
+def evaluate_logs(detector: BaseDetector, data, progress=None,
                   info: Callable[[str], None] = lambda m: None) -> dict:
-    """Per-event detection metrics on OTRF Empire recordings (labels derived from their agents)."""
+    """Per-event detection metrics on OTRF Empire recordings (labels derived from their agents).
+
+    Two passes, neither holding the input: the labels are derived one recording (file) at a time
+    (an Empire agent's process tree lies within its recording), and the events are scored by the
+    one scorer, chunk by chunk (`deepids.scoring.collect_scores`), in the same order. Memory
+    follows the largest recording, not the input."""
     from deepids.evaluation import detection_metrics
 
     root = otrf_root_of(data)
     if root is None:
         raise InputError("event logs carry no labels: evaluate needs OTRF recordings (a folder with INDEX.csv "
                          "and metadata/) whose Empire agents give per-event labels")
-    events, features, report = read_log_features(data, progress, detector)
-    info(_read_line(report))
-    labels, used = otrf_event_labels(events, root)
+    require_log_model(detector)
+    labels, used = _labels_by_recording(data, root)
+    collected = collect_scores(detector, data, progress=progress)
+    info(_read_line(collected.read))
+    if len(collected.score) != len(labels):      # both passes read the same files in the same order
+        raise InputError(f"the files changed while being evaluated ({len(labels):,} events labelled, "
+                         f"{len(collected.score):,} scored)")
     keep = labels >= 0
     if not keep.any():
         raise InputError("none of these recordings has per-event labels (only Empire recordings with agents "
                          "listed in their metadata do)")
     info(f"labels: Empire agent PIDs and their child processes on the agents' hosts, for {len(used)} recording(s); "
          f"{int((~keep).sum()):,} events of unlabelled recordings left out")
-    scores = score_events(detector, features).score
     y = np.where(labels[keep] == 1, "attack", "benign")
-    metrics = detection_metrics(y, scores[keep], detector.threshold_.value, None)
+    metrics = detection_metrics(y, collected.score[keep], detector.threshold_.value, None)
     metrics["labels"] = "OTRF Empire per-event labels (agent PID on the agent's host, and child processes)"
     metrics["recordings"] = used
     metrics["events_unlabelled_left_out"] = int((~keep).sum())
-    metrics["records_rejected"] = report.n_rejected
+    metrics["records_rejected"] = collected.read.n_rejected
     metrics["threshold_method"] = detector.threshold_.method
     metrics["data"] = [str(p) for p in data]
     return metrics
+
+
+def _labels_by_recording(data, root) -> tuple[np.ndarray, dict]:
+    """Per-event labels (int8: 1 attack, 0 not, -1 unlabelled) of every file in reading order,
+    derived one file at a time."""
+    parts, used = [], {}
+    for f in log_files(data):
+        events, _ = read_events(f)          # the raw fields too: the agents are found from them
+        labels, found = otrf_event_labels(events, root)
+        parts.append(labels.astype(np.int8))
+        used.update(found)
+    return (np.concatenate(parts) if parts else np.empty(0, dtype=np.int8)), used

@@ -450,8 +450,33 @@ def create_app(scorer: LiveScorer, *, max_body_bytes: int = DEFAULT_MAX_BODY,
 
 
 def _parse_and_canonicalise(scorer: LiveScorer, body: bytes, ctype: str) -> CanonicalRecords:
+    if scorer.kind.name == "flows":     # lines of a Zeek, EVE, nfdump or NFStream log, as the sensor wrote them
+        conn = _connection_log(scorer, body)
+        if conn is not None:
+            return conn
     items = parse_body(body, ctype)
     return scorer.canonicalise(items)
+
+
+def _connection_log(scorer: LiveScorer, body: bytes) -> CanonicalRecords | None:
+    from deepids.errors import InputError
+    from deepids.io.connlogs.live import canonicalise_body
+
+    try:
+        found = canonicalise_body(body)
+    except InputError as exc:
+        raise BodyError(400, str(exc)) from None
+    if found is None:
+        return None
+    source, canon = found
+    missing = [c for c in scorer.required if c not in canon.table.columns]
+    if missing and canon.table.height:
+        raise BodyError(400, f"the body is a {source} log, but the model reads other records "
+                             f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
+    scorer.metrics.count_received(len(canon.index) + len(canon.rejected))
+    if canon.rejected:
+        scorer.metrics.count_rejected(canon.rejected)
+    return canon
 
 
 def _version() -> str:

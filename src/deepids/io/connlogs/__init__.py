@@ -149,8 +149,8 @@ def iter_conn_chunks(paths, *, batch_size: int = 200_000, layout: str | None = N
     """The connection records of the files, in order, as ``(frame, report)`` pairs of at most
     ``batch_size`` rows, each report carrying its rows' record numbers (``report.numbers``,
     counted from 0 over all the files: a record's position among the records read, rejected
-    ones included, as a stream of the same lines numbers them; lines that are no records, and
-    rows with the wrong number of fields, whose position Arrow does not keep, are not counted).
+    ones included, as a stream of the same lines numbers them; lines that are no records are
+    not counted).
     This is the flows kind's registered reader of connection logs (:mod:`deepids.kinds.flows`)."""
     conn = conn_files(paths, layout)
     if conn is None:

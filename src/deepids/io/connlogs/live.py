@@ -175,3 +175,23 @@ class ConnLineParser:
         if self.source == "nfstream":
             return nfstream.prepare(raw)
         return raw
+
+
+def canonicalise_body(body: bytes) -> tuple[str, CanonicalRecords] | None:
+    """A request body that is a connection log (lines of a Zeek ``conn.log`` with its header, EVE
+    events, nfdump or NFStream CSV with its header): ``(source, canonical records)``, the records
+    numbered within the body as a file's records are (headers, directives, footers and other
+    event types are no records); None when the body is no connection log."""
+    from deepids.io.connlogs import source_of_line
+
+    lines = body.decode("utf-8", "replace").lstrip("\ufeff").splitlines()
+    first = next((ln for ln in lines if ln.strip()), None)
+    source = source_of_line(first) if first is not None else None
+    if source is None:
+        return None
+    parser = ConnLineParser(source)
+    items = parser.records(lines)
+    if not items:
+        raise InputError(f"the {source} body holds no record")
+    return source, parser.canonicalise(items)
+

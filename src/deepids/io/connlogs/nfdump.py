@@ -23,8 +23,8 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_batch, cast_fields, kept_numbers, numeric_sources
-from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, cast_fields, numeric_sources
+from deepids.io.connlogs.text import ROW, LineSink, RowNumbers, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
 
@@ -136,14 +136,17 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     used = {"ts", "flg", "dp", *(f.src for f in fields)}
     raws = delimited_batches(path, compression, names, skip, ",", sink, numeric=numeric,
                              include=[n for n in names if n in used], unset=("-",))
-    done_rows = 0
+    numbering = RowNumbers(sink)
     for raw in rebatch(raws, batch_size):
         # the footer's header line has the right field count only by accident: drop it too
         ts = raw["ts"].cast(pl.Utf8)
         footer = ts.is_in(["Summary", "flows"]).fill_null(False)
         header = is_header_row(ts).fill_null(False)
         n_footer, n_header = int(footer.sum()), int(header.sum())
-        records = raw.filter(~(footer | header)) if n_footer or n_header else raw
+        records = raw
+        if n_footer or n_header:
+            numbering.ignore(raw.filter(footer | header)[ROW].to_numpy())
+            records = raw.filter(~(footer | header))
         done = cast_batch(_expand(records), fields)
         rejected = dict(done.rejected)
         bad, skipped = sink.take()
@@ -152,9 +155,9 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
         skipped[FOOTER] = skipped.get(FOOTER, 0) + n_footer
         if n_header:
             skipped[REPEATED] = skipped.get(REPEATED, 0) + n_header
-        yield done.frame, batch_report("nfdump-csv", path, done.frame, rejected, skipped,
-                                       numbers=kept_numbers(done, done_rows), parsed=records.height)
-        done_rows += records.height
+        numbers = numbering.of(records[ROW].to_numpy()[done.reasons < 0])
+        yield done.frame, batch_report("nfdump-csv", path, done.frame, rejected, skipped, numbers=numbers,
+                                       parsed=done.frame.height + sum(rejected.values()))
     bad, skipped = sink.take()
     if bad or skipped:
         empty, _ = cast_fields(_expand(pl.DataFrame(schema={n: pl.Utf8 for n in names})), fields)

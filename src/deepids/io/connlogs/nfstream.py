@@ -20,8 +20,8 @@ from pathlib import Path
 import polars as pl
 
 from deepids.errors import ConfigError, InputError
-from deepids.io.connlogs.schema import Field, batch_report, cast_batch, kept_numbers, numeric_sources
-from deepids.io.connlogs.text import LineSink, delimited_batches, rebatch
+from deepids.io.connlogs.schema import Field, batch_report, cast_batch, numeric_sources
+from deepids.io.connlogs.text import ROW, LineSink, RowNumbers, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
 
@@ -87,20 +87,60 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
     used = {"bidirectional_duration_ms", *(f.src for f in fields)}
     raws = delimited_batches(path, compression, names, 1, ",", sink, quote='"', numeric=numeric,
                              include=[n for n in names if n in used], unset=("-",))
-    done_rows = 0
+    numbering = RowNumbers(sink)
     for raw in rebatch(raws, batch_size):
         done = cast_batch(prepare(raw), fields)
         rejected = dict(done.rejected)
         bad, _ = sink.take()
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
-        yield done.frame, batch_report("nfstream", path, done.frame, rejected,
-                                       numbers=kept_numbers(done, done_rows), parsed=raw.height)
-        done_rows += raw.height
+        numbers = numbering.of(raw[ROW].to_numpy()[done.reasons < 0])
+        yield done.frame, batch_report("nfstream", path, done.frame, rejected, numbers=numbers,
+                                       parsed=done.frame.height + sum(rejected.values()))
     bad, _ = sink.take()
     if bad:
         empty = cast_batch(prepare(pl.DataFrame(schema={n: pl.Utf8 for n in names})), fields).frame
         yield empty, batch_report("nfstream", path, empty, bad)
+
+
+def write_capture(capture: str | Path, out: str | Path) -> int:
+    """NFStream's flows of a packet capture (pcap or pcapng, gzip-compressed too) written to
+    ``out`` as the CSV ``NFStreamer(statistical_analysis=True).to_csv()`` writes (deepids reads
+    it back as ``nfstream``); returns the number of flows. Needs the ``[nfstream]`` extra."""
+    import gzip
+    import shutil
+
+    try:
+        from nfstream import NFStreamer
+    except ImportError:
+        raise ConfigError("reading captures with NFStream needs the nfstream package: "
+                          "pip install 'deepids[nfstream]'") from None
+    capture, out = Path(capture), Path(out)
+    if not capture.is_file():
+        raise InputError(f"{capture} is not a file")
+    with tempfile.TemporaryDirectory(prefix="deepids-nfstream-") as tmp:
+        source = capture
+        if capture.read_bytes()[:2] == b"\x1f\x8b":        # libpcap reads no gzip: unpack beside
+            source = Path(tmp) / capture.name.removesuffix(".gz")
+            try:
+                with gzip.open(capture, "rb") as src, open(source, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError) as exc:
+                raise InputError(f"cannot read {capture}: {exc}") from None
+        part = Path(tmp) / "flows.csv"
+        try:
+            NFStreamer(source=str(source), statistical_analysis=True).to_csv(path=str(part))
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise InputError(f"NFStream cannot read {capture}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        if not part.exists() or part.stat().st_size == 0:
+            raise InputError(f"NFStream found no flows in {capture}")
+        with open(part, "rb") as fh:
+            flows = sum(1 for ln in fh if ln.strip()) - 1
+        from deepids.atomic import atomic_path
+
+        with atomic_path(out) as tmp:       # whole or not at all
+            shutil.copyfile(part, tmp)
+    return flows
 
 
 def capture_batches(source: str | Path, batch_size: int, label_column: str | None = None,

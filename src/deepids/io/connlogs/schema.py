@@ -243,7 +243,7 @@ def batch_report(layout: str, path, frame: pl.DataFrame, rejected: dict[str, int
     ``parsed``: how many numbers the batch used."""
     report = frame_report(layout, path, frame, rejected, ignored=ignored, notes=notes)
     report.numbers = np.arange(frame.height, dtype=np.int64) if numbers is None else numbers
-    report.parsed = frame.height if numbers is None else parsed
+    report.parsed = frame.height + sum(rejected.values()) if numbers is None else parsed
     return report
 
 

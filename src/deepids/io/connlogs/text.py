@@ -32,6 +32,9 @@ class LineSink:
         self.skipped: Counter = Counter()     # not records: '#close', nfdump's summary, ...
         self.rejected: Counter = Counter()    # records with the wrong number of fields
         self.rows = 0                         # rows set aside so far (``take`` does not reset it)
+        self.skip = 0                         # header lines: Arrow numbers rows from 1, those included
+        self.invalid: list[int] = []          # the row index (see ROW) of each row set aside, in order
+        self.ignored_rows: list[int] = []     # those of them that are no records
 
     def handler(self, row) -> str:
         self.rows += 1
@@ -40,6 +43,10 @@ class LineSink:
             self.rejected[R_FIELDS] += 1
         else:
             self.skipped[kind] += 1
+        if row.number is not None:            # known: the reader parses in order, on one thread
+            self.invalid.append(row.number - self.skip - 1)
+            if kind is not None:
+                self.ignored_rows.append(self.invalid[-1])
         return "skip"
 
     def take(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -47,6 +54,43 @@ class LineSink:
         self.rejected.clear()
         self.skipped.clear()
         return out
+
+
+#: the column delimited_batches adds: each row's index among the file's non-empty lines after the
+#: header (the rows set aside included), from which its record number follows (:class:`RowNumbers`)
+ROW = "__deepids_row"
+
+
+class RowNumbers:
+    """Record numbers of a delimited file's rows: a row's position among the file's records,
+    rejected ones (a wrong field count too) included, lines that are no records not counted:
+    the numbers a stream of the same lines gives."""
+
+    def __init__(self, sink: LineSink):
+        self.sink = sink
+        self.ignored = np.empty(0, dtype=np.int64)
+        self._taken = 0
+
+    def ignore(self, rows: np.ndarray) -> None:
+        """Rows read that are no records (a Zeek directive, a footer) after all."""
+        self.ignored = np.union1d(self.ignored, np.asarray(rows, dtype=np.int64))
+
+    def of(self, rows: np.ndarray) -> np.ndarray:
+        """The record numbers of rows (their ROW values)."""
+        if len(self.sink.ignored_rows) > self._taken:
+            self.ignore(np.asarray(self.sink.ignored_rows[self._taken:], dtype=np.int64))
+            self._taken = len(self.sink.ignored_rows)
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows - np.searchsorted(self.ignored, rows)
+
+
+def _row_index(sink: LineSink, first: int, n: int) -> np.ndarray:
+    """ROW of the valid rows ``first`` .. ``first + n - 1`` (in reading order): the indices the
+    rows set aside so far leave free."""
+    ordinal = np.arange(first, first + n, dtype=np.int64)
+    invalid = np.asarray(sink.invalid, dtype=np.int64)
+    before = invalid - np.arange(invalid.size, dtype=np.int64)     # valid rows before each set-aside row
+    return ordinal + np.searchsorted(before, ordinal, side="right")
 
 
 def delimited_batches(path: Path, compression: str | None, names: Sequence[str], skip_lines: int,
@@ -57,9 +101,11 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     ``skip_lines`` header lines. Rows with the wrong number of fields go to ``sink``; no quoting
     unless ``quote`` (Zeek and nfdump never quote). Cells that are exactly one of ``unset`` (or
     empty) are null already here, so that a numeric column with unset cells still parses as
-    numbers in one pass; only the fields used are converted at all (nfdump writes 48)."""
+    numbers in one pass; only the fields used are converted at all (nfdump writes 48). Each frame
+    has a column ``ROW``: its rows' indices for :class:`RowNumbers`."""
     keep = [n for n in names if include is None or n in set(include)]
     rows = 0
+    sink.skip = skip_lines
     # bytes that are not UTF-8 are replaced before Arrow sees them (it decodes a malformed row
     # before its handler does, and fails there), and a damaged .gz keeps the rows before the damage
     stream = open_text(path, compression)
@@ -67,7 +113,7 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
     try:
         reader = pacsv.open_csv(
             LineQuotes(stream) if quote else stream,
-            read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=skip_lines, block_size=BLOCK_SIZE),
+            read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=skip_lines, block_size=BLOCK_SIZE, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=quote, invalid_row_handler=sink.handler),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.binary() for n in keep}, include_columns=keep,
@@ -78,8 +124,9 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
+            frame = arrow_to_polars(pa.Table.from_batches([batch]), numeric)
+            yield frame.with_columns(pl.Series(ROW, _row_index(sink, rows, batch.num_rows)))
             rows += batch.num_rows
-            yield arrow_to_polars(pa.Table.from_batches([batch]), numeric)
     except InputError:
         raise
     except (OSError, pa.ArrowException, EOFError) as exc:

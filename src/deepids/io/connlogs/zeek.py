@@ -19,7 +19,8 @@ import polars as pl
 
 from deepids.errors import InputError
 from deepids.io.connlogs.schema import Field, batch_report, cast_batch, cast_fields, kept_numbers, numeric_sources
-from deepids.io.connlogs.text import LineSink, delimited_batches, json_frame, line_batches, rebatch, reject_json
+from deepids.io.connlogs.text import (ROW, LineSink, RowNumbers, delimited_batches, json_frame, line_batches,
+                                      rebatch, reject_json)
 from deepids.io.paths import open_stream
 from deepids.io.report import ReadReport
 
@@ -132,13 +133,14 @@ def tsv_batches(path: Path, compression: str | None, batch_size: int,
     raw_frames = delimited_batches(path, compression, h.names, h.lines, h.separator, sink,
                                    numeric=numeric_sources(fields), include=[n for n in h.names if n in used],
                                    unset=unset)
-    done_rows = 0           # records (and rejected ones) so far: a row's record number in the file
+    numbering = RowNumbers(sink)
     for raw in rebatch(raw_frames, batch_size):
         first = raw[h.names[0]]
         comment = (first.cast(pl.Utf8).str.starts_with("#").fill_null(False) if first.dtype == pl.Utf8
                    else pl.Series([False] * raw.height))
         n_comment = int(comment.sum())
         if n_comment:
+            numbering.ignore(raw.filter(comment)[ROW].to_numpy())
             raw = raw.filter(~comment)
         done = cast_batch(raw, fields, unset)
         rejected = dict(done.rejected)
@@ -146,9 +148,9 @@ def tsv_batches(path: Path, compression: str | None, batch_size: int,
         for k, v in bad.items():
             rejected[k] = rejected.get(k, 0) + v
         skipped[DIRECTIVES] = skipped.get(DIRECTIVES, 0) + n_comment
-        yield done.frame, batch_report("zeek-conn", path, done.frame, rejected, skipped,
-                                       numbers=kept_numbers(done, done_rows), parsed=raw.height)
-        done_rows += raw.height
+        numbers = numbering.of(raw[ROW].to_numpy()[done.reasons < 0])
+        yield done.frame, batch_report("zeek-conn", path, done.frame, rejected, skipped, numbers=numbers,
+                                       parsed=done.frame.height + sum(rejected.values()))
     bad, skipped = sink.take()
     if bad or skipped:
         yield _empty(fields), batch_report("zeek-conn", path, _empty(fields), bad, skipped)
