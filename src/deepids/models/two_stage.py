@@ -29,6 +29,8 @@ final names ("benign", a family, or "unknown-anomaly").
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import torch
@@ -157,7 +159,11 @@ class TwoStageDetector(BaseDetector):
         return out
 
     def _uncalibrated_threshold(self) -> Threshold:
-        return self.detector_.threshold_            # the score and its threshold are stage one's
+        threshold = replace(self.detector_.threshold_)     # the score and its threshold are stage one's
+        if self.stage_one == "hybrid" and self.benign_reference_ is not None:
+            threshold.note = (f"{threshold.note}, or farther from every benign training record than "
+                              f"{100 * self.anomaly_quantile:g} % of held-back benign records are")
+        return threshold
 
     # ---------------------------------------------------------------- scoring
     def _flagged(self, X: pl.DataFrame, stage_one: Scores) -> Scores:
