@@ -162,6 +162,11 @@ def test_two_stage(tmp_path):
     assert "| stage one / novelty |" in proc.stdout and "at which stage one flags 80 %" in proc.stdout
     for family in lofo.values():         # the false-alarm cost of flagging 80 % of the family left out
         assert all(0 <= family[v]["false_alarms_per_10k_for_80pct"] <= 1e4 for v in variants)
+    # --seeds' choice, on runs written before (one here): the rule on the mean of the validation parts
+    combined = bench("bench.two_stage", "--combine", out, "--out", tmp_path / "seeds.json")
+    summary = json.loads((tmp_path / "seeds.json").read_text())["over_seeds"]
+    assert summary["seeds"] == [0] and summary["chosen"] == result["chosen"] and set(summary["test"]) == variants
+    assert "macro-F1 min" in combined.stdout
 
 
 def test_two_stage_from_one_file_to_another(tmp_path):

@@ -86,11 +86,11 @@ def test_feature_columns_choice_and_mistakes(unsw_shaped_csv, tmp_path):
 
 def test_two_stage_options_from_the_command_line(samples_dir, tmp_path):
     sample = samples_dir / "cicids2017" / "cicids2017_sample.csv.gz"
-    proc = run("train", "-d", sample, "--model", "two-stage", "--stage-one", "hybrid", "--novelty", "confidence",
+    proc = run("train", "-d", sample, "--model", "two-stage", "--stage-one", "supervised", "--novelty", "confidence",
                "--epochs", "2", "-q", "-o", tmp_path / "m")
     assert proc.returncode == 0, proc.stderr
     params = json.loads((tmp_path / "m" / "model.json").read_text())["hyperparameters"]
-    assert (params["stage_one"], params["novelty"], params["detector"]) == ("hybrid", "confidence", "dnn")
+    assert (params["stage_one"], params["novelty"], params["detector"]) == ("supervised", "confidence", "dnn")
     assert proc.stderr.strip().splitlines()[-1].startswith("expected at this threshold")
     bad = run("train", "-d", sample, "--model", "two-stage", "--stage-one", "both", "-q", "-o", tmp_path / "b")
     assert bad.returncode == 2 and "stage_one" in bad.stderr and "Traceback" not in bad.stderr

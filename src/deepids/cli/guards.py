@@ -19,8 +19,8 @@ DropColumns = Annotated[Optional[str], typer.Option(
 StrictLeakage = Annotated[bool, typer.Option(
     "--strict-leakage", help="Refuse to train when a single feature gives the label away (default: warn).")]
 StageOne = Annotated[Optional[str], typer.Option(
-    help="two-stage: supervised (default: --detector alone) or hybrid (--detector, or a strict distance to the "
-         "nearest benign training record: flags more of the attack families training never showed).")]
+    help="two-stage: hybrid (default: --detector, or a strict distance to the nearest benign training record: "
+         "flags more of the attack families training never showed) or supervised (--detector alone).")]
 Novelty = Annotated[Optional[str], typer.Option(
     help="two-stage: when a flagged record is unknown-anomaly: embedding (default: far from every training attack "
          "in the classifier's embedding) or confidence (softmax below min_confidence).")]
