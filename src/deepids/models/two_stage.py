@@ -146,7 +146,8 @@ class TwoStageDetector(BaseDetector):
                 self.novelty_quantile, max_reference=self.max_reference, seed=self.seed)
         if self.stage_one == "hybrid" and self.benign_reference_ is None:
             raise ConfigError(f"the hybrid stage one needs a detector with fitted features and benign records "
-                              f"held back; {self.detector!r} has none (use stage_one='supervised')")
+                              f"held back; {self.detector!r} has none (use --stage-one supervised, "
+                              f"stage_one='supervised' in Python)")
 
     def _novelty_summary(self) -> dict:
         out = {}
