@@ -28,7 +28,7 @@ def hunt(
     """Rank host or user time windows, processes or process trees by how unusual their events are, with the evidence."""
     from deepids.hunting.commands import run_hunt
 
-    with record_bar(not quiet, "reading logs", unit="files") as progress:
+    with record_bar(not quiet) as progress:
         result = run_hunt(model, data, top=top, by=by.value, window=window, top_k=top_k, evidence=evidence,
                           progress=progress, info=info)
     if str(json_out) != "-":        # stdout carries the JSON alone when asked for it there

@@ -36,6 +36,7 @@ class EventState:
     process-tree context with its process table, when the model was trained with one."""
 
     context: Any = None             # deepids.features.events.EventContext
+    processes: Any = None           # the last chunk's `process` and `process_tree` (a polars frame; with context)
 
 
 def _read_event_logs(paths, *, batch_size: int, layout=None, label_column=None):
@@ -81,6 +82,11 @@ class EventKind(RecordKind):
         from deepids.features.events import event_features
 
         context = getattr(state, "context", None)
-        features = context.features(chunk) if context is not None else event_features(chunk)
+        if context is not None:
+            parts = context.keys(chunk)
+            features = context.features_from(parts)
+            state.processes = type(context).processes(parts)   # for scores above the event (hunt)
+        else:
+            features = event_features(chunk)
         return features.with_columns(
             chunk.get_column("timestamp"), chunk.get_column("host"), chunk.get_column("user").alias("user_name"))

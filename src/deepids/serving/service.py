@@ -463,19 +463,13 @@ def _connection_log(scorer: LiveScorer, body: bytes) -> CanonicalRecords | None:
     from deepids.io.connlogs.live import canonicalise_body
 
     try:
-        found = canonicalise_body(body)
+        canon = canonicalise_body(body, scorer.required)
     except InputError as exc:
         raise BodyError(400, str(exc)) from None
-    if found is None:
-        return None
-    source, canon = found
-    missing = [c for c in scorer.required if c not in canon.table.columns]
-    if missing and canon.table.height:
-        raise BodyError(400, f"the body is a {source} log, but the model reads other records "
-                             f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
-    scorer.metrics.count_received(len(canon.index) + len(canon.rejected))
-    if canon.rejected:
-        scorer.metrics.count_rejected(canon.rejected)
+    if canon is not None:
+        scorer.metrics.count_received(len(canon.index) + len(canon.rejected))
+        if canon.rejected:
+            scorer.metrics.count_rejected(canon.rejected)
     return canon
 
 

@@ -177,11 +177,12 @@ class ConnLineParser:
         return raw
 
 
-def canonicalise_body(body: bytes) -> tuple[str, CanonicalRecords] | None:
+def canonicalise_body(body: bytes, required: list[str] | None = None) -> CanonicalRecords | None:
     """A request body that is a connection log (lines of a Zeek ``conn.log`` with its header, EVE
-    events, nfdump or NFStream CSV with its header): ``(source, canonical records)``, the records
-    numbered within the body as a file's records are (headers, directives, footers and other
-    event types are no records); None when the body is no connection log."""
+    events, nfdump or NFStream CSV with its header): its canonical records, numbered within the
+    body as a file's records are (headers, directives, footers and other event types are no
+    records); None when the body is no connection log. An InputError when it holds no record,
+    or lacks a column of ``required`` (the model reads other records)."""
     from deepids.io.connlogs import source_of_line
 
     lines = body.decode("utf-8", "replace").lstrip("\ufeff").splitlines()
@@ -193,5 +194,9 @@ def canonicalise_body(body: bytes) -> tuple[str, CanonicalRecords] | None:
     items = parser.records(lines)
     if not items:
         raise InputError(f"the {source} body holds no record")
-    return source, parser.canonicalise(items)
-
+    canon = parser.canonicalise(items)
+    missing = [c for c in required or () if c not in canon.table.columns]
+    if missing and canon.table.height:
+        raise InputError(f"the body is a {source} log, but the model reads other records "
+                         f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
+    return canon
