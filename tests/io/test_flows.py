@@ -585,3 +585,13 @@ def test_file_with_only_malformed_rows(samples_dir: Path, tmp_path: Path) -> Non
     df, report = read_flows(path)
     assert df.height == 0 and df.columns == ["dst_port", *FLOW_FEATURES, LABEL]
     assert report.records == 0 and report.rejected == {"wrong number of fields": 3}
+
+
+def test_a_quote_left_open_rejects_its_line_only(samples_dir: Path, tmp_path: Path) -> None:
+    """A cut write leaves a `"` open: Arrow would read every line after it into one field (the
+    rows lost uncounted); the line is rejected alone, as a stream of the same lines does."""
+    lines = gzip.decompress((samples_dir / SAMPLE).read_bytes()).split(b"\n")
+    path = tmp_path / "quote.csv"
+    path.write_bytes(b"\n".join(lines[:30] + [b'"' + lines[30]] + lines[31:100]) + b"\n")
+    table, report = read_flows(path)
+    assert table.height == 98 and report.rejected == {R_FIELDS: 1}

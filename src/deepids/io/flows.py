@@ -39,7 +39,7 @@ from deepids.io.cast import R_EMPTY_ROW, R_FIELDS, R_HEADER, R_LABEL, batch_repo
 from deepids.io.connlogs import CONN_SOURCES, conn_files, iter_conn_chunks
 from deepids.io.layouts import LAYOUT_FAMILY, detect, detect_layout, read_header
 from deepids.io.paths import FLOW_FILE_SUFFIXES, PathLike, resolve_paths
-from deepids.io.textstream import open_text
+from deepids.io.textstream import LineQuotes, open_text
 from deepids.io.plans import Plan, infer_kinds, make_plan
 from deepids.io.report import ReadReport
 from deepids.io.schema import LABEL, LAYOUTS, METADATA_COLUMNS
@@ -82,7 +82,7 @@ def _raw_batches_csv(plan: Plan, pending: list[int], notes: list[str]) -> Iterat
     reader = None
     try:
         reader = pacsv.open_csv(
-            stream,
+            LineQuotes(stream),     # a quote left open rejects its line, not every line after it
             read_options=pacsv.ReadOptions(column_names=plan.arrow_names,
                                            skip_rows=1 if plan.header.has_header else 0,
                                            block_size=_CSV_BLOCK_SIZE),

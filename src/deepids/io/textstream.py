@@ -25,9 +25,10 @@ import pyarrow as pa
 
 from deepids.errors import InputError
 
-__all__ = ["RepairedStream", "open_text"]
+__all__ = ["LineQuotes", "RepairedStream", "odd_quotes", "open_text"]
 
 _READ = 1 << 20
+_LINES_READ = 4 << 20
 _FEED = 1 << 14     # compressed bytes per decompress call: at damage, at most this much is lost
 
 
@@ -193,3 +194,57 @@ class RepairedStream:
 
 def open_text(path: Path, compression: str | None) -> RepairedStream:
     return RepairedStream(Path(path), compression)
+
+
+def odd_quotes(line: bytes | str) -> bool:
+    """A line with an odd number of double quotes: a quote left open (a cut or damaged write)."""
+    return line.count(b'"' if isinstance(line, bytes) else '"') % 2 == 1
+
+
+class LineQuotes:
+    """The bytes of a quoted CSV with each line whose quotes do not pair up replaced by ``-``: the
+    reader then rejects that line alone (wrong number of fields), as a stream of the same lines
+    does, instead of reading every line after it into one field."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._buf = b""
+        self._rest = b""
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        while (n is None or n < 0 or len(self._buf) < n) and not self._eof:
+            chunk = self.stream.read(_LINES_READ)
+            if chunk:
+                data = self._rest + chunk
+                cut = data.rfind(b"\n") + 1
+                data, self._rest = data[:cut], data[cut:]
+            else:
+                self._eof, data, self._rest = True, self._rest, b""
+            if b'"' in data:
+                data = b"\n".join(b"-" if odd_quotes(ln) else ln for ln in data.split(b"\n"))
+            self._buf += data
+        if n is None or n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        self.stream.close()

@@ -21,7 +21,7 @@ import polars as pl
 from deepids.errors import InputError
 from deepids.io.connlogs import nfdump, nfstream, suricata, zeek
 from deepids.io.connlogs.schema import R_FIELDS, R_JSON, Field, cast_rows
-from deepids.io.connlogs.text import odd_quotes
+from deepids.io.textstream import odd_quotes
 from deepids.io.records import CanonicalRecords, Rejection
 
 _BAD = "__deepids_rejected__"

@@ -18,7 +18,7 @@ from deepids.errors import InputError
 from deepids.io.arrow import arrow_to_polars
 from deepids.io.connlogs.schema import R_FIELDS, R_JSON
 from deepids.io.paths import open_stream
-from deepids.io.textstream import open_text
+from deepids.io.textstream import LineQuotes, open_text
 
 BLOCK_SIZE = 2 << 20
 READ_SIZE = 4 << 20
@@ -146,60 +146,6 @@ def delimited_batches(path: Path, compression: str | None, names: Sequence[str],
 
 
 R_QUOTED = "line inside an unterminated quote"
-
-
-def odd_quotes(line: bytes | str) -> bool:
-    """A line with an odd number of double quotes: a quote left open (a cut or damaged write)."""
-    return line.count(b'"' if isinstance(line, bytes) else '"') % 2 == 1
-
-
-class LineQuotes:
-    """The bytes of a quoted CSV with each line whose quotes do not pair up replaced by ``-``: the
-    reader then rejects that line alone (wrong number of fields), as a stream of the same lines
-    does, instead of reading every line after it into one field."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self._buf = b""
-        self._rest = b""
-        self._eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        while (n is None or n < 0 or len(self._buf) < n) and not self._eof:
-            chunk = self.stream.read(READ_SIZE)
-            if chunk:
-                data = self._rest + chunk
-                cut = data.rfind(b"\n") + 1
-                data, self._rest = data[:cut], data[cut:]
-            else:
-                self._eof, data, self._rest = True, self._rest, b""
-            if b'"' in data:
-                data = b"\n".join(b"-" if odd_quotes(ln) else ln for ln in data.split(b"\n"))
-            self._buf += data
-        if n is None or n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return False
-
-    @property
-    def closed(self) -> bool:
-        return self.stream.closed
-
-    def tell(self) -> int:
-        return self.stream.tell()
-
-    def close(self) -> None:
-        self.stream.close()
 
 
 def _nonblank_lines(path: Path, compression: str | None) -> int:
