@@ -47,6 +47,6 @@ def test_a_users_mistake_on_the_ray_engine_is_one_line(samples_dir, tmp_path):
     proc = deepids("score", "--engine", "ray", "--model", tmp_path / "absent", "--data", samples_dir,
                    "--out", tmp_path / "out")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    proc = deepids("train", "--engine", "ray", "--model", "random-forest", "--data", samples_dir,
-                   "--out", tmp_path / "m")
+    proc = deepids("train", "--engine", "ray", "--model", "random-forest", "--data",
+                   samples_dir / "cicids2017" / "cicids2017_sample.csv.gz", "--out", tmp_path / "m")
     assert proc.returncode == 2 and "autoencoders" in proc.stderr and "Traceback" not in proc.stderr
