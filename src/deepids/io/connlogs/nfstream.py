@@ -13,8 +13,12 @@ names, fingerprints, user agents) are not features.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -24,6 +28,8 @@ from deepids.io.connlogs.schema import Field, batch_report, cast_batch, numeric_
 from deepids.io.connlogs.text import ROW, LineSink, RowNumbers, delimited_batches, rebatch
 from deepids.io.paths import read_first_line
 from deepids.io.report import ReadReport
+
+log = logging.getLogger(__name__)
 
 CORE_FIELDS: tuple[Field, ...] = (
     Field("bidirectional_first_seen_ms", "timestamp", "epoch_ms"), Field("id", "flow_id", "str"),
@@ -103,6 +109,27 @@ def csv_batches(path: Path, compression: str | None, batch_size: int,
         yield empty, batch_report("nfstream", path, empty, bad)
 
 
+@contextmanager
+def _children_stderr_to_log():
+    """NFStream's metering processes print a traceback when NFStream stops them after an error
+    (a capture it cannot read): what they write to stderr goes to the debug log, not the terminal;
+    the error itself reaches the user as one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace").strip()
+            if text:
+                log.debug("NFStream's processes wrote: %s", text[-2000:])
+
+
 def write_capture(capture: str | Path, out: str | Path) -> int:
     """NFStream's flows of a packet capture (pcap or pcapng, gzip-compressed too) written to
     ``out`` as the CSV ``NFStreamer(statistical_analysis=True).to_csv()`` writes (deepids reads
@@ -129,7 +156,8 @@ def write_capture(capture: str | Path, out: str | Path) -> int:
                 raise InputError(f"cannot read {capture}: {exc}") from None
         part = Path(tmp) / "flows.csv"
         try:
-            NFStreamer(source=str(source), statistical_analysis=True).to_csv(path=str(part))
+            with _children_stderr_to_log():
+                NFStreamer(source=str(source), statistical_analysis=True).to_csv(path=str(part))
         except (ValueError, OSError, RuntimeError) as exc:
             raise InputError(f"NFStream cannot read {capture}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
         if not part.exists() or part.stat().st_size == 0:
@@ -155,7 +183,8 @@ def capture_batches(source: str | Path, batch_size: int, label_column: str | Non
     with tempfile.TemporaryDirectory(prefix="deepids-nfstream-") as tmp:
         out = Path(tmp) / "flows.csv"
         try:
-            NFStreamer(source=str(source), **opts).to_csv(path=str(out))
+            with _children_stderr_to_log():
+                NFStreamer(source=str(source), **opts).to_csv(path=str(out))
         except (ValueError, OSError, RuntimeError) as exc:
             raise InputError(f"NFStream cannot read {source}: {exc}") from None
         if not out.exists() or out.stat().st_size == 0:
