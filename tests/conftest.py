@@ -95,9 +95,12 @@ def unsw_shaped_csv(samples_dir, tmp_path_factory) -> Path:
 
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a test module stays on one
-    worker, so its module-scoped fixtures (trained models) are built once; the Ray modules share
-    one worker, so two local Ray clusters never start side by side."""
+    worker, so its module-scoped fixtures (trained models) are built once; the Ray modules (and
+    the Ray bench's smoke test) share one worker, so two local Ray clusters never start side by
+    side. The bench smoke tests share nothing and are spread one by one."""
     for item in items:
         module = item.nodeid.split("::", 1)[0]
-        group = "ray" if module.startswith("tests/distributed/") else module
+        group = "ray" if module.startswith("tests/distributed/") or item.name.startswith("test_ray") else module
+        if module == "tests/bench/test_bench_smoke.py" and group != "ray":
+            group = item.nodeid      # each harness runs in its own process, shares nothing: spread them
         item.add_marker(pytest.mark.xdist_group(group))
