@@ -32,7 +32,20 @@ _LINES_READ = 4 << 20
 _FEED = 1 << 14     # compressed bytes per decompress call: at damage, at most this much is lost
 
 
-class RepairedStream:
+class _ReadOnlyStream:
+    """What Arrow asks of a Python file object it reads from, beyond `read`, `tell` and `close`."""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+
+class RepairedStream(_ReadOnlyStream):
     """A readable binary file object over ``path`` (decompressed), with invalid UTF-8 replaced."""
 
     def __init__(self, path: Path, compression: str | None):
@@ -161,15 +174,6 @@ class RepairedStream:
         self._buf = self._buf[:nl + 1] if nl >= 0 else b""
         self.cut_lines += 1
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return False
-
     def tell(self) -> int:
         return self.raw_bytes
 
@@ -201,7 +205,7 @@ def odd_quotes(line: bytes | str) -> bool:
     return line.count(b'"' if isinstance(line, bytes) else '"') % 2 == 1
 
 
-class LineQuotes:
+class LineQuotes(_ReadOnlyStream):
     """The bytes of a quoted CSV with each line whose quotes do not pair up replaced by ``-``: the
     reader then rejects that line alone (wrong number of fields), as a stream of the same lines
     does, instead of reading every line after it into one field."""
@@ -229,15 +233,6 @@ class LineQuotes:
         else:
             out, self._buf = self._buf[:n], self._buf[n:]
         return out
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return False
 
     @property
     def closed(self) -> bool:

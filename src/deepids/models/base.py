@@ -238,7 +238,8 @@ class BaseDetector(ABC):
 
     def _uncalibrated_threshold(self) -> Threshold:
         """The threshold of a model without threshold parameters (classifiers: P(attack) > 0.5)."""
-        raise NotImplementedError(f"{type(self).__name__} takes no threshold parameters and sets no threshold")
+        raise TypeError(f"{type(self).__name__} declares no threshold parameters, so it must define "
+                        "_uncalibrated_threshold (the threshold it uses without calibration)")
 
     # --------------------------------------------------------------- predicting
     def _check_fitted(self) -> None:
