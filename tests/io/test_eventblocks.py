@@ -69,6 +69,8 @@ def test_shipped_json_lines_event_logs_read_alike(samples_dir, monkeypatch, colu
         assert_alike(monkeypatch, f)
     read = assert_alike(monkeypatch, samples_dir / "otrf", batch_size=97)     # chunks across blocks and files
     assert read == 2374 and columnar_blocks["columnar"] > 0
+    numbers = [n for _, r in iter_event_batches(samples_dir / "otrf", batch_size=97) for n in r.numbers]
+    assert numbers == list(range(2374))        # each event's position among the records read
 
 
 def test_fuzz_corpus_reads_alike(monkeypatch, columnar_blocks):
@@ -130,6 +132,13 @@ def test_crafted_corner_cases_read_alike(samples_dir, tmp_path, monkeypatch, col
     path = tmp_path / "corners.jsonl"
     path.write_bytes(b"\n".join(good[:30] + corners + good[30:60]) + b"\n")
     assert assert_alike(monkeypatch, path, size) > 60
+    # record numbers: the position of each event among the non-blank lines, counted independently
+    lines = [ln for ln in path.read_bytes().split(b"\n") if ln.strip()]
+    kept = [i for i, ln in enumerate(lines)
+            if not isinstance(r := eventblocks.line_record(ln), eventblocks.Reject)
+            and not isinstance(eventblocks.python_row(r, "x", False), eventblocks.Reject)]
+    numbers = [n for _, r in iter_event_batches(path, batch_size=size) for n in r.numbers]
+    assert numbers == kept and len(kept) < len(lines)
     # each corner alone, among clean events: a block the columnar reader keeps reading, or hands over whole
     for i, line in enumerate(corners):
         one = tmp_path / f"corner{i}.jsonl"

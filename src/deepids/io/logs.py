@@ -223,6 +223,7 @@ def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: 
     for done, f in enumerate(files, start=1):
         pending.files.append(str(f))
         d0 = sum(rejected.values())
+        in_file = 0
         for piece in _pieces(f, keep_raw, min(batch_size, BLOCK_LINES)):
             rejections = iter(piece.rejections)
             nxt = next(rejections, None)
@@ -244,7 +245,8 @@ def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: 
             while nxt is not None:
                 rejected[nxt[1]] += nxt[2]
                 nxt = next(rejections, None)
-            before += piece.records
+            in_file += piece.records
+        before += in_file
         _note_damage(f, sum(rejected.values()) - d0, pending)
         if report_progress:
             report_progress(done, len(files))
