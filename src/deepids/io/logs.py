@@ -13,8 +13,10 @@ Sources:
   the JSON ones).
 
 Every event becomes one row of :data:`EVENT_COLUMNS` by the rules of :mod:`deepids.io.events`
-(the same rules canonicalise events arriving live); the fields not mapped to a canonical column
-are kept as a JSON object in `raw` (when `keep_raw`). Files are read in chunks
+(the same rules canonicalise events arriving live); the whole flat event is kept as a JSON object
+in `raw` (when `keep_raw`; :func:`raw_fields` reads it back). JSON-Lines files are read a block of
+lines at a time, the rules applied as polars expressions, with the per-event path for what that
+cannot reproduce exactly (:mod:`deepids.io.eventblocks`). Files are read in chunks
 (:func:`iter_event_batches`): memory follows the chunk, not the input.
 """
 
