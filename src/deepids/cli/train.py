@@ -89,6 +89,8 @@ def train(
     if is_logs(data) and not was_given(ctx, "model"):
         model = LOG_MODEL
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
+    if getattr(estimator, "reads_only_events", False) and not is_logs(data):
+        raise InputError(f"{model} reads Windows event logs (.evtx, JSON Lines), not flow files")
     ray = engine is Engine.ray
     _check_applies(ctx, stream, ray, not (stream or ray or is_logs(data)), entity_context)
     fit_options = _fit_options(checkpoint_dir, resume, ray)

@@ -63,6 +63,7 @@ class EventRarityDetector(BaseDetector):
     """Process-tree and per-host/user rarity of Windows events plus suspicious command-line traits (no network)."""
 
     model_name = "event-rarity"
+    reads_only_events = True        # no flow features to read: `deepids train` refuses flow files before reading
     _parameter_constraints = {
         "seed": SEED, "verbose": [bool], **THRESHOLD,
         "top_rarities": [Interval(int, 1, len(RARITY_COLUMNS))],
