@@ -11,13 +11,6 @@ labelled Empire recording (labels: `empire_attack_labels`, and the broad derivat
 reports the rank of its best finding whose shown evidence (the `--evidence` events `hunt` shows:
 `deepids.hunting.hunt.evidence_rows`) holds an attack event of that recording, and which recordings have none in the
 top `--top`. Writes JSON to bench/results/hunt_all.json.
-
-A third count, `agent-guid`, is a diagnostic, not a label derivation of the project: the broad
-labels plus the agent processes' *own* Sysmon events. The OTRF NXLog export keeps only
-`ProcessGuid` on Sysmon 12/13/17/18 events (no `ProcessId`), and both derivations follow the
-GUIDs of the agents' children, not the agent's own; the agent's GUID is read where an event pairs
-it with an agent PID (Sysmon 1 `ParentProcessGuid`/`ParentProcessId`, Sysmon 10
-`SourceProcessGUID`/`SourceProcessId`).
 """
 
 from __future__ import annotations
@@ -38,29 +31,6 @@ from deepids.hunting.hunt import evidence_rows, group_scores, window_scores
 from deepids.hunting.logs import LogFeatures, fit_log_model
 from deepids.io.logs import read_events
 from deepids.io.otrf import read_otrf_index, recording_agents
-
-
-def agent_guid_labels(events: pl.DataFrame, agents, broad: np.ndarray) -> np.ndarray:
-    """`broad` plus the events whose `ProcessGuid` is an agent process's own GUID (see the module docstring)."""
-    from deepids.io.events import parse_int, raw_fields
-
-    out = broad.copy()
-    rows = events.select("host", "channel", "raw").with_row_index("_i").to_dicts()
-    raws = [raw_fields(r["raw"]) for r in rows]
-    for host in {a.host for a in agents}:
-        pids = {a.pid for a in agents if a.host == host}
-        guids = set()
-        for r, raw in zip(rows, raws):
-            if r["host"] != host:
-                continue
-            for pid_key, guid_key in (("ParentProcessId", "ParentProcessGuid"), ("SourceProcessId", "SourceProcessGUID"),
-                                      ("SourceProcessId", "SourceProcessGuid")):
-                if parse_int(raw.get(pid_key)) in pids and raw.get(guid_key):
-                    guids.add(str(raw[guid_key]).lower())
-        for r, raw in zip(rows, raws):
-            if r["host"] == host and str(raw.get("ProcessGuid") or "").lower() in guids:
-                out[r["_i"]] = 1
-    return out
 
 
 def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> tuple[dict, list]:
@@ -114,11 +84,6 @@ def main(argv=None) -> None:
         m = files == r.name
         for d, fn in LABELS.items():
             labels[d][m] = fn(events.filter(pl.Series(m)), recording_agents(args.otrf, r))
-    labels["agent-guid"] = labels["broad"].copy()
-    for r in labelled:
-        m = np.flatnonzero(files == r.name)
-        labels["agent-guid"][m] = agent_guid_labels(events[m.tolist()], recording_agents(args.otrf, r),
-                                                    labels["broad"][m])
     train_mask = ~np.isin(files, [r.name for r in index if r.is_empire])
     from deepids.models import MODELS
 
