@@ -1,7 +1,7 @@
 """One hunt over every shared OTRF recording at once: where does each Empire attack land in the top 20?
 
     python -m bench.hunt_all [--otrf DIR] [--model event-rarity|gan|dense-ae|context-rarity] [--by tree,host]
-                             [--top 20] [--out FILE]
+                             [--top 20] [--ties hunt|names] [--out FILE]
 
 The model (CLI defaults, with process-tree context: `deepids.hunting.logs.fit_log_model`) trains on
 the recordings that are not Empire ones (Covenant, RDP, Mimikatz, SharpView, schtasks: other
@@ -10,14 +10,10 @@ windows) of all 41 recordings together, as an analyst reading one top-20 list wo
 labelled Empire recording (labels: `empire_attack_labels`, and the broad derivation) the bench
 reports the rank of its best finding whose shown evidence (the `--evidence` events `hunt` shows:
 `deepids.hunting.hunt.evidence_rows`) holds an attack event of that recording, and which recordings have none in the
-top `--top`. Writes JSON to bench/results/hunt_all.json.
-
-A third count, `agent-guid`, is a diagnostic, not a label derivation of the project: the broad
-labels plus the agent processes' *own* Sysmon events. The OTRF NXLog export keeps only
-`ProcessGuid` on Sysmon 12/13/17/18 events (no `ProcessId`), and both derivations follow the
-GUIDs of the agents' children, not the agent's own; the agent's GUID is read where an event pairs
-it with an agent PID (Sysmon 1 `ParentProcessGuid`/`ParentProcessId`, Sysmon 10
-`SourceProcessGUID`/`SourceProcessId`).
+top `--top`. Findings are ranked as `hunt` ranks them (`deepids.hunting.hunt.rank_windows`: scores
+within the model's resolution / 10 tie, and among ties a new host and time comes before the
+continuation of a higher finding); `--ties names` ranks by score, then entity name, as before that
+rule. Writes JSON to bench/results/hunt_all.json.
 """
 
 from __future__ import annotations
@@ -34,41 +30,25 @@ import torch
 
 from bench.hunt_loro import DEFAULT_OTRF, LABELS
 from deepids.features.events import EventContext, context_score
-from deepids.hunting.hunt import evidence_rows, group_scores, window_scores
+from deepids.hunting.hunt import evidence_rows, group_scores, rank_windows, window_scores
 from deepids.hunting.logs import LogFeatures, fit_log_model
 from deepids.io.logs import read_events
 from deepids.io.otrf import read_otrf_index, recording_agents
+from deepids.models.rarity import SCORE_RESOLUTION
+
+TOP_K = 10   # hunt's default: a finding's score is the mean of its 10 highest event scores
 
 
-def agent_guid_labels(events: pl.DataFrame, agents, broad: np.ndarray) -> np.ndarray:
-    """`broad` plus the events whose `ProcessGuid` is an agent process's own GUID (see the module docstring)."""
-    from deepids.io.events import parse_int, raw_fields
-
-    out = broad.copy()
-    rows = events.select("host", "channel", "raw").with_row_index("_i").to_dicts()
-    raws = [raw_fields(r["raw"]) for r in rows]
-    for host in {a.host for a in agents}:
-        pids = {a.pid for a in agents if a.host == host}
-        guids = set()
-        for r, raw in zip(rows, raws):
-            if r["host"] != host:
-                continue
-            for pid_key, guid_key in (("ParentProcessId", "ParentProcessGuid"), ("SourceProcessId", "SourceProcessGUID"),
-                                      ("SourceProcessId", "SourceProcessGuid")):
-                if parse_int(raw.get(pid_key)) in pids and raw.get(guid_key):
-                    guids.add(str(raw[guid_key]).lower())
-        for r, raw in zip(rows, raws):
-            if r["host"] == host and str(raw.get("ProcessGuid") or "").lower() in guids:
-                out[r["_i"]] = 1
-    return out
-
-
-def evidence_ranks(events, score, labels, by: str, top: int, evidence: int) -> tuple[dict, list]:
+def evidence_ranks(events, score, labels, by: str, top: int, evidence: int,
+                   tolerance: float | None) -> tuple[dict, list]:
     """(recording -> best rank (1-based) of a finding whose evidence holds one of its attack events,
-    the top findings: entity, window, score, the recordings of their evidence and its attack events)."""
+    the top findings: entity, window, score, the recordings of their evidence and its attack events).
+    Ranked as `hunt` ranks (`rank_windows`, ties within `tolerance`); `tolerance=None`: by score,
+    then entity name and window start (the order before the tie-break)."""
     groups = (group_scores(events, score, by=by) if by in ("tree", "process")
               else window_scores(events, score, by=by, window="5m"))
-    ranked = groups.sort(["score", "entity", "window_start"], descending=[True, False, False])
+    ranked = (groups.sort(["score", "entity", "window_start"], descending=[True, False, False]) if tolerance is None
+              else rank_windows(groups, tolerance=tolerance))
     files = events.get_column("source_file").to_numpy()
     best: dict = {}
     head = []
@@ -94,6 +74,10 @@ def main(argv=None) -> None:
     ap.add_argument("--by", default="tree,host", help="comma-separated: tree, process, host, user")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--evidence", type=int, default=10)
+    ap.add_argument("--ties", choices=("hunt", "names"), default="hunt",
+                    help="hunt: rank as deepids hunt does (deepids.hunting.hunt.rank_windows: scores within the "
+                         "model's resolution / 10 tie, a new host and time first); names: by score, then entity "
+                         "name (the order before that tie-break)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--events-cache", type=Path, default=None, help="as bench.hunt_loro")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hunt_all.json")
@@ -114,11 +98,6 @@ def main(argv=None) -> None:
         m = files == r.name
         for d, fn in LABELS.items():
             labels[d][m] = fn(events.filter(pl.Series(m)), recording_agents(args.otrf, r))
-    labels["agent-guid"] = labels["broad"].copy()
-    for r in labelled:
-        m = np.flatnonzero(files == r.name)
-        labels["agent-guid"][m] = agent_guid_labels(events[m.tolist()], recording_agents(args.otrf, r),
-                                                    labels["broad"][m])
     train_mask = ~np.isin(files, [r.name for r in index if r.is_empire])
     from deepids.models import MODELS
 
@@ -139,8 +118,11 @@ def main(argv=None) -> None:
         score = model.score_records(features).score.astype(np.float64)
     score_s = time.time() - t
     hunted = events.with_columns(processes)
+    resolution = (SCORE_RESOLUTION if args.model == "context-rarity"
+                  else getattr(model, "score_resolution", 0.0))
+    tolerance = None if args.ties == "names" else resolution / TOP_K
     results = {"command": "python -m bench.hunt_all " + " ".join(argv or []), "model": args.model,
-               "top": args.top, "evidence": args.evidence, "train_events": int(train_mask.sum()),
+               "top": args.top, "evidence": args.evidence, "ties": args.ties, "tie_tolerance": tolerance, "train_events": int(train_mask.sum()),
                "train_recordings": "the non-Empire recordings", "hunted_events": events.height,
                "recordings": len(index), "train_seconds": round(train_s, 1),
                "features_and_score_seconds": round(score_s, 1), "cpu_count": os.cpu_count(),
@@ -149,7 +131,7 @@ def main(argv=None) -> None:
     for by in [b for b in args.by.split(",") if b]:
         results["by"][by] = {}
         for d in labels:
-            best, head = evidence_ranks(hunted, score, labels[d], by, args.top, args.evidence)
+            best, head = evidence_ranks(hunted, score, labels[d], by, args.top, args.evidence, tolerance)
             per = {r.name: best.get(r.name) for r in labelled}
             missed = sorted(k for k, v in per.items() if v is None or v > args.top)
             results["by"][by][d] = {"best_rank_per_recording": per, f"in_top{args.top}": len(per) - len(missed),

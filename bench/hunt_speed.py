@@ -10,7 +10,13 @@ timed apart (`read_events`). Every step has its wall seconds and its CPU seconds
 all threads), and rates per wall second and per CPU second: the host is shared, and the CPU
 figures are the ones that hold when others load it. `scoring_events_per_second` is the context
 features and the default score together, what `deepids score` spends past reading. Peak memory
-is the process's. Writes JSON to bench/results/hunt_speed.json; say the host's load beside any figure.
+is the process's.
+
+End to end, as the CLI runs them (`end_to_end`, with `--end-to-end`, the default): `deepids train`'s
+path (`log_context_from_files` and `fit_log_files`: two reads a chunk at a time, then save) and `deepids score`'s
+(`score_files` of the saved and reloaded model over the recordings into a Parquet file: reading,
+features, scores and writing together, what the CLI's "events/s" says).
+Writes JSON to bench/results/hunt_speed.json; say the host's load beside any figure.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +34,10 @@ import polars as pl
 import torch
 
 from bench.hunt_loro import DEFAULT_OTRF
-from deepids.hunting.logs import LogFeatures, fit_log_model
+from deepids.hunting.logs import LogFeatures, fit_log_files, fit_log_model, log_context_from_files
 from deepids.io.logs import read_events
+from deepids.models.registry import load_model
+from deepids.scoring import score_files
 
 
 class Timed:
@@ -59,6 +68,8 @@ def main(argv=None) -> None:
                                                              "smaller only for smoke runs)")
     ap.add_argument("--events-cache", type=Path, default=None, help="as bench.hunt_loro")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hunt_speed.json")
+    ap.add_argument("--no-end-to-end", dest="end_to_end", action="store_false",
+                    help="skip the end-to-end train and score of the recordings as the CLI runs them")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from deepids.models import MODELS
@@ -99,6 +110,8 @@ def main(argv=None) -> None:
         default = entry["score"].get(getattr(model, "score_method", None) or "default") or entry["score"]["default"]
         both = Timed(feature.wall + default["seconds"], feature.cpu + default["cpu_seconds"])
         entry["scoring"] = {"what": "context features + default score", **both.rates(events.height)}
+        if args.end_to_end:
+            entry["end_to_end"] = end_to_end(cls, epochs, args.otrf / "atomic")
         results["models"][name] = entry
         print(name, json.dumps(entry), flush=True)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -106,6 +119,20 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def end_to_end(cls, params: dict, recordings: Path) -> dict:
+    """`deepids train` then `deepids score` on the recordings, as the CLI runs them (see the docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with Timed() as train:
+            context, _ = log_context_from_files(recordings)
+            fit_log_files(cls(seed=0, verbose=False, **params), context, recordings).save(Path(tmp) / "model")
+        model = load_model(Path(tmp) / "model")
+        with Timed() as scored:
+            summary = score_files(model, recordings, Path(tmp) / "scores.parquet")
+    return {"train": {"seconds": round(train.wall, 1), "cpu_seconds": round(train.cpu, 1)},
+            "score": {"events": summary.records, "seconds": round(scored.wall, 2), "cpu_seconds": round(scored.cpu, 2),
+                      **scored.rates(summary.records)}}
 
 
 if __name__ == "__main__":

@@ -138,6 +138,8 @@ def test_hunt_speed_bench(tmp_path):
     assert gan["epochs_run"] == 1 and set(gan["score"]) == {"reconstruction", "latent-search"}
     rarity = models["event-rarity"]
     assert rarity["scoring"]["events_per_cpu_second"] > 0 and rarity["train_cpu_seconds"] >= 0
+    # end to end as the CLI runs it: every event of the sample read, scored and written
+    assert rarity["end_to_end"]["score"]["events"] == gan["end_to_end"]["score"]["events"] > 0
 
 
 def test_ray_score_bench(tmp_path):

@@ -69,6 +69,7 @@ def test_two_stage_passes_each_option_to_the_stages_that_take_it():
     (["--model", "dnn", "--chunk-rows", "10"], "--chunk-rows"),
     (["--model", "dense-ae", "--num-workers", "3"], "--num-workers applies with --engine ray"),
     (["--model", "dense-ae", "--context-flows", "5"], "--context-flows applies with --entity-context"),
+    (["--model", "event-rarity"], "event-rarity reads Windows event logs (.evtx, JSON Lines), not flow files"),
 ])
 def test_train_exits_2_naming_the_option_before_reading(args, named, sample, tmp_path):
     proc = run("train", "--data", sample, "--out", tmp_path / "m", *args)

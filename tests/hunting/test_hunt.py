@@ -80,3 +80,70 @@ def test_evidence_shows_each_kind_of_event_first(labelled):
     assert firsts == sorted(firsts, reverse=True)
     assert evidence_rows(events, rows[:3], score, 10).tolist() == sorted(rows[:3], key=lambda i: -score[i])
     assert len(evidence_rows(events, rows, score, 0)) == 0
+
+
+@pytest.fixture(scope="module")
+def sample_events(samples_dir):
+    """The five shipped OTRF recordings together: three hosts, recordings on different days."""
+    events, _ = read_events(samples_dir / "otrf" / "atomic")
+    return events
+
+
+def _continues(ranked: pl.DataFrame) -> list[bool]:
+    """Per ranked finding: does its span overlap or touch a higher-ranked finding's on the same host?"""
+    rows = ranked.select("entity", "window_start", "window_end").rows()
+    return [any(h == rows[i][0] and s <= rows[i][2] and rows[i][1] <= e for h, s, e in rows[:i])
+            for i in range(len(rows))]
+
+
+def test_ties_show_new_host_and_time_before_continuations(sample_events):
+    """Saturated scores (all within the tolerance): every finding that opens a new host-and-time comes
+    before any second window of one already shown. In plain score order the second windows sit among
+    the first ones and push other hosts and days down."""
+    from deepids.hunting.hunt import rank_windows
+
+    events = sample_events
+    rng = np.random.default_rng(0)
+    score = 30.0 + 1e-3 * rng.random(events.height)          # differences far below log10(2) / 10
+    windows = window_scores(events, score, by="host", window="1m")
+    assert windows.height > 10
+    tolerance = np.log10(2) / 10
+    ranked = rank_windows(windows, tolerance=tolerance)
+    assert ranked.height == windows.height and set(ranked.get_column("window_start").to_list()) == set(
+        windows.get_column("window_start").to_list())
+    flags = _continues(ranked)
+    first_continuation = flags.index(True)
+    assert all(flags[first_continuation:])
+    assert first_continuation >= len(windows.get_column("entity").unique()) + 1   # hosts, and days of one host
+    by_name = windows.sort(["score", "entity", "window_start"], descending=[True, False, False])
+    assert _continues(by_name).index(True) < first_continuation           # what the rule changes
+    # exact ordering (tolerance 0): the scores alone decide
+    assert rank_windows(windows).get_column("score").to_list() == sorted(windows.get_column("score").to_list(),
+                                                                         reverse=True)
+    # a score above the tie group ranks first, whatever it continues
+    boosted = score.copy()
+    best = ranked.row(ranked.height - 1, named=True)
+    boosted[np.asarray(best["rows"])] += 1.0
+    top = rank_windows(window_scores(events, boosted, by="host", window="1m"), tolerance=tolerance).row(0, named=True)
+    assert (top["entity"], top["window_start"]) == (best["entity"], best["window_start"])
+    with pytest.raises(ConfigError):
+        rank_windows(windows, tolerance=-1.0)
+
+
+def test_hunt_uses_the_model_resolution(sample_events):
+    """`hunt` ranks as `rank_windows` with the model's resolution / top_k; the summary says so."""
+    from deepids.hunting.hunt import rank_windows
+    from deepids.models.rarity import SCORE_RESOLUTION, EventRarityDetector
+
+    assert EventRarityDetector.score_resolution == SCORE_RESOLUTION == pytest.approx(np.log10(2))
+    rng = np.random.default_rng(1)
+    score = 30.0 + 1e-3 * rng.random(sample_events.height)
+    result = hunt(sample_events, Scores(score=score), by="host", window="1m", top=8,
+                  score_resolution=SCORE_RESOLUTION)
+    expected = rank_windows(window_scores(sample_events, score, by="host", window="1m"),
+                            tolerance=SCORE_RESOLUTION / 10).head(8)
+    assert [(f["entity"], f["score"]) for f in result.findings] == [
+        (e, round(s, 6)) for e, s in expected.select("entity", "score").rows()]
+    assert "0.0301" in result.summary["ties"]
+    plain = hunt(sample_events, Scores(score=score), by="host", window="1m", top=8)
+    assert [f["score"] for f in plain.findings] == sorted([f["score"] for f in plain.findings], reverse=True)

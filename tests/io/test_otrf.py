@@ -62,3 +62,47 @@ def test_broad_labels_add_target_and_powershell_engine_events(samples_dir):
     engine = added.filter((pl.col("channel") == "Windows PowerShell") & (pl.col("event_id") == 800))
     assert engine.height > 0 and engine.get_column("command_line").str.contains("-enc").all()
     assert set(added.get_column("host")) == {"WORKSTATION5"}
+
+
+def _agent_sysmon_events(events: pl.DataFrame, guid: str) -> pl.DataFrame:
+    """The Sysmon events whose own `ProcessGuid` is `guid`."""
+    from deepids.io.logs import raw_fields
+
+    own = [str(raw_fields(r).get("ProcessGuid") or "").lower() == guid for r in events.get_column("raw").to_list()]
+    return events.with_row_index("_i").filter(pl.Series(own) & (pl.col("channel") == "Microsoft-Windows-Sysmon/Operational"))
+
+
+def test_agent_own_sysmon_events_are_labelled_by_guid(samples_dir):
+    """The NXLog export drops `ProcessId` from the agent's own Sysmon registry and pipe events; they
+    carry only its `ProcessGuid`, which a Sysmon 10 event pairs with the agent's PID (7456)."""
+    root = samples_dir / "otrf"
+    empire = next(r for r in read_otrf_index(root) if r.is_empire)
+    events, _ = read_events(root / empire.file)
+    access = events.filter((pl.col("event_id") == 10) & (pl.col("process_id") == 7456))
+    assert access.height == 1 and '"{b34bc01c-2f95-5f69-5f01-000000000900}"' in access.get_column("raw")[0].lower()
+    own = _agent_sysmon_events(events, "{b34bc01c-2f95-5f69-5f01-000000000900}")
+    assert own.get_column("process_id").null_count() == own.height        # no PID to follow
+    assert set(own.get_column("image").str.to_lowercase().str.split("\\").list.last()) == {"powershell.exe"}
+    assert {12, 17, 18} <= set(own.get_column("event_id"))
+    labels = empire_attack_labels(events, recording_agents(root, empire))
+    assert labels[own.get_column("_i").to_numpy()].all(), own.select("event_id", "image")
+    assert own.height >= 12
+
+
+def test_lateral_agent_creation_and_startup_are_labelled(shared_data):
+    """psexec: the agent started on WORKSTATION6 (PID 4312). Its own Sysmon 1 creation, image loads and
+    registry writes carry only its GUID (paired with 4312 by Sysmon 10) and are attack events."""
+    root = shared_data / "logs" / "windows" / "otrf_security_datasets"
+    rec = next(r for r in read_otrf_index(root) if r.name.startswith("empire_psexec_dcerpc_tcp_svcctl"))
+    events, _ = read_events(root / rec.file)
+    agents = recording_agents(root, rec)
+    assert ("WORKSTATION6", 4312) in {(a.host, a.pid) for a in agents}
+    own = _agent_sysmon_events(events, "{d273d0f0-8078-5f67-cc06-000000000800}")
+    assert set(own.get_column("host")) == {"WORKSTATION6"}
+    created = own.filter(pl.col("event_id") == 1)
+    assert created.height == 1 and "-enc" in created.get_column("command_line")[0].lower()
+    assert own.filter(pl.col("event_id") == 7).height > 50 and own.filter(pl.col("event_id") == 12).height > 200
+    from deepids.io.otrf import empire_attack_labels_broad
+
+    for labels in (empire_attack_labels(events, agents), empire_attack_labels_broad(events, agents)):
+        assert labels[own.get_column("_i").to_numpy()].all()

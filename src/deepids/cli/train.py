@@ -89,6 +89,8 @@ def train(
     if is_logs(data) and not was_given(ctx, "model"):
         model = LOG_MODEL
     estimator = build_model(model, given_options(ctx), verbose=not quiet)    # a mistake fails before any reading
+    if getattr(estimator, "reads_only_events", False) and not is_logs(data):
+        raise InputError(f"{model} reads Windows event logs (.evtx, JSON Lines), not flow files")
     ray = engine is Engine.ray
     _check_applies(ctx, stream, ray, not (stream or ray or is_logs(data)), entity_context)
     fit_options = _fit_options(checkpoint_dir, resume, ray)
@@ -120,17 +122,18 @@ def _fit_in_memory(estimator, data: list[Path], layout, label_column, fit_option
                    columns: tuple) -> tuple[dict, object]:
     """Read the inputs whole and fit: (the read report, the flow table trained on, or None for event logs).
 
-    Event logs get their process context; flows get the chosen columns and the leakage guard
+    Event logs are read twice, a chunk at a time (the context, then the features), and never held;
+    flows get the chosen columns and the leakage guard
     (`columns`: --feature-columns, --drop-columns, --strict-leakage) before any training.
     """
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
-        from deepids.hunting.logs import fit_log_model, read_log_events
+        from deepids.hunting.logs import fit_log_files, log_context_from_files
 
         with record_bar(not quiet, "reading logs", unit="files") as progress:
-            log_events, report = read_log_events(data, progress=progress)
+            context, report = log_context_from_files(data, progress=progress)    # a chunk at a time, read twice
         report_read(report)
         with epoch_bar(not quiet) as progress:
-            fit_log_model(estimator, log_events, progress=progress, **fit_options)
+            fit_log_files(estimator, context, data, progress=progress, **fit_options)
         return report.to_dict(), None
     from deepids.io import read_flows
 

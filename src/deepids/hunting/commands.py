@@ -32,7 +32,7 @@ def run_hunt(model, data, *, top: int = 20, by: str = "host", window: str = "5m"
     root = otrf_root_of(data)
     labels = attack_label_names(root) if root else None
     result = hunt(events, scores, by=by, window=window, top=top, top_k=top_k, evidence=evidence,
-                  attack_labels=labels)
+                  attack_labels=labels, score_resolution=getattr(detector, "score_resolution", 0.0))
     result.summary["read"] = {k: v for k, v in report.to_dict().items() if k != "files"}
     if result.summary["events_in_no_window"]:
         info(f"{result.summary['events_in_no_window']:,} events in no {by} window (no {by} or no timestamp); "

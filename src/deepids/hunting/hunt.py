@@ -17,10 +17,20 @@ event id) first, then the next highest (`evidence_rows`): ten copies of one regi
 hide the process's PowerShell or network events; `window_counts` gives the window's behaviour counts (`entity_windows`: events, distinct
 processes and users, failed logons, processes created, encoded commands, ...) as context. ATT&CK labels (for example from OTRF's INDEX.csv) can be attached to findings for the
 analyst and for evaluation; they never enter a score.
+
+Findings are ranked by score (`rank_windows`). Scores closer than the model's resolution are a
+tie: a rarity model's event score moves by log10(2) when one of its keys goes from never seen in
+training to seen once, so a window (mean of `top_k` events) by log10(2) / top_k; smaller
+differences are not evidence (models without a declared resolution tie only on equal scores).
+Among tied findings, one that opens a new incident comes first: an incident is one host (one user
+for `by="user"`) over a contiguous time, so a finding whose time span overlaps or touches that of a
+higher-ranked finding on the same host continues it and comes after the new ones. An analyst
+reading the top 20 sees twenty separate things before the second window of one of them.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -159,12 +169,71 @@ def group_scores(events: pl.DataFrame, scores: np.ndarray, by: str = "tree", top
         ["entity", "window_start", "window_end", "score", "max_event_score", "events", "rows", "host"])
 
 
+def rank_windows(windows: pl.DataFrame, tolerance: float = 0.0, limit: int | None = None) -> pl.DataFrame:
+    """`windows` (of `window_scores` or `group_scores`) in the order `hunt` ranks them (module docstring).
+
+    Score, highest first; a tie group is the findings whose score is within `tolerance` of the
+    group's highest; inside it, findings that open a new incident (no higher-ranked finding on the
+    same `host`, or the same `entity` where there is no host column, with an overlapping or touching
+    time span) come first, then the continuations; each part by score, entity name and window start.
+    Only the first `limit` places are tie-broken; the rest follow in score order.
+    """
+    if not tolerance >= 0:
+        raise ConfigError(f"the tie tolerance must be a number >= 0, got {tolerance!r}")
+    order = windows.sort(["score", "entity", "window_start"], descending=[True, False, False], nulls_last=True)
+    n = order.height
+    limit = n if limit is None else min(limit, n)
+    score = order.get_column("score").to_numpy()
+    hosts = order.get_column("host" if "host" in order.columns else "entity").to_list()
+    starts, ends = order.get_column("window_start").to_list(), order.get_column("window_end").to_list()
+    placed: dict = {}                 # host -> sorted [(start, end)] of the findings ranked so far
+    longest: dict = {}                # host -> its longest span, to bound the search
+    picked: list[int] = []
+    i = 0
+    while i < n and len(picked) < limit:
+        j = i + 1
+        while j < n and score[i] - score[j] <= tolerance:
+            j += 1
+        new, continued = [], []
+        for k in range(i, j):
+            (continued if _continues(placed, longest, hosts[k], starts[k], ends[k]) else new).append(k)
+            if len(picked) + len(new) >= limit:
+                break
+        picked += new + continued
+        i = j
+    taken = set(picked)
+    picked += [k for k in range(n) if k not in taken]
+    return order[picked]
+
+
+def _span_start(span: tuple):
+    return span[0]
+
+
+def _continues(placed: dict, longest: dict, host, start, end) -> bool:
+    """Whether [start, end] overlaps or touches a span already placed on `host`; places it."""
+    if host is None or start is None or end is None:
+        return False
+    spans = placed.setdefault(host, [])
+    reach = longest.get(host)
+    hit = False
+    if reach is not None:
+        lo = bisect.bisect_left(spans, start - reach, key=_span_start)
+        hi = bisect.bisect_right(spans, end, key=_span_start)
+        hit = any(s <= end and start <= e for s, e in spans[lo:hi])
+    bisect.insort(spans, (start, end), key=_span_start)
+    longest[host] = max(reach, end - start) if reach is not None else end - start
+    return hit
+
+
 def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timedelta = "5m", top: int = 20,
          top_k: int = 10, evidence: int = 10, n_features: int = 5,
-         attack_labels: dict[str, str] | None = None) -> HuntResult:
+         attack_labels: dict[str, str] | None = None, score_resolution: float = 0.0) -> HuntResult:
     """Ranked findings from events and their `Scores` (as a detector's `score_records` returns).
 
     `attack_labels` maps an event's `source_file` to a label shown beside the findings (never scored).
+    `score_resolution`: the smallest event-score difference the model resolves (log10(2) for
+    `event-rarity`: `deepids.models.rarity.SCORE_RESOLUTION`); window scores closer than it / `top_k` are tied (`rank_windows`).
     """
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
@@ -172,7 +241,9 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
     grouped = by in GROUPS
     windows = (group_scores(events, score, by=by, top_k=top_k, window=window) if grouped
                else window_scores(events, score, by=by, window=window, top_k=top_k))
-    ranked = windows.sort(["score", "entity", "window_start"], descending=[True, False, False]).head(top)
+    if not score_resolution >= 0:
+        raise ConfigError(f"score_resolution must be a number >= 0, got {score_resolution!r}")
+    ranked = rank_windows(windows, tolerance=score_resolution / top_k, limit=top).head(top)
     ferr = scores.feature_error
     names = list(scores.feature_names)
     # behaviour counts of each ranked window (context for the analyst; not part of the score)
@@ -223,7 +294,10 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
                # events with no host/user or no timestamp belong to no window: counted, not dropped silently
                "events_in_no_window": events.height - (int(windows.get_column("events").sum()) if windows.height else 0),
                "entities": int(windows.get_column("entity").n_unique()) if windows.height else 0,
-               "window_score": f"mean of the top {top_k} event scores"}
+               "window_score": f"mean of the top {top_k} event scores",
+               "ties": (f"window scores within {score_resolution / top_k:.4g}: a new host and time before the "
+                        "continuation of a higher finding" if score_resolution else
+                        "equal window scores: a new host and time before the continuation of a higher finding")}
     if grouped:
         summary["events_in_no_window"] = events.height - (int(windows.get_column("events").sum()) if windows.height else 0)
     return HuntResult(findings=findings, windows=windows.drop("rows"), summary=summary)

@@ -8,7 +8,15 @@ its `adversary_view`. :func:`empire_attack_labels` marks as attack, on an agent'
 1. events whose `ProcessId`, `SourceProcessId` or `ParentProcessId` equals an agent PID, or whose
    `ExecutionProcessID` does outside the Sysmon channel (in Sysmon events it is Sysmon's own process);
 2. the processes the agents created (Sysmon 1 `ParentProcessId`, Security 4688 creator `ProcessId`),
-   and their children in turn, and every event of those processes by the same rules.
+   and their children in turn, and every event of those processes by the same rules;
+3. the Sysmon events of all these processes by process GUID. In most recordings the OTRF NXLog
+   export drops `ProcessId` from the Sysmon events (1, 3, 5, 7, 11, 12, 13, 17, 18, 22, 23 keep only
+   `ProcessGuid`), so a process's GUID is read where one event names it beside one of its PIDs
+   (Sysmon 1 `ParentProcessGuid`/`ParentProcessId`, Sysmon 8/10 `SourceProcessGUID`/`SourceProcessId`
+   and `TargetProcessGUID`/`TargetProcessId`, `ProcessGuid`/`ProcessId` where both are kept), and a
+   child's from its own creation. PIDs are unique among live processes, and a recording lasts
+   minutes while its agents live; in the 18 labelled recordings every agent PID pairs with one
+   GUID, of a `powershell.exe`, as the metadata's agent table says.
 
 :func:`empire_attack_labels_broad` also counts events whose *target* process is an agent process
 and the agents' PowerShell engine events (800/4103/4104) found by their host application.
@@ -144,18 +152,27 @@ def _agent_labels(events: pl.DataFrame, agents: list[EmpireAgent], broad: bool) 
 
 
 def _descendants(on_host: list[dict], attack_pids: set[int]) -> set[str]:
-    """Grows `attack_pids` (in place) by the agents' children, grandchildren, ...; returns their GUIDs."""
+    """Grows `attack_pids` (in place) by the agents' children, grandchildren, ...; returns the GUIDs of
+    the agents and of those descendants (rule 3 of the module docstring)."""
     attack_guids: set[str] = set()
     creations = []
+    pairs: set[tuple[int, str]] = set()          # (pid, guid) named together by one event
     for r in on_host:
-        if (r["channel"] == SYSMON and r["event_id"] == 1) or (r["channel"] == "Security" and r["event_id"] == 4688):
-            raw = raw_fields(r.get("raw"))
+        if r["channel"] != SYSMON and not (r["channel"] == "Security" and r["event_id"] == 4688):
+            continue
+        raw = raw_fields(r.get("raw"))
+        pairs.update(_pid_guid_pairs(r, raw))
+        if r["event_id"] in (1, 4688):
             creations.append((r["parent_process_id"], r["process_id"],
                               str(raw.get("ParentProcessGuid") or "").lower(),
                               str(raw.get("ProcessGuid") or "").lower()))
     grown = True
     while grown:                       # children, grandchildren, ...
         grown = False
+        for pid, guid in pairs:
+            if pid in attack_pids and guid not in attack_guids:
+                attack_guids.add(guid)
+                grown = True
         for parent, child, parent_guid, child_guid in creations:
             if parent in attack_pids or (parent_guid and parent_guid in attack_guids):
                 if child is not None and child not in attack_pids:
@@ -165,6 +182,21 @@ def _descendants(on_host: list[dict], attack_pids: set[int]) -> set[str]:
                     attack_guids.add(child_guid)
                     grown = True
     return attack_guids
+
+
+_PID_GUID_KEYS = (("SourceProcessId", ("SourceProcessGUID", "SourceProcessGuid")),
+                  ("TargetProcessId", ("TargetProcessGUID", "TargetProcessGuid")))
+
+
+def _pid_guid_pairs(row: dict, raw: dict) -> list[tuple[int, str]]:
+    """The (PID, process GUID) pairs one Sysmon event names: its parent's, its own (where the export kept
+    both), and the source and target processes of Sysmon 8/10."""
+    found = [(row["parent_process_id"], raw.get("ParentProcessGuid"))]
+    if row["event_id"] not in (8, 10):     # there `process_id` is the source's PID, paired below
+        found.append((row["process_id"], raw.get("ProcessGuid")))
+    found += [(parse_int(raw.get(pid_key)), raw.get(guid_keys[0]) or raw.get(guid_keys[1]))
+              for pid_key, guid_keys in _PID_GUID_KEYS]
+    return [(pid, str(guid).lower()) for pid, guid in found if pid is not None and guid]
 
 
 _POWERSHELL_ENGINE = {("Windows PowerShell", 800), ("Microsoft-Windows-PowerShell/Operational", 4103),

@@ -40,6 +40,9 @@ from deepids.models.registry import register
 
 TRAIT_COLUMNS = (*CONTEXT_INDICATORS, "proc_cmd_b64")
 B64_SCALE = 5.0          # log1p(longest base64 run) / 5: a 4 kB run counts about as much as one trait
+# the step of one rarity between a key never seen in training and one seen once, log10(2): the finest
+# difference the counts resolve at the top; `deepids hunt` ties findings closer than it / top_k
+SCORE_RESOLUTION = float(np.log10(2))
 
 
 def rarity_contributions(features: pl.DataFrame, weight: float, top: int = 3) -> np.ndarray:
@@ -63,6 +66,8 @@ class EventRarityDetector(BaseDetector):
     """Process-tree and per-host/user rarity of Windows events plus suspicious command-line traits (no network)."""
 
     model_name = "event-rarity"
+    reads_only_events = True        # no flow features to read: `deepids train` refuses flow files before reading
+    score_resolution = SCORE_RESOLUTION   # read by `deepids hunt` (deepids.hunting.hunt.rank_windows)
     _parameter_constraints = {
         "seed": SEED, "verbose": [bool], **THRESHOLD,
         "top_rarities": [Interval(int, 1, len(RARITY_COLUMNS))],
