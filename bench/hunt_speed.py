@@ -13,7 +13,7 @@ features and the default score together, what `deepids score` spends past readin
 is the process's.
 
 End to end, as the CLI runs them (`end_to_end`, with `--end-to-end`, the default): `deepids train`'s
-path (read the recordings with `read_log_events`, fit with context, save) and `deepids score`'s
+path (`log_context_from_files` and `fit_log_files`: two reads a chunk at a time, then save) and `deepids score`'s
 (`score_files` of the saved and reloaded model over the recordings into a Parquet file: reading,
 features, scores and writing together, what the CLI's "events/s" says).
 Writes JSON to bench/results/hunt_speed.json; say the host's load beside any figure.
@@ -34,7 +34,7 @@ import polars as pl
 import torch
 
 from bench.hunt_loro import DEFAULT_OTRF
-from deepids.hunting.logs import LogFeatures, fit_log_model, read_log_events
+from deepids.hunting.logs import LogFeatures, fit_log_files, fit_log_model, log_context_from_files
 from deepids.io.logs import read_events
 from deepids.models.registry import load_model
 from deepids.scoring import score_files
@@ -125,9 +125,8 @@ def end_to_end(cls, params: dict, recordings: Path) -> dict:
     """`deepids train` then `deepids score` on the recordings, as the CLI runs them (see the docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
         with Timed() as train:
-            events, _ = read_log_events(recordings)
-            fit_log_model(cls(seed=0, verbose=False, **params), events).save(Path(tmp) / "model")
-        del events
+            context, _ = log_context_from_files(recordings)
+            fit_log_files(cls(seed=0, verbose=False, **params), context, recordings).save(Path(tmp) / "model")
         model = load_model(Path(tmp) / "model")
         with Timed() as scored:
             summary = score_files(model, recordings, Path(tmp) / "scores.parquet")

@@ -108,3 +108,28 @@ def test_quality_floor_on_shared_empire_recordings(shared_data):
         keep = labels >= 0
         auc = roc_auc_score(labels[keep], score_events(model, features).score[keep])
         assert auc >= floor, (name, auc)
+
+
+@pytest.mark.parametrize("name", ["event-rarity", "dense-ae"])
+def test_training_a_chunk_at_a_time_equals_training_on_all_events(name, tmp_path):
+    """`deepids train` on logs reads them twice a chunk at a time (`log_context_from_files`,
+    `fit_log_files`): the same saved model as `fit_log_model` on every event held at once."""
+    from deepids.hunting.logs import fit_log_files, log_context_from_files
+
+    paths = [ATOMIC / "lateral_movement", ATOMIC / "execution"]
+    params = {"epochs": 2} if name == "dense-ae" else {}
+    whole = fit_log_model(MODELS[name](verbose=False, **params), read_log_events(paths)[0])
+    context, report = log_context_from_files(paths, batch_size=97)
+    assert report.records == 1122
+    chunked = fit_log_files(MODELS[name](verbose=False, **params), context, paths, batch_size=97)
+    for model, out in ((whole, tmp_path / "whole"), (chunked, tmp_path / "chunked")):
+        model.save(out)
+    docs = [json.loads((tmp_path / d / "model.json").read_text()) for d in ("whole", "chunked")]
+    for doc in docs:
+        doc["training"].pop("history", None)            # wall times
+        doc.pop("created", None)
+    assert docs[0]["state"] == docs[1]["state"] and docs[0]["threshold"] == docs[1]["threshold"]
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / d / "weights.safetensors") for d in ("whole", "chunked")]
+    assert weights[0].keys() == weights[1].keys() and all(weights[0][k].equal(weights[1][k]) for k in weights[0])

@@ -122,17 +122,18 @@ def _fit_in_memory(estimator, data: list[Path], layout, label_column, fit_option
                    columns: tuple) -> tuple[dict, object]:
     """Read the inputs whole and fit: (the read report, the flow table trained on, or None for event logs).
 
-    Event logs get their process context; flows get the chosen columns and the leakage guard
+    Event logs are read twice, a chunk at a time (the context, then the features), and never held;
+    flows get the chosen columns and the leakage guard
     (`columns`: --feature-columns, --drop-columns, --strict-leakage) before any training.
     """
     if is_logs(data):          # Windows event logs (.evtx, JSON Lines): per-event features with process context
-        from deepids.hunting.logs import fit_log_model, read_log_events
+        from deepids.hunting.logs import fit_log_files, log_context_from_files
 
         with record_bar(not quiet, "reading logs", unit="files") as progress:
-            log_events, report = read_log_events(data, progress=progress)
+            context, report = log_context_from_files(data, progress=progress)    # a chunk at a time, read twice
         report_read(report)
         with epoch_bar(not quiet) as progress:
-            fit_log_model(estimator, log_events, progress=progress, **fit_options)
+            fit_log_files(estimator, context, data, progress=progress, **fit_options)
         return report.to_dict(), None
     from deepids.io import read_flows
 

@@ -91,7 +91,6 @@ def run_benchmark(data, out_dir: Path, *, test=None, models=None, quick: bool = 
                   label_column: str | None = None, verbose: bool = True, info=None) -> BenchmarkResult:
     from deepids.datasets import holdout_split
     from deepids.models import MODELS
-    from deepids.models.supervised import BaseClassifier
 
     info = info or log.info          # the caller's lines (the CLI prints them), else this module's logger
 
@@ -133,47 +132,55 @@ def run_benchmark(data, out_dir: Path, *, test=None, models=None, quick: bool = 
     }
     result = BenchmarkResult(protocol=protocol)
     y_test = test_table.get_column(LABEL).to_numpy().astype(object)
-    binary = (y_test != BENIGN).astype(int)
     for name in names:
         cls = MODELS[name]
         info(f"[{names.index(name) + 1}/{len(names)}] {name}")
         model = cls(**model_params(name, cls, quick=quick, sequence_length=sequence_length, seed=seed,
                                    verbose=verbose))
-        peak_rss_reset()
-        started = time.perf_counter()
-        model.fit(train)
-        train_seconds = time.perf_counter() - started
-        train_peak = peak_rss_mb()
-        started = time.perf_counter()
-        scores = model.score_records(test_table)
-        score_seconds = time.perf_counter() - started
-        is_classifier = isinstance(model, BaseClassifier)
-        loss = scores.loss
-        if is_classifier:              # log loss of P(attack) against the truth
-            p = np.clip(scores.score.astype(np.float64), 1e-7, 1 - 1e-7)
-            loss = -(binary * np.log(p) + (1 - binary) * np.log(1 - p))
-        metrics = detection_metrics(y_test, scores.score, model.threshold_.value, loss)
-        if names_families(scores.predicted):
-            metrics.update(family_metrics(y_test, scores.predicted, min_support=10))
-            if name == "two-stage":
-                flagged = (scores.score > model.threshold_.value) & (binary == 1)
-                stage_two = family_metrics(y_test[flagged], scores.predicted[flagged], min_support=10)
-                metrics["stage_two_on_flagged_attacks"] = {"records": int(flagged.sum()),
-                                                           "macro_f1": stage_two["macro_f1"]}
-        metrics.update({
-            "kind": "classifier" if is_classifier else "detector",
-            "train_seconds": round(train_seconds, 2),
-            "scoring_records_per_second": round(test_table.height / max(score_seconds, 1e-9), 1),
-            "peak_rss_mb": None if train_peak is None else round(max(train_peak, peak_rss_mb() or 0), 1),
-            "threshold_method": model.threshold_.method,
-            "hyperparameters": {k: v for k, v in model.get_params().items() if k != "verbose"},
-        })
+        metrics, scores = _measure(model, train, test_table, y_test)
         result.models[name] = metrics
         result.scores[name] = (y_test, scores.score, model.threshold_.value, scores.predicted)
         info(f"    ROC-AUC {_fmt(metrics['roc_auc'])}  F1 {metrics['f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
-             f"{train_seconds:.1f}s")
+             f"{metrics['train_seconds']:.1f}s")
     write_outputs(result, out_dir)
     return result
+
+
+def _measure(model, train: pl.DataFrame, test_table: pl.DataFrame, y_test: np.ndarray) -> tuple[dict, object]:
+    """Fit `model` on `train`, score `test_table`: (its metrics with times and peak memory, its scores)."""
+    from deepids.models.supervised import BaseClassifier
+
+    binary = (y_test != BENIGN).astype(int)
+    peak_rss_reset()
+    started = time.perf_counter()
+    model.fit(train)
+    train_seconds = time.perf_counter() - started
+    train_peak = peak_rss_mb()
+    started = time.perf_counter()
+    scores = model.score_records(test_table)
+    score_seconds = time.perf_counter() - started
+    is_classifier = isinstance(model, BaseClassifier)
+    loss = scores.loss
+    if is_classifier:              # log loss of P(attack) against the truth
+        p = np.clip(scores.score.astype(np.float64), 1e-7, 1 - 1e-7)
+        loss = -(binary * np.log(p) + (1 - binary) * np.log(1 - p))
+    metrics = detection_metrics(y_test, scores.score, model.threshold_.value, loss)
+    if names_families(scores.predicted):
+        metrics.update(family_metrics(y_test, scores.predicted, min_support=10))
+        if model.model_name == "two-stage":
+            flagged = (scores.score > model.threshold_.value) & (binary == 1)
+            stage_two = family_metrics(y_test[flagged], scores.predicted[flagged], min_support=10)
+            metrics["stage_two_on_flagged_attacks"] = {"records": int(flagged.sum()),
+                                                       "macro_f1": stage_two["macro_f1"]}
+    metrics.update({
+        "kind": "classifier" if is_classifier else "detector",
+        "train_seconds": round(train_seconds, 2),
+        "scoring_records_per_second": round(test_table.height / max(score_seconds, 1e-9), 1),
+        "peak_rss_mb": None if train_peak is None else round(max(train_peak, peak_rss_mb() or 0), 1),
+        "threshold_method": model.threshold_.method,
+        "hyperparameters": {k: v for k, v in model.get_params().items() if k != "verbose"},
+    })
+    return metrics, scores
 
 
 def _fmt(v, digits: int = 4) -> str:

@@ -102,6 +102,30 @@ def _base(path) -> str:
     return re.split(r"[\\/]", str(path))[-1].lower()
 
 
+class RarityCounts:
+    """Counts of rarity keys (overall, and of `event_image` per host and user) added chunk by chunk, so
+    training reads its events once, a chunk at a time. Memory follows the distinct keys and
+    entities, not the events; `RarityTables.fit_counts` keeps the most frequent of them."""
+
+    def __init__(self):
+        self.keys: dict[str, Counter] = {name: Counter() for name in RARITY_KEYS}
+        self.entities: dict[str, dict[str, Counter]] = {ent: {} for ent in ENTITY_KEYS}
+
+    def add(self, keys: dict[str, list], entities: dict[str, list]) -> "RarityCounts":
+        """One chunk: `keys` and `entities` as `RarityTables.fit` takes them."""
+        for name in RARITY_KEYS:
+            self.keys[name].update(k for k in keys[name] if k is not None)
+        for ent in ENTITY_KEYS:
+            per = self.entities[ent]
+            for e, k in zip(entities[ent], keys["event_image"]):
+                if e is not None:
+                    counter = per.get(e)
+                    if counter is None:
+                        counter = per[e] = Counter()
+                    counter[k] += 1
+        return self
+
+
 class RarityTables:
     """Counts of rarity keys, overall and per host/user, fitted on training events."""
 
@@ -116,18 +140,18 @@ class RarityTables:
 
     def fit(self, keys: dict[str, list], entities: dict[str, list]) -> "RarityTables":
         """`keys`: key name -> one key (or None) per training event; `entities`: host/user -> one per event."""
+        return self.fit_counts(RarityCounts().add(keys, entities))
+
+    def fit_counts(self, counts: "RarityCounts") -> "RarityTables":
+        """The tables of counts gathered chunk by chunk (the same tables as `fit` on all the events at once)."""
         for name in RARITY_KEYS:
-            values = [k for k in keys[name] if k is not None]
-            self.counts_[name] = dict(Counter(values).most_common(self.max_keys))
-            self.totals_[name] = len(values)
+            self.counts_[name] = dict(counts.keys[name].most_common(self.max_keys))
+            self.totals_[name] = counts.keys[name].total()
         for ent in ENTITY_KEYS:
-            per: dict[str, Counter] = {}
-            for e, k in zip(entities[ent], keys["event_image"]):
-                if e is not None:
-                    per.setdefault(e, Counter())[k] += 1
-            busiest = sorted(per, key=lambda e: (-sum(per[e].values()), e))[:self.max_entities]
+            per = counts.entities[ent]
+            busiest = sorted(per, key=lambda e: (-per[e].total(), e))[:self.max_entities]
             self.entity_counts_[ent] = {e: dict(per[e].most_common(self.max_entity_keys)) for e in busiest}
-            self.entity_totals_[ent] = {e: sum(per[e].values()) for e in busiest}
+            self.entity_totals_[ent] = {e: per[e].total() for e in busiest}
         return self
 
     def rarity(self, keys: dict[str, list], entities: dict[str, list]) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from deepids.errors import ConfigError, ModelFormatError, SchemaError
-from deepids.features.baselines import RARITY_COLUMNS, RarityTables, rarity_keys
+from deepids.features.baselines import RARITY_COLUMNS, RarityCounts, RarityTables, rarity_keys
 from deepids.features.process_tree import (CONTEXT_CATEGORICAL, CONTEXT_NUMERIC, ProcessTable, command_shape,
                                            process_context, raw_context_fields)
 
@@ -144,6 +144,18 @@ class EventContext:
         ctx = cls(None, max_processes)
         ctx.fit_keys(ctx.keys(events), **table_options)
         ctx.reset()                      # training's processes do not carry into scoring
+        return ctx
+
+    @classmethod
+    def fit_chunks(cls, chunks, max_processes: int = 200_000, **table_options) -> "EventContext":
+        """`fit` on training events given chunk by chunk, in order (the process table carried from one
+        chunk to the next): the same context as `fit` on all of them at once, holding one chunk."""
+        ctx, counts = cls(None, max_processes), RarityCounts()
+        for events in chunks:
+            parts = ctx.keys(events)
+            counts.add(parts["keys"], parts["entities"])
+        ctx.tables = RarityTables(**table_options).fit_counts(counts)
+        ctx.reset()
         return ctx
 
     def fit_keys(self, keys: dict, **table_options) -> "EventContext":

@@ -16,7 +16,7 @@ import polars as pl
 
 from deepids.errors import InputError, SchemaError
 from deepids.features.events import EventContext, event_features, is_log_model
-from deepids.io.logs import LogReadReport, read_events
+from deepids.io.logs import EVENT_CHUNK, LogReadReport, iter_event_batches, read_events
 from deepids.io.otrf import empire_attack_labels, read_otrf_index, recording_agents
 from deepids.models.base import BaseDetector, Scores
 from deepids.scoring import score_files
@@ -60,6 +60,51 @@ def fit_log_model(detector: BaseDetector, events: pl.DataFrame, **fit_options) -
     detector.fit(context.features_from(parts), **fit_options)
     detector.feature_context_ = context.to_dict()
     return detector
+
+
+def log_context_from_files(paths, *, batch_size: int = EVENT_CHUNK, progress=None
+                           ) -> tuple[EventContext, LogReadReport]:
+    """`deepids train` on event logs, first read: the event context (process tree and rarity tables)
+    fitted on the files' events a chunk at a time, and the read report; `progress(files done, files)`.
+    With `fit_log_files`, the model `fit_log_model` makes, never holding the events."""
+    report = LogReadReport()
+
+    def chunks():
+        nonlocal report
+        for events, part in iter_event_batches(paths, batch_size=batch_size, keep_raw=True, progress=progress):
+            report = report.merge(part)
+            if events.height:
+                yield events
+
+    context = EventContext.fit_chunks(chunks())
+    if report.records == 0:
+        raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
+                         + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
+    return context, report
+
+
+def fit_log_files(detector: BaseDetector, context: EventContext, paths, *, batch_size: int = EVENT_CHUNK,
+                  **fit_options) -> BaseDetector:
+    """Second read: each chunk's features with the fitted `context`; the detector fits on the features
+    of every event, only the columns it reads where it names them before fitting (`event-rarity`: its
+    rarities and traits, about 150 bytes an event), never the events themselves."""
+    columns = _inputs_named_before_fitting(detector)
+    frames = []
+    for events, _ in iter_event_batches(paths, batch_size=batch_size, keep_raw=True):
+        if events.height:
+            features = context.features_from(context.keys(events))
+            frames.append(features.select(columns) if columns else features)
+    context.reset()
+    detector.fit(pl.concat(frames), **fit_options)
+    detector.feature_context_ = context.to_dict()
+    return detector
+
+
+def _inputs_named_before_fitting(detector: BaseDetector) -> list[str] | None:
+    try:
+        return list(detector.input_columns_)       # a property of models with fixed inputs (event-rarity)
+    except AttributeError:                         # set by fitting (the GAN, the autoencoders)
+        return None
 
 
 class LogFeatures:

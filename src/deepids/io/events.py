@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 
 from deepids.io.records import Rejection, Unparsable, canonical_name
@@ -59,7 +60,7 @@ KNOWN_CHANNELS = ("Security", "System", "Application", "Windows PowerShell", "Mi
 _CHANNELS = {c.lower(): c for c in KNOWN_CHANNELS}
 LOGON_EVENTS = frozenset({4624, 4625, 4634, 4647, 4648, 4672, 4768, 4769, 4771, 4776})
 FAILURE_EVENTS = frozenset({4625, 4771})   # failed logon, Kerberos pre-authentication failed
-# fields consumed into canonical columns (dropped from `raw`)
+# fields consumed into canonical columns (a wrong type in one of them names the field in a rejection)
 _CONSUMED = {
     "EventID", "Channel", "Hostname", "Computer", "@timestamp", "EventTime", "EventReceivedTime", "SourceName",
     "RecordNumber", "SubjectUserName", "SubjectDomainName", "TargetUserName", "TargetDomainName", "User",
@@ -68,7 +69,6 @@ _CONSUMED = {
     "DestAddress", "DestPort", "SourceIp", "DestinationIp", "DestinationPort", "EventType", "Keywords", "host",
     "port", "tags", "@version", "SourceModuleName", "SourceModuleType", "Message",
 }
-_MESSAGE_KEEP = 2000   # characters of `Message` kept in `raw` (OTRF messages repeat the data fields)
 
 
 
@@ -172,7 +172,10 @@ def _first(flat: dict, *keys):
 
 
 def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool = True) -> dict | None:
-    """One flat record (NXLog field names) -> a canonical event row; None when it has no event id."""
+    """One flat record (NXLog field names) -> a canonical event row; None when it has no event id.
+
+    With `keep_raw`, `raw` holds the whole flat record as JSON (:func:`raw_json`; read it back with
+    :func:`raw_fields`): the fields without a canonical column, such as process GUIDs, are found there."""
     event_id = parse_int(flat.get("EventID"))
     if event_id is None:
         return None
@@ -203,7 +206,7 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
         "logon_type": parse_int(flat.get("LogonType")),
         "image": _first(flat, "Image", "NewProcessName", "SourceImage", "ProcessName", "Application"),
         "parent_image": _first(flat, "ParentImage", "ParentProcessName"),
-        "command_line": _first(flat, "CommandLine") or _host_application(flat),
+        "command_line": _first(flat, "CommandLine") or host_application(flat),
         "process_id": process_id,
         "parent_process_id": parent_pid,
         "execution_process_id": parse_int(flat.get("ExecutionProcessID")),
@@ -227,14 +230,20 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
         if row[k] is not None:
             row[k] = str(row[k])
     if keep_raw:
-        rest = {k: v for k, v in flat.items() if k not in _CONSUMED}
-        if flat.get("Message"):
-            rest["Message"] = str(flat["Message"])[:_MESSAGE_KEEP]
-        row["raw"] = json.dumps(rest, default=str, ensure_ascii=False)
+        row["raw"] = raw_json(flat)
     return row
 
 
-def _host_application(flat: dict) -> str | None:
+def raw_json(flat: dict) -> str:
+    """The `raw` of an event: its whole flat object as JSON (orjson; Python's json for what orjson
+    refuses, such as integers beyond 64 bits or lone surrogates)."""
+    try:
+        return orjson.dumps(flat, default=str).decode()
+    except (TypeError, ValueError):
+        return json.dumps(flat, default=str)
+
+
+def host_application(flat: dict) -> str | None:
     """PowerShell events (400/600/800, 4103) carry the host's command line as `HostApplication=...`."""
     for key in ("ContextInfo", "Message", "Data"):
         text = flat.get(key)

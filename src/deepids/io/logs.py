@@ -13,14 +13,15 @@ Sources:
   the JSON ones).
 
 Every event becomes one row of :data:`EVENT_COLUMNS` by the rules of :mod:`deepids.io.events`
-(the same rules canonicalise events arriving live); the fields not mapped to a canonical column
-are kept as a JSON object in `raw` (when `keep_raw`). Files are read in chunks
+(the same rules canonicalise events arriving live); the whole flat event is kept as a JSON object
+in `raw` (when `keep_raw`; :func:`raw_fields` reads it back). JSON-Lines files are read a block of
+lines at a time, the rules applied as polars expressions, with the per-event path for what that
+cannot reproduce exactly (:mod:`deepids.io.eventblocks`). Files are read in chunks
 (:func:`iter_event_batches`): memory follows the chunk, not the input.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,10 +30,20 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-import orjson
 import polars as pl
 
 from deepids.errors import ConfigError, DeepidsError, InputError
+from deepids.io.eventblocks import (  # noqa: F401 - the JSON-Lines reasons, importable from here as before
+    MAX_LINE_BYTES,
+    R_BAD_FIELD,
+    R_CORRUPT,
+    R_LINE_TOO_LONG,
+    R_NOT_OBJECT,
+    Piece,
+    Reject,
+    jsonl_pieces,
+    python_piece,
+)
 from deepids.io.events import (  # noqa: F401 - the event rules, importable from here as before
     EVENT_COLUMNS,
     EVENT_SCHEMA,
@@ -185,6 +196,8 @@ def looks_like_logs(paths: Iterable[str | Path]) -> bool:
 # ---------------------------------------------------------------------------- reading
 #: events per chunk when reading for scoring: an event row is larger than a flow's (text columns)
 EVENT_CHUNK = 10_000
+#: lines (at most) parsed at once from a JSON-Lines file, records canonicalised at once from an EVTX file
+BLOCK_LINES = 10_000
 R_DAMAGED = "damaged evtx chunk/record"
 
 
@@ -193,40 +206,53 @@ def iter_event_batches(paths: str | Path | Iterable[str | Path], *, batch_size: 
                        ) -> Iterator[tuple[pl.DataFrame, LogReadReport]]:
     """Stream event logs as ``(canonical events, report)`` pairs of at most ``batch_size`` rows, in
     file order. Each report covers its chunk (merge them for totals); the last chunk may be empty
-    and carries what was rejected after the last event. Memory follows ``batch_size``."""
+    and carries what was rejected after the last event. Memory follows ``batch_size``.
+
+    JSON-Lines files are read a block of lines at a time (:mod:`deepids.io.eventblocks`); a
+    rejection is counted in the chunk being filled when its line is read, as one event at a time
+    would count it."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     files = log_files(paths)
-    rows: list[dict] = []
+    frames: list[pl.DataFrame] = []
+    numbers: list[np.ndarray] = []
     rejected: Counter = Counter()       # of the chunk being filled
     pending = LogReadReport()
+    filled = 0
     # the caller's progress(files done, files) after each file; the library never draws (not callable: none)
     report_progress = progress if callable(progress) else None
-    numbers: list[int] = []
-    seen = 0                            # records read before the current chunk's rejections
+    before = 0                          # records read in the files before this one
     for done, f in enumerate(files, start=1):
         pending.files.append(str(f))
         d0 = sum(rejected.values())
-        for flat in _flat_records(f, rejected):
-            try:
-                row = canonical_event(flat, f.name, keep_raw=keep_raw)
-            except (TypeError, ValueError, AttributeError, OverflowError, OSError, RecursionError):
-                rejected[R_BAD_FIELD] += 1        # e.g. @timestamp 1e20 or NaN: as the live path rejects it
-                continue
-            if row is None:
-                rejected[R_NO_EVENT_ID] += 1
-                continue
-            numbers.append(seen + len(rows) + sum(rejected.values()))
-            rows.append(row)
-            if len(rows) >= batch_size:
-                _note_damage(f, sum(rejected.values()) - d0, pending)
-                seen += len(rows) + sum(rejected.values())
-                yield _chunk(rows, rejected, pending, numbers)
-                rows, rejected, pending, d0, numbers = [], Counter(), LogReadReport(files=[str(f)]), 0, []
+        in_file = 0
+        for piece in _pieces(f, keep_raw, min(batch_size, BLOCK_LINES)):
+            rejections = iter(piece.rejections)
+            nxt = next(rejections, None)
+            i, n = 0, piece.table.height
+            while i < n:
+                take = min(batch_size - filled, n - i)
+                last = piece.offsets[i + take - 1]
+                while nxt is not None and nxt[0] < last:        # rejected before this chunk's last row
+                    rejected[nxt[1]] += nxt[2]
+                    nxt = next(rejections, None)
+                frames.append(piece.table.slice(i, take))
+                numbers.append(piece.offsets[i:i + take] + before)
+                filled, i = filled + take, i + take
+                if filled >= batch_size:
+                    _note_damage(f, sum(rejected.values()) - d0, pending)
+                    yield _chunk(frames, rejected, pending, numbers)
+                    frames, numbers, rejected, d0, filled = [], [], Counter(), 0, 0
+                    pending = LogReadReport(files=[str(f)])
+            while nxt is not None:
+                rejected[nxt[1]] += nxt[2]
+                nxt = next(rejections, None)
+            in_file += piece.records
+        before += in_file
         _note_damage(f, sum(rejected.values()) - d0, pending)
         if report_progress:
             report_progress(done, len(files))
-    yield _chunk(rows, rejected, pending, numbers)
+    yield _chunk(frames, rejected, pending, numbers)
 
 
 def _note_damage(f: Path, n: int, report: LogReadReport) -> None:
@@ -235,10 +261,10 @@ def _note_damage(f: Path, n: int, report: LogReadReport) -> None:
         report.damaged_files[str(f)] = n
 
 
-def _chunk(rows: list[dict], rejected: Counter, report: LogReadReport,
-           numbers: list[int]) -> tuple[pl.DataFrame, LogReadReport]:
-    table = events_frame(rows)
-    report.numbers = np.asarray(numbers, dtype=np.int64)
+def _chunk(frames: list[pl.DataFrame], rejected: Counter, report: LogReadReport,
+           numbers: list[np.ndarray]) -> tuple[pl.DataFrame, LogReadReport]:
+    table = pl.concat(frames) if len(frames) > 1 else frames[0] if frames else events_frame([])
+    report.numbers = np.concatenate(numbers) if numbers else np.empty(0, dtype=np.int64)
     report.rejected = {k: v for k, v in rejected.items() if v}
     _summarise(table, report)
     return table, report
@@ -284,65 +310,30 @@ def inspect_logs(paths) -> LogReadReport:
     return read_events(paths, keep_raw=False)[1]
 
 
-def _flat_records(path: Path, rejected: Counter) -> Iterator[dict]:
-    name = path.name.lower()
-    if name.endswith(".evtx"):
-        yield from _evtx_records(path, rejected)
+def _pieces(path: Path, keep_raw: bool, block: int) -> Iterator[Piece]:
+    """The canonical events of one file, a block at a time, with their record positions and rejections."""
+    if path.name.lower().endswith(".evtx"):
+        yield from _evtx_pieces(path, keep_raw, block)
     else:
-        yield from _jsonl_records(path, rejected)
+        yield from jsonl_pieces(path, keep_raw, block)
 
 
-MAX_LINE_BYTES = 16 << 20      # a longer JSON line is skipped (never held whole) and rejected
+def _evtx_pieces(path: Path, keep_raw: bool, block: int) -> Iterator[Piece]:
+    """EVTX records, one event at a time through the rules, in pieces of `block` records."""
+    items: list = []
+    n = 0
+    for item in _evtx_records(path):
+        items.append((n, item))
+        n += item.count if isinstance(item, Reject) else 1
+        if len(items) >= block:
+            yield python_piece(items, path.name, keep_raw, [], n - items[0][0])
+            items = []
+    if items:
+        yield python_piece(items, path.name, keep_raw, [], n - items[0][0])
 
 
-def _lines_bounded(fh, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
-    """The lines of a binary file; None for a line over `limit` bytes (its bytes skipped, not held)."""
-    while True:
-        line = fh.readline(limit + 1)
-        if not line:
-            return
-        if len(line) > limit and not line.endswith(b"\n"):
-            while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass
-            yield None
-            continue
-        yield line
-
-
-def _loads(line: bytes):
-    """orjson (several times faster); what it refuses goes to Python's json, which also takes the
-    NaN/Infinity literals that Python's json writes, so both accept the same lines."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
-
-
-def _jsonl_records(path: Path, rejected: Counter) -> Iterator[dict]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            # binary lines end at \n only (some Message values hold a bare \r); streamed, not read whole
-            for line in _lines_bounded(fh):
-                if line is None:
-                    rejected["line too long"] += 1
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    obj = _loads(line)
-                except (ValueError, RecursionError):       # not JSON, invalid UTF-8, nested too deep
-                    rejected["corrupt JSON line"] += 1
-                    continue
-                if not isinstance(obj, dict):
-                    rejected["JSON line is not an object"] += 1
-                    continue
-                yield flatten_winlogbeat(obj) if isinstance(obj.get("winlog"), dict) else obj
-    except (OSError, EOFError) as exc:     # unreadable, or a truncated .gz
-        raise InputError(f"cannot read {path}: {exc}") from None
-
-
-def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
+def _evtx_records(path: Path) -> Iterator[dict | Reject]:
+    """The flat events of an EVTX file, in order, with a `Reject` for each record lost."""
     try:
         from evtx import PyEvtxParser
     except ImportError:  # pragma: no cover - a declared dependency
@@ -352,29 +343,30 @@ def _evtx_records(path: Path, rejected: Counter) -> Iterator[dict]:
     except (OSError, RuntimeError, ValueError) as exc:
         raise InputError(f"{path} is not a readable EVTX file: {exc}") from None
     ids: list[int] = []
-    damaged_before = rejected["damaged evtx chunk/record"]
+    damaged = 0
     while True:
         try:
             rec = next(records)
         except StopIteration:
             break
         except (RuntimeError, ValueError, OSError):
-            rejected[R_DAMAGED] += 1   # the parser moves on to the next record/chunk
+            damaged += 1               # the parser moves on to the next record/chunk
+            yield Reject(R_DAMAGED)
             continue
         try:
             event = json.loads(rec["data"]).get("Event", {})
         except (ValueError, AttributeError, RecursionError):
-            rejected[R_DAMAGED] += 1
+            damaged += 1
+            yield Reject(R_DAMAGED)
             continue
         if isinstance(rec.get("event_record_id"), int):
             ids.append(rec["event_record_id"])
         yield flatten_evtx(event, rec.get("event_record_id"), rec.get("timestamp"))
-    missing = _evtx_missing(path, ids, rejected["damaged evtx chunk/record"] - damaged_before)
+    missing = _evtx_missing(path, ids, damaged)
     if missing:
-        rejected[R_EVTX_MISSING] += missing
+        yield Reject(R_EVTX_MISSING, missing)
 
 
-R_BAD_FIELD = "a field of the wrong type (e.g. @timestamp out of range)"
 R_EVTX_MISSING = "records lost to a truncated or zeroed EVTX file (estimated from its chunk headers)"
 _CHUNK, _FILE_HEADER = 65536, 4096
 

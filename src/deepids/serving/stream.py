@@ -393,31 +393,47 @@ def run_stream(scorer: LiveScorer, source: str | Path, sinks: Sequence[AlertSink
         if stop.is_set():
             follower.summary.interrupted = True
         reader.stop()
-        # what was already read is scored, not dropped
-        while True:
-            try:
-                item = reader.lines.get_nowait()
-            except queue.Empty:
-                break
-            if item is not EOF:
-                pending.append(item)
+        pending += _already_read(reader)            # scored, not dropped
         for start in range(0, len(pending), batch_size):
             flush(pending[start:start + batch_size])
         pending = []
     finally:
         follower.summary.seconds = time.perf_counter() - started
         summary = follower.close()
-        summary.follow = {k: v for k, v in {
-            "state": str(saver.path) if saver.path else None, "runs": saver.runs if saver.path else None,
-            "resumed": reader.resumed, "rotations": reader.rotations, "truncations": reader.truncations,
-            "checkpoints": saver.saved, **saver.info}.items() if v not in (None, {}, 0) or k == "truncations"}
-    if reader.error is not None and not isinstance(reader.error, KeyboardInterrupt):
-        if isinstance(reader.error, (InputError, ConfigError)):
-            raise reader.error
-        if isinstance(reader.error, OSError):
-            raise InputError(f"cannot read {source}: {reader.error}") from None
-        raise reader.error
+        summary.follow = _follow_info(saver, reader)
+    _raise_reader_error(reader, source)
     return summary
+
+
+def _already_read(reader: LineReader) -> list:
+    """The lines the reader queued and the loop had not taken yet."""
+    out = []
+    while True:
+        try:
+            item = reader.lines.get_nowait()
+        except queue.Empty:
+            return out
+        if item is not EOF:
+            out.append(item)
+
+
+def _follow_info(saver: "_Checkpointer", reader: LineReader) -> dict:
+    info = {"state": str(saver.path) if saver.path else None, "runs": saver.runs if saver.path else None,
+            "resumed": reader.resumed, "rotations": reader.rotations, "truncations": reader.truncations,
+            "checkpoints": saver.saved, **saver.info}
+    return {k: v for k, v in info.items() if v not in (None, {}, 0) or k == "truncations"}
+
+
+def _raise_reader_error(reader: LineReader, source) -> None:
+    """What stopped the reader, as the caller should see it (a read error: one line)."""
+    error = reader.error
+    if error is None or isinstance(error, KeyboardInterrupt):
+        return
+    if isinstance(error, (InputError, ConfigError)):
+        raise error
+    if isinstance(error, OSError):
+        raise InputError(f"cannot read {source}: {error}") from None
+    raise error
 
 
 @contextmanager

@@ -1,0 +1,339 @@
+"""JSON-Lines Windows event logs read a block of lines at a time, columnar.
+
+A file's lines are gathered into blocks (at most a chunk of lines, and at most
+:data:`BLOCK_BYTES`); a line over :data:`MAX_LINE_BYTES` is skipped without being held and
+rejected, blank lines are skipped. Each block is parsed by polars' NDJSON reader with a fixed
+text schema (the fields :func:`deepids.io.events.canonical_event` reads; numbers arrive as their
+decimal text, missing keys as null) and canonicalised by the same rules as polars expressions.
+Where the values are few (host, channel, user, event type) the rule itself is applied, once
+per distinct value.
+
+Exactness comes by fallback, not by imitating every corner: a block the columnar reader refuses
+(a corrupt line, a line that is not an object, invalid UTF-8, NaN, nesting deeper than 1024) or
+miscounts goes through the per-event path (:func:`python_row`, the rules of :mod:`deepids.io.events`
+applied to each parsed line) whole, and so does, one line at a time, every line whose parsed text
+alone cannot say what that path would make of it: a nested Winlogbeat event (`winlog`), a field
+read here holding a boolean, an object or a fraction (Python's `str()` of it differs from the
+reader's text), a numeric timestamp (epoch), a CommandLine of 0, a lone surrogate escape, a field
+read here written twice. Both paths keep the whole event as `raw`: here the line as read, there
+the parsed object as JSON (:func:`deepids.io.events.raw_json`); they decode to the same object.
+The test module `tests/io/test_eventblocks.py` holds both paths to the same output.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
+import orjson
+import polars as pl
+
+from deepids.errors import InputError
+from deepids.io.events import (FAILURE_EVENTS, LOGON_EVENTS, R_NO_EVENT_ID, canonical_event, events_frame,
+                               flatten_winlogbeat, normalise_channel, normalise_host, normalise_user,
+                               parse_int)
+from deepids.io.timestamps import parse_timestamps
+
+#: the columnar reader is used (False: every line goes through the per-event path; for tests)
+FAST = True
+MAX_LINE_BYTES = 16 << 20      # a longer JSON line is skipped (never held whole) and rejected
+BLOCK_BYTES = 32 << 20         # a block ends after this many bytes of lines, whatever its line count
+R_LINE_TOO_LONG = "line too long"
+R_CORRUPT = "corrupt JSON line"
+R_NOT_OBJECT = "JSON line is not an object"
+R_BAD_FIELD = "a field of the wrong type (e.g. @timestamp out of range)"
+
+
+class Piece(NamedTuple):
+    """Canonical rows of one file, each row's record position in the file, and the rejections
+    (position, reason, count) among them; `records` counts both."""
+
+    table: pl.DataFrame
+    offsets: np.ndarray
+    rejections: list
+    records: int
+
+
+class Block(NamedTuple):
+    lines: list            # bytes, without their newline
+    offsets: list          # the record position of each line in the file
+    rejections: list       # (position, reason, count): lines too long
+    records: int           # lines and rejections
+
+
+# ---------------------------------------------------------------------------------------- lines
+def lines_bounded(fh, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
+    """The lines of a binary file; None for a line over `limit` bytes (its bytes skipped, not held)."""
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        yield line
+
+
+
+
+def read_blocks(path: Path, max_lines: int) -> Iterator[Block]:
+    """The lines of a JSON-Lines file in blocks; a cut or damaged file gives its lines before the
+    damage and then an InputError."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    lines, offsets, rejections, n, start, size = [], [], [], 0, 0, 0
+    try:
+        with opener(path, "rb") as fh:
+            # binary lines end at \n only (some Message values hold a bare \r); streamed, not read whole
+            for line in lines_bounded(fh, MAX_LINE_BYTES):
+                if line is None:
+                    rejections.append((n, R_LINE_TOO_LONG, 1))
+                    n += 1
+                    continue
+                if not line.strip():
+                    continue
+                lines.append(line[:-1] if line.endswith(b"\n") else line)
+                offsets.append(n)
+                n += 1
+                size += len(line)
+                if len(lines) >= max_lines or size >= BLOCK_BYTES:
+                    yield Block(lines, offsets, rejections, n - start)
+                    lines, offsets, rejections, start, size = [], [], [], n, 0
+    except (OSError, EOFError) as exc:     # unreadable, or a truncated .gz
+        if lines or rejections:
+            yield Block(lines, offsets, rejections, n - start)
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if lines or rejections:
+        yield Block(lines, offsets, rejections, n - start)
+
+
+def jsonl_pieces(path: Path, keep_raw: bool, max_lines: int) -> Iterator[Piece]:
+    """The canonical events of a JSON-Lines file, block by block."""
+    for block in read_blocks(path, max_lines):
+        piece = columnar_piece(block, path.name, keep_raw) if FAST else None
+        yield piece if piece is not None else python_piece(
+            zip(block.offsets, map(line_record, block.lines)), path.name, keep_raw, block.rejections, block.records)
+
+
+# ------------------------------------------------------------------------- the per-event path
+class Reject(NamedTuple):
+    reason: str
+    count: int = 1
+
+
+def _loads(line: bytes):
+    """orjson (several times faster); what it refuses goes to Python's json, which also takes the
+    NaN/Infinity literals that Python's json writes, so both accept the same lines."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+def line_record(line: bytes) -> dict | Reject:
+    """One JSON line -> its flat event (a nested Winlogbeat one flattened), or why not."""
+    try:
+        obj = _loads(line)
+    except (ValueError, RecursionError):       # not JSON, invalid UTF-8, nested too deep
+        return Reject(R_CORRUPT)
+    if not isinstance(obj, dict):
+        return Reject(R_NOT_OBJECT)
+    return flatten_winlogbeat(obj) if isinstance(obj.get("winlog"), dict) else obj
+
+
+def python_row(flat: dict, source_file: str, keep_raw: bool) -> dict | Reject:
+    """One flat event -> its canonical row, or why not."""
+    try:
+        row = canonical_event(flat, source_file, keep_raw=keep_raw)
+    except (TypeError, ValueError, AttributeError, OverflowError, OSError, RecursionError):
+        return Reject(R_BAD_FIELD)            # e.g. @timestamp 1e20 or NaN: as the live path rejects it
+    return Reject(R_NO_EVENT_ID) if row is None else row
+
+
+def python_piece(items, source_file: str, keep_raw: bool, rejections: list, records: int) -> Piece:
+    """(position, flat event or Reject) pairs -> a piece, by the per-event rules."""
+    rows, offsets, rejections = [], [], list(rejections)
+    for at, item in items:
+        if not isinstance(item, Reject):
+            item = python_row(item, source_file, keep_raw)
+        if isinstance(item, Reject):
+            rejections.append((at, item.reason, item.count))
+        else:
+            rows.append(item)
+            offsets.append(at)
+    rejections.sort(key=lambda r: r[0])
+    return Piece(events_frame(rows), np.asarray(offsets, dtype=np.int64), rejections, records)
+
+
+# ------------------------------------------------------------------------- the columnar path
+_TEXT_FIELDS = ("@timestamp", "EventTime", "Hostname", "Computer", "Channel", "SourceName", "SubjectUserName",
+                "TargetUserName", "User", "Image", "NewProcessName", "SourceImage", "ProcessName", "Application",
+                "ParentImage", "ParentProcessName", "CommandLine", "IpAddress", "SourceAddress", "SourceIp",
+                "DestAddress", "DestinationIp", "EventType", "ContextInfo", "Message", "Data")
+_INT_FIELDS = ("EventID", "RecordNumber", "LogonType", "ProcessId", "SourceProcessId", "NewProcessId",
+               "ParentProcessId", "ExecutionProcessID", "IpPort", "SourcePort", "DestPort", "DestinationPort")
+_SCHEMA = {k: pl.Utf8 for k in (*_TEXT_FIELDS, *_INT_FIELDS, "winlog")}
+_KEY = r'"(?:' + "|".join(re.escape(k) for k in (*_TEXT_FIELDS, *_INT_FIELDS)) + r')"\s*:'
+# in the line: a field read here whose value the reader's text does not render as Python's str()
+# or parse_int() would (a boolean, an object or array, a fraction or exponent), a CommandLine of
+# 0 (falsy in Python, so the host application is taken), a timestamp that is a number (epoch)
+_AMBIGUOUS = (_KEY + r"\s*(?:[tf\[{]|-?[0-9]+[.eE])|\"CommandLine\"\s*:\s*-?0\s*[,}]"
+              r"|\"(?:@timestamp|EventTime)\"\s*:\s*-?[0-9]")
+_SURROGATE = r"\\u[dD][89a-fA-F]"     # the reader reads a lone surrogate escape as NUL
+_PLAIN_INT = r"^(?:-?[0-9]{1,18}|0[xX][0-9a-fA-F]{1,15})$"
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
+_PY_SPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())   # what str.strip() strips
+_MARKERS = ("HostApplication=", "Host Application = ")
+
+
+def _first(*names: str) -> pl.Expr:
+    """The first value not null, "" or "-" (the rule of `events._first`)."""
+    return pl.coalesce([pl.when(pl.col(n).is_in(["", "-"]).not_()).then(pl.col(n)) for n in names])
+
+
+_PICKED = {   # the values the rules pick, as text
+    "ts": _first("@timestamp", "EventTime"), "host": _first("Hostname", "Computer"), "channel": pl.col("Channel"),
+    "provider": _first("SourceName"), "subject": _first("SubjectUserName"), "target": _first("TargetUserName"),
+    "sysmon_user": _first("User"),
+    "image": _first("Image", "NewProcessName", "SourceImage", "ProcessName", "Application"),
+    "parent_image": _first("ParentImage", "ParentProcessName"), "command": _first("CommandLine"),
+    "src_ip": _first("IpAddress", "SourceAddress", "SourceIp"), "dst_ip": _first("DestAddress", "DestinationIp"),
+    "event_type": pl.col("EventType"),
+    "event_id": pl.col("EventID"), "record_id": pl.col("RecordNumber"), "logon_type": pl.col("LogonType"),
+    "pid_4688": pl.col("NewProcessId"), "ppid_4688": pl.col("ProcessId"),
+    "pid": _first("ProcessId", "SourceProcessId", "NewProcessId"), "ppid": pl.col("ParentProcessId"),
+    "execution_process_id": pl.col("ExecutionProcessID"), "src_port": _first("IpPort", "SourcePort"),
+    "dst_port": _first("DestPort", "DestinationPort"),
+}
+_INTS = ("event_id", "record_id", "logon_type", "pid_4688", "ppid_4688", "pid", "ppid", "execution_process_id",
+         "src_port", "dst_port")
+
+
+def columnar_piece(block: Block, source_file: str, keep_raw: bool) -> Piece | None:
+    """A block canonicalised in polars, its odd lines one by one; None when the NDJSON reader
+    refuses or miscounts it."""
+    if not block.lines:
+        return Piece(events_frame([]), np.empty(0, dtype=np.int64), list(block.rejections), block.records)
+    try:
+        df = pl.read_ndjson(io.BytesIO(b"\n".join(block.lines)), schema=_SCHEMA)
+        text = pl.Series("raw", block.lines, dtype=pl.Binary).cast(pl.Utf8)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError):
+        return None
+    if df.height != len(block.lines):
+        return None
+    odd = _odd_lines(text, df).to_numpy()
+    table = _canonical(df, source_file).with_columns(
+        text if keep_raw else pl.lit(None, dtype=pl.Utf8).alias("raw"), _at=pl.Series(block.offsets, dtype=pl.Int64))
+    if odd.any():
+        table = table.filter(pl.Series(~odd))
+    rejections = [(at, R_NO_EVENT_ID, 1) for at in table.filter(pl.col("event_id").is_null()).get_column("_at")]
+    table = table.filter(pl.col("event_id").is_not_null())
+    if odd.any():
+        slow = python_piece(((block.offsets[i], line_record(block.lines[i])) for i in np.flatnonzero(odd)),
+                            source_file, keep_raw, [], 0)
+        rejections += slow.rejections
+        table = pl.concat([table, slow.table.with_columns(_at=pl.Series(slow.offsets, dtype=pl.Int64))]).sort("_at")
+    rejections = sorted(rejections + block.rejections, key=lambda r: r[0])
+    return Piece(table.drop("_at"), table.get_column("_at").to_numpy(), rejections, block.records)
+
+
+def _odd_lines(lines: pl.Series, df: pl.DataFrame) -> pl.Series:
+    """Lines whose parsed text alone does not say what the per-event path makes of them: a nested
+    Winlogbeat event, an ambiguous value (`_AMBIGUOUS`), a lone surrogate, or a field read here
+    written twice (the reader keeps the first value, Python the last). (Nesting needs no check: the
+    reader and orjson refuse the same depth, 1024, and a block the reader refuses goes whole.)"""
+    odd = df.get_column("winlog").is_not_null() | lines.str.contains(_AMBIGUOUS) | lines.str.contains(_SURROGATE)
+    keys = lines.str.count_matches(_KEY)
+    present = df.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
+    twice = keys > present                  # a key more than its values: written twice, or null
+    if twice.any():
+        found = lines.filter(twice).str.extract_all(_KEY)
+        twice = twice.scatter(np.flatnonzero(twice.to_numpy()), found.list.len() != found.list.unique().list.len())
+    return odd | twice
+
+
+def _canonical(df: pl.DataFrame, source_file: str) -> pl.DataFrame:
+    """The parsed fields -> the canonical columns, by `events.canonical_event`'s rules."""
+    picked = df.select(**_PICKED)
+    out = picked.with_columns(
+        channel=_mapped(picked, "channel", normalise_channel), host=_mapped(picked, "host", normalise_host),
+        subject=_mapped(picked, "subject", normalise_user), target=_mapped(picked, "target", normalise_user),
+        sysmon_user=_mapped(picked, "sysmon_user", normalise_user),
+        outcome=_mapped(picked, "event_type", _outcome_of), command=pl.coalesce("command", _host_application(df)),
+        **{name: _int(picked, name) for name in _INTS})
+    event_id = pl.col("event_id")
+    logon = event_id.is_in(list(LOGON_EVENTS))
+    is_4688 = (event_id == 4688) & (pl.col("channel") == "Security")
+    return out.select(
+        timestamp=_timestamps(picked.get_column("ts")), host="host", channel="channel", provider="provider",
+        event_id=event_id, record_id="record_id",
+        subject_user=pl.coalesce("subject", pl.when(logon.not_()).then("sysmon_user")), target_user="target",
+        user=pl.when(logon).then(pl.coalesce("target", "subject")).otherwise(
+            pl.coalesce("subject", "sysmon_user", "target")),
+        logon_type="logon_type", image="image", parent_image="parent_image", command_line="command",
+        process_id=pl.when(is_4688).then("pid_4688").otherwise("pid"),
+        parent_process_id=pl.when(is_4688).then("ppid_4688").otherwise("ppid"),
+        execution_process_id="execution_process_id", src_ip="src_ip", src_port="src_port", dst_ip="dst_ip",
+        dst_port="dst_port",
+        outcome=pl.when(event_id.is_in(list(FAILURE_EVENTS))).then(pl.lit("failure")).otherwise("outcome"),
+        source_file=pl.lit(source_file, dtype=pl.Utf8))
+
+
+def _mapped(df: pl.DataFrame, name: str, rule: Callable) -> pl.Expr:
+    """The column `name` through a Python rule, applied once per distinct value."""
+    values = df.get_column(name).drop_nulls().unique().to_list()
+    if not values:
+        return pl.lit(rule(None), dtype=pl.Utf8)
+    return pl.col(name).replace_strict(values, [rule(v) for v in values], default=rule(None), return_dtype=pl.Utf8)
+
+
+def _int(df: pl.DataFrame, name: str) -> pl.Expr:
+    """`parse_int`: in polars for plain decimal and 0x text, by the rule itself for any other value."""
+    c = pl.col(name)
+    fast = (pl.when(c.str.starts_with("0x") | c.str.starts_with("0X"))
+            .then(c.str.slice(2).str.to_integer(base=16, strict=False)).otherwise(c.cast(pl.Int64, strict=False)))
+    values = df.get_column(name).drop_nulls().unique()
+    odd = values.filter(values.str.contains(_PLAIN_INT).not_() & values.is_in(["", "-"]).not_()).to_list()
+    if not odd:
+        return fast
+    ints = [parse_int(v) for v in odd]
+    ints = [v if v is not None and _INT_MIN <= v <= _INT_MAX else None for v in ints]    # as events_frame casts
+    return c.replace_strict(odd, ints, default=fast, return_dtype=pl.Int64)
+
+
+def _outcome_of(event_type) -> str | None:
+    t = str(event_type or "").upper()
+    return "failure" if "FAILURE" in t else "success" if "SUCCESS" in t else None
+
+
+def _timestamps(ts: pl.Series) -> pl.Series:
+    """`parse_timestamps`; when every value is in the format it tries first (`...T...Z`), that format alone."""
+    first = ts.str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False)
+    if first.null_count() == ts.null_count():
+        return first.dt.replace_time_zone(None)
+    return parse_timestamps(ts)
+
+
+def _host_application(df: pl.DataFrame) -> pl.Series:
+    """`events.host_application` on each row: the rest of the line after the first marker in the
+    first of ContextInfo, Message, Data holding one (stripped; empty: none). The long texts are cut
+    only on the rows holding a marker."""
+    n = df.height
+    out = pl.Series("hostapp", [None] * n, dtype=pl.Utf8)
+    decided = np.zeros(n, dtype=bool)
+    for key in ("ContextInfo", "Message", "Data"):
+        found = [df.get_column(key).str.contains(m, literal=True).fill_null(False).to_numpy() for m in _MARKERS]
+        for marker, rows in ((_MARKERS[0], found[0]), (_MARKERS[1], found[1] & ~found[0])):
+            at = np.flatnonzero(rows & ~decided)
+            if at.size:
+                line = (df.get_column(key).gather(at).str.splitn(marker, 2).struct.field("field_1")
+                        .str.splitn("\n", 2).struct.field("field_0").str.strip_chars(_PY_SPACE))
+                out = out.scatter(at, line.set(line == "", None))
+        decided |= found[0] | found[1]
+    return out
