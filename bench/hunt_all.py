@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -121,8 +122,10 @@ def main(argv=None) -> None:
     resolution = (SCORE_RESOLUTION if args.model == "context-rarity"
                   else getattr(model, "score_resolution", 0.0))
     tolerance = None if args.ties == "names" else resolution / TOP_K
-    results = {"command": "python -m bench.hunt_all " + " ".join(argv or []), "model": args.model,
-               "top": args.top, "evidence": args.evidence, "ties": args.ties, "tie_tolerance": tolerance, "train_events": int(train_mask.sum()),
+    given = sys.argv[1:] if argv is None else list(argv)
+    results = {"command": "python -m bench.hunt_all " + " ".join(given), "model": args.model,
+               "top": args.top, "evidence": args.evidence, "ties": args.ties, "tie_tolerance": tolerance,
+               "train_events": int(train_mask.sum()),
                "train_recordings": "the non-Empire recordings", "hunted_events": events.height,
                "recordings": len(index), "train_seconds": round(train_s, 1),
                "features_and_score_seconds": round(score_s, 1), "cpu_count": os.cpu_count(),

@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -140,7 +141,8 @@ def main(argv=None) -> None:
     folds = technique_folds(index, labelled)[:args.max_folds or None]
     print(f"{events.height:,} events; {len(labelled)} labelled Empire recordings in {len(folds)} technique folds; "
           f"attack events: " + ", ".join(f"{d} {int(v.sum()):,}" for d, v in labels.items()), flush=True)
-    results = {"command": "python -m bench.hunt_loro " + " ".join(argv or []), "training": args.training,
+    given = sys.argv[1:] if argv is None else list(argv)
+    results = {"command": "python -m bench.hunt_loro " + " ".join(given), "training": args.training,
                "neural_train_sample": args.train_events or "all training events",
                "labels": {d: fn.__doc__.split("\n")[0] for d, fn in LABELS.items()},
                "events": events.height, "attack_events": {d: int(v.sum()) for d, v in labels.items()},

@@ -69,7 +69,8 @@ def _agent_sysmon_events(events: pl.DataFrame, guid: str) -> pl.DataFrame:
     from deepids.io.logs import raw_fields
 
     own = [str(raw_fields(r).get("ProcessGuid") or "").lower() == guid for r in events.get_column("raw").to_list()]
-    return events.with_row_index("_i").filter(pl.Series(own) & (pl.col("channel") == "Microsoft-Windows-Sysmon/Operational"))
+    sysmon = pl.col("channel") == "Microsoft-Windows-Sysmon/Operational"
+    return events.with_row_index("_i").filter(pl.Series(own) & sysmon)
 
 
 def test_agent_own_sysmon_events_are_labelled_by_guid(samples_dir):

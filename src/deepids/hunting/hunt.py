@@ -233,7 +233,8 @@ def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timede
 
     `attack_labels` maps an event's `source_file` to a label shown beside the findings (never scored).
     `score_resolution`: the smallest event-score difference the model resolves (log10(2) for
-    `event-rarity`: `deepids.models.rarity.SCORE_RESOLUTION`); window scores closer than it / `top_k` are tied (`rank_windows`).
+    `event-rarity`: `deepids.models.rarity.SCORE_RESOLUTION`); window scores closer than it / `top_k`
+    are tied (`rank_windows`).
     """
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
