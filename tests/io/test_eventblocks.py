@@ -195,6 +195,41 @@ def test_a_cut_gzip_file_reads_alike(samples_dir, tmp_path, monkeypatch):
     assert chunks[True] == chunks[False] and sum(chunks[True]) > 0
 
 
+def _gzip_lines(path):
+    """The non-blank lines `gzip.open` gives line by line (how event logs were read before), and its error."""
+    out = []
+    try:
+        with gzip.open(path, "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    out.append(line.rstrip(b"\n"))
+    except (OSError, EOFError) as exc:
+        return out, f"cannot read {path}: {exc}"
+    return out, None
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped", "garbage", "members", "not gzip", "empty"])
+def test_damaged_gzip_gives_the_lines_and_error_gzip_open_gives(samples_dir, tmp_path, damage):
+    data = (samples_dir / EMPIRE).read_bytes()
+    path = tmp_path / "damaged.json.gz"
+    damaged = {"cut": data[: len(data) * 2 // 3], "flipped": data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0x55])
+               + data[len(data) // 2 + 1:], "garbage": data + b"garbage", "members": data + data,
+               "not gzip": b'{"EventID": 1}\n', "empty": b""}[damage]
+    path.write_bytes(damaged)
+    expected, error = _gzip_lines(path)
+    assert (error is not None) == (damage in ("cut", "flipped", "garbage", "not gzip"))
+    assert bool(expected) == (damage not in ("not gzip", "empty"))
+    got = []
+    try:
+        for block in eventblocks.read_blocks(path, 100):
+            got += block.lines
+    except DeepidsError as exc:
+        assert str(exc) == error
+    else:
+        assert error is None
+    assert got == expected
+
+
 def test_shared_otrf_recordings_read_alike(shared_data, monkeypatch, columnar_blocks):
     root = shared_data / "logs" / "windows" / "otrf_security_datasets"
     files = [root / f for f in SHARED if (root / f).exists()]
