@@ -35,14 +35,14 @@ import polars as pl
 
 from deepids.errors import InputError
 from deepids.io.events import (FAILURE_EVENTS, LOGON_EVENTS, R_NO_EVENT_ID, canonical_event, events_frame,
-                               flatten_winlogbeat, normalise_channel, normalise_host, normalise_user,
+                               flatten_winlogbeat, host_application, normalise_channel, normalise_host, normalise_user,
                                parse_int)
 from deepids.io.timestamps import parse_timestamps
 
 #: the columnar reader is used (False: every line goes through the per-event path; for tests)
 FAST = True
 MAX_LINE_BYTES = 16 << 20      # a longer JSON line is skipped (never held whole) and rejected
-BLOCK_BYTES = 32 << 20         # a block ends after this many bytes of lines, whatever its line count
+BLOCK_BYTES = 16 << 20          # a block ends after this many bytes of lines, whatever its line count
 R_LINE_TOO_LONG = "line too long"
 R_CORRUPT = "corrupt JSON line"
 R_NOT_OBJECT = "JSON line is not an object"
@@ -96,7 +96,7 @@ def read_blocks(path: Path, max_lines: int) -> Iterator[Block]:
                     rejections.append((n, R_LINE_TOO_LONG, 1))
                     n += 1
                     continue
-                if not line.strip():
+                if line.isspace():                 # blank (ASCII whitespace only, as bytes.strip() strips)
                     continue
                 lines.append(line[:-1] if line.endswith(b"\n") else line)
                 offsets.append(n)
@@ -183,10 +183,10 @@ _KEY = r'"(?:' + "|".join(re.escape(k) for k in (*_TEXT_FIELDS, *_INT_FIELDS)) +
 # in the line: a field read here whose value the reader's text does not render as Python's str()
 # or parse_int() would (a boolean, an object or array, a fraction or exponent), a CommandLine of
 # 0 (falsy in Python, so the host application is taken), a timestamp that is a number (epoch)
+# ... and a surrogate escape (the reader reads a lone one as NUL)
 _AMBIGUOUS = (_KEY + r"\s*(?:[tf\[{]|-?[0-9]+[.eE])|\"CommandLine\"\s*:\s*-?0\s*[,}]"
-              r"|\"(?:@timestamp|EventTime)\"\s*:\s*-?[0-9]")
-_SURROGATE = r"\\u[dD][89a-fA-F]"     # the reader reads a lone surrogate escape as NUL
-_PLAIN_INT = r"^(?:-?[0-9]{1,18}|0[xX][0-9a-fA-F]{1,15})$"
+              r"|\"(?:@timestamp|EventTime)\"\s*:\s*-?[0-9]|\\u[dD][89a-fA-F]")
+_PLAIN_INT = re.compile(r"-?[0-9]{1,18}|0[xX][0-9a-fA-F]{1,15}")
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
 _PY_SPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())   # what str.strip() strips
 _MARKERS = ("HostApplication=", "Host Application = ")
@@ -194,7 +194,7 @@ _MARKERS = ("HostApplication=", "Host Application = ")
 
 def _first(*names: str) -> pl.Expr:
     """The first value not null, "" or "-" (the rule of `events._first`)."""
-    return pl.coalesce([pl.when(pl.col(n).is_in(["", "-"]).not_()).then(pl.col(n)) for n in names])
+    return pl.coalesce([pl.when((pl.col(n) != "") & (pl.col(n) != "-")).then(pl.col(n)) for n in names])
 
 
 _PICKED = {   # the values the rules pick, as text
@@ -232,8 +232,10 @@ def columnar_piece(block: Block, source_file: str, keep_raw: bool) -> Piece | No
         text if keep_raw else pl.lit(None, dtype=pl.Utf8).alias("raw"), _at=pl.Series(block.offsets, dtype=pl.Int64))
     if odd.any():
         table = table.filter(pl.Series(~odd))
-    rejections = [(at, R_NO_EVENT_ID, 1) for at in table.filter(pl.col("event_id").is_null()).get_column("_at")]
-    table = table.filter(pl.col("event_id").is_not_null())
+    rejections = []
+    if table.get_column("event_id").null_count():
+        rejections = [(at, R_NO_EVENT_ID, 1) for at in table.filter(pl.col("event_id").is_null()).get_column("_at")]
+        table = table.filter(pl.col("event_id").is_not_null())
     if odd.any():
         slow = python_piece(((block.offsets[i], line_record(block.lines[i])) for i in np.flatnonzero(odd)),
                             source_file, keep_raw, [], 0)
@@ -248,7 +250,7 @@ def _odd_lines(lines: pl.Series, df: pl.DataFrame) -> pl.Series:
     Winlogbeat event, an ambiguous value (`_AMBIGUOUS`), a lone surrogate, or a field read here
     written twice (the reader keeps the first value, Python the last). (Nesting needs no check: the
     reader and orjson refuse the same depth, 1024, and a block the reader refuses goes whole.)"""
-    odd = df.get_column("winlog").is_not_null() | lines.str.contains(_AMBIGUOUS) | lines.str.contains(_SURROGATE)
+    odd = df.get_column("winlog").is_not_null() | lines.str.contains(_AMBIGUOUS)
     keys = lines.str.count_matches(_KEY)
     present = df.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
     twice = keys > present                  # a key more than its values: written twice, or null
@@ -266,7 +268,7 @@ def _canonical(df: pl.DataFrame, source_file: str) -> pl.DataFrame:
         subject=_mapped(picked, "subject", normalise_user), target=_mapped(picked, "target", normalise_user),
         sysmon_user=_mapped(picked, "sysmon_user", normalise_user),
         outcome=_mapped(picked, "event_type", _outcome_of), command=pl.coalesce("command", _host_application(df)),
-        **{name: _int(picked, name) for name in _INTS})
+        **_ints(picked))
     event_id = pl.col("event_id")
     logon = event_id.is_in(list(LOGON_EVENTS))
     is_4688 = (event_id == 4688) & (pl.col("channel") == "Security")
@@ -293,18 +295,23 @@ def _mapped(df: pl.DataFrame, name: str, rule: Callable) -> pl.Expr:
     return pl.col(name).replace_strict(values, [rule(v) for v in values], default=rule(None), return_dtype=pl.Utf8)
 
 
-def _int(df: pl.DataFrame, name: str) -> pl.Expr:
-    """`parse_int`: in polars for plain decimal and 0x text, by the rule itself for any other value."""
-    c = pl.col(name)
-    fast = (pl.when(c.str.starts_with("0x") | c.str.starts_with("0X"))
-            .then(c.str.slice(2).str.to_integer(base=16, strict=False)).otherwise(c.cast(pl.Int64, strict=False)))
-    values = df.get_column(name).drop_nulls().unique()
-    odd = values.filter(values.str.contains(_PLAIN_INT).not_() & values.is_in(["", "-"]).not_()).to_list()
-    if not odd:
-        return fast
-    ints = [parse_int(v) for v in odd]
-    ints = [v if v is not None and _INT_MIN <= v <= _INT_MAX else None for v in ints]    # as events_frame casts
-    return c.replace_strict(odd, ints, default=fast, return_dtype=pl.Int64)
+def _ints(df: pl.DataFrame) -> dict[str, pl.Expr]:
+    """`parse_int` of each integer column: in polars for plain decimal and 0x text, by the rule itself
+    for any other value (once per distinct value)."""
+    distinct = df.select(pl.col(name).drop_nulls().unique().implode() for name in _INTS).row(0)
+    out = {}
+    for name, values in zip(_INTS, distinct):
+        c = pl.col(name)
+        out[name] = c.cast(pl.Int64, strict=False)
+        if any(v[:2] in ("0x", "0X") for v in values):
+            out[name] = pl.when(c.str.starts_with("0x") | c.str.starts_with("0X")).then(
+                c.str.slice(2).str.to_integer(base=16, strict=False)).otherwise(out[name])
+        odd = [v for v in values if not _PLAIN_INT.fullmatch(v) and v not in ("", "-")]
+        if odd:
+            ints = [parse_int(v) for v in odd]
+            ints = [v if v is not None and _INT_MIN <= v <= _INT_MAX else None for v in ints]  # as events_frame casts
+            out[name] = c.replace_strict(odd, ints, default=out[name], return_dtype=pl.Int64)
+    return out
 
 
 def _outcome_of(event_type) -> str | None:
@@ -322,18 +329,25 @@ def _timestamps(ts: pl.Series) -> pl.Series:
 
 def _host_application(df: pl.DataFrame) -> pl.Series:
     """`events.host_application` on each row: the rest of the line after the first marker in the
-    first of ContextInfo, Message, Data holding one (stripped; empty: none). The long texts are cut
-    only on the rows holding a marker."""
-    n = df.height
-    out = pl.Series("hostapp", [None] * n, dtype=pl.Utf8)
-    decided = np.zeros(n, dtype=bool)
-    for key in ("ContextInfo", "Message", "Data"):
-        found = [df.get_column(key).str.contains(m, literal=True).fill_null(False).to_numpy() for m in _MARKERS]
-        for marker, rows in ((_MARKERS[0], found[0]), (_MARKERS[1], found[1] & ~found[0])):
-            at = np.flatnonzero(rows & ~decided)
-            if at.size:
-                line = (df.get_column(key).gather(at).str.splitn(marker, 2).struct.field("field_1")
-                        .str.splitn("\n", 2).struct.field("field_0").str.strip_chars(_PY_SPACE))
-                out = out.scatter(at, line.set(line == "", None))
-        decided |= found[0] | found[1]
-    return out
+    first of ContextInfo, Message, Data holding one (stripped; empty: none). Found by byte offset,
+    cut by character offset: a text that is not ASCII is cut by the rule itself."""
+    keys = ("ContextInfo", "Message", "Data")
+    ends = {f"e{i}": pl.when((at := pl.col(k).str.find(_MARKERS[0], literal=True)).is_not_null())
+            .then(at + len(_MARKERS[0])).otherwise(pl.col(k).str.find(_MARKERS[1], literal=True) + len(_MARKERS[1]))
+            for i, k in enumerate(keys)}
+    found = df.select(*keys, **ends)
+    if found.select(pl.coalesce(list(ends)).null_count()).item() == df.height:
+        return pl.Series("hostapp", [None] * df.height, dtype=pl.Utf8)
+    text = found.select(
+        t=pl.when(pl.col("e0").is_not_null()).then(pl.col(keys[0])).when(pl.col("e1").is_not_null())
+        .then(pl.col(keys[1])).otherwise(pl.col(keys[2])), start=pl.coalesce(list(ends)))
+    rest = text.select(r=pl.col("t").str.slice(pl.col("start")),
+                       ascii=(pl.col("t").str.len_bytes() == pl.col("t").str.len_chars()).fill_null(True))
+    line = rest.select(pl.when((nl := pl.col("r").str.find("\n", literal=True)).is_null()).then(pl.col("r"))
+                       .otherwise(pl.col("r").str.head(nl)).str.strip_chars(_PY_SPACE).alias("hostapp")).to_series()
+    line = line.set(line == "", None)
+    wide = np.flatnonzero(~rest.get_column("ascii").to_numpy())
+    if wide.size:
+        texts = found.select(keys)[wide].iter_rows()
+        line = line.scatter(wide, pl.Series([host_application(dict(zip(keys, t))) for t in texts], dtype=pl.Utf8))
+    return line
