@@ -96,7 +96,8 @@ def _corners(good: list[bytes]) -> list[bytes]:
     return [
         edit(base, ProcessId=7456.0), edit(base, ProcessId=7456.5), edit(base, ProcessId=1e20),
         edit(base, ProcessId=" 12 "), edit(base, ProcessId="1_000"), edit(base, ProcessId="0x"),
-        edit(base, ProcessId="0xFFFFFFFFFFFFFFFFFF"), edit(base, ProcessId=True), edit(base, ProcessId=12345678901234567),
+        edit(base, ProcessId="0xFFFFFFFFFFFFFFFFFF"), edit(base, ProcessId=True),
+        edit(base, ProcessId=12345678901234567),
         edit(base, ProcessId="-"), edit(base, ProcessId=""), edit(base, ProcessId=None, SourceProcessId="0x1d20"),
         edit(base, Image=5.0), edit(base, Image=True), edit(base, Image={"a": 1}), edit(base, Image=[]),
         edit(base, Image=17), edit(base, Hostname="  workstation5.theshire.local "), edit(base, Hostname="10.0.0.5"),
@@ -117,6 +118,7 @@ def _corners(good: list[bytes]) -> list[bytes]:
         edit(base, Message="caf\u00e9 \ud83d\ude00"),
         b'{"EventID": 1, "Channel": "Security", "Note": "\\ud800x", "@timestamp": "2020-09-21T23:35:27.841Z"}',
         b'{"EventID": 1, "Image": "first", "Image": "second", "Hostname": "A", "Hostname": null}',
+        b'{"EventID": 1, "Image": "first", "Image" : "second"}', b'{"EventID": 1, "ProcessId": "1", "ProcessId":\t"2"}',
         b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 1100 + b"]" * 1100 + b"}",
         json.dumps({"@timestamp": base["@timestamp"], "winlog": {"event_id": 4688, "channel": "Security",
                     "event_data": {"NewProcessId": "0x10"}}, "host": {"name": "h.example"}}).encode(),
@@ -212,8 +214,9 @@ def _gzip_lines(path):
 def test_damaged_gzip_gives_the_lines_and_error_gzip_open_gives(samples_dir, tmp_path, damage):
     data = (samples_dir / EMPIRE).read_bytes()
     path = tmp_path / "damaged.json.gz"
-    damaged = {"cut": data[: len(data) * 2 // 3], "flipped": data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0x55])
-               + data[len(data) // 2 + 1:], "garbage": data + b"garbage", "members": data + data,
+    half = len(data) // 2
+    damaged = {"cut": data[: len(data) * 2 // 3], "flipped": data[:half] + bytes([data[half] ^ 0x55]) + data[half + 1:],
+               "garbage": data + b"garbage", "members": data + data,
                "not gzip": b'{"EventID": 1}\n', "empty": b""}[damage]
     path.write_bytes(damaged)
     expected, error = _gzip_lines(path)

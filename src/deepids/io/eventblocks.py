@@ -82,8 +82,6 @@ def lines_bounded(fh, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
         yield line
 
 
-
-
 @contextmanager
 def _open(path: Path):
     """The file's bytes, a `.gz` decompressed. `gzip.open` is a buffered reader over gzip's own
@@ -268,7 +266,7 @@ def _odd_lines(lines: pl.Series, df: pl.DataFrame) -> pl.Series:
     present = df.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
     twice = keys > present                  # a key more than its values: written twice, or null
     if twice.any():
-        found = lines.filter(twice).str.extract_all(_KEY)
+        found = lines.filter(twice).str.extract_all(_KEY).list.eval(pl.element().str.replace_all(r"\s", ""))
         twice = twice.scatter(np.flatnonzero(twice.to_numpy()), found.list.len() != found.list.unique().list.len())
     return odd | twice
 
