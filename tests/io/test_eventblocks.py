@@ -96,7 +96,8 @@ def _corners(good: list[bytes]) -> list[bytes]:
     return [
         edit(base, ProcessId=7456.0), edit(base, ProcessId=7456.5), edit(base, ProcessId=1e20),
         edit(base, ProcessId=" 12 "), edit(base, ProcessId="1_000"), edit(base, ProcessId="0x"),
-        edit(base, ProcessId="0xFFFFFFFFFFFFFFFFFF"), edit(base, ProcessId=True), edit(base, ProcessId=12345678901234567),
+        edit(base, ProcessId="0xFFFFFFFFFFFFFFFFFF"), edit(base, ProcessId=True),
+        edit(base, ProcessId=12345678901234567),
         edit(base, ProcessId="-"), edit(base, ProcessId=""), edit(base, ProcessId=None, SourceProcessId="0x1d20"),
         edit(base, Image=5.0), edit(base, Image=True), edit(base, Image={"a": 1}), edit(base, Image=[]),
         edit(base, Image=17), edit(base, Hostname="  workstation5.theshire.local "), edit(base, Hostname="10.0.0.5"),
@@ -117,6 +118,7 @@ def _corners(good: list[bytes]) -> list[bytes]:
         edit(base, Message="caf\u00e9 \ud83d\ude00"),
         b'{"EventID": 1, "Channel": "Security", "Note": "\\ud800x", "@timestamp": "2020-09-21T23:35:27.841Z"}',
         b'{"EventID": 1, "Image": "first", "Image": "second", "Hostname": "A", "Hostname": null}',
+        b'{"EventID": 1, "Image": "first", "Image" : "second"}', b'{"EventID": 1, "ProcessId": "1", "ProcessId":\t"2"}',
         b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 1100 + b"]" * 1100 + b"}",
         json.dumps({"@timestamp": base["@timestamp"], "winlog": {"event_id": 4688, "channel": "Security",
                     "event_data": {"NewProcessId": "0x10"}}, "host": {"name": "h.example"}}).encode(),
@@ -193,6 +195,42 @@ def test_a_cut_gzip_file_reads_alike(samples_dir, tmp_path, monkeypatch):
                 got.append(t.height)
         chunks[fast_path] = got
     assert chunks[True] == chunks[False] and sum(chunks[True]) > 0
+
+
+def _gzip_lines(path):
+    """The non-blank lines `gzip.open` gives line by line (how event logs were read before), and its error."""
+    out = []
+    try:
+        with gzip.open(path, "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    out.append(line.rstrip(b"\n"))
+    except (OSError, EOFError) as exc:
+        return out, f"cannot read {path}: {exc}"
+    return out, None
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped", "garbage", "members", "not gzip", "empty"])
+def test_damaged_gzip_gives_the_lines_and_error_gzip_open_gives(samples_dir, tmp_path, damage):
+    data = (samples_dir / EMPIRE).read_bytes()
+    path = tmp_path / "damaged.json.gz"
+    half = len(data) // 2
+    damaged = {"cut": data[: len(data) * 2 // 3], "flipped": data[:half] + bytes([data[half] ^ 0x55]) + data[half + 1:],
+               "garbage": data + b"garbage", "members": data + data,
+               "not gzip": b'{"EventID": 1}\n', "empty": b""}[damage]
+    path.write_bytes(damaged)
+    expected, error = _gzip_lines(path)
+    assert (error is not None) == (damage in ("cut", "flipped", "garbage", "not gzip"))
+    assert bool(expected) == (damage not in ("not gzip", "empty"))
+    got = []
+    try:
+        for block in eventblocks.read_blocks(path, 100):
+            got += block.lines
+    except DeepidsError as exc:
+        assert str(exc) == error
+    else:
+        assert error is None
+    assert got == expected
 
 
 def test_shared_otrf_recordings_read_alike(shared_data, monkeypatch, columnar_blocks):

@@ -26,6 +26,7 @@ import gzip
 import io
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
@@ -81,15 +82,25 @@ def lines_bounded(fh, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
         yield line
 
 
+@contextmanager
+def _open(path: Path):
+    """The file's bytes, a `.gz` decompressed. `gzip.open` is a buffered reader over gzip's own
+    decompressing reader with an 8 KiB buffer (Python 3.11); the same reader with a 1 MiB buffer
+    gives the same bytes and the same errors at the same place, and reads lines twice as fast."""
+    with open(path, "rb") as raw:
+        if not path.name.lower().endswith(".gz"):
+            yield raw
+            return
+        reader = getattr(gzip, "_GzipReader", None)
+        yield io.BufferedReader(reader(raw), buffer_size=1 << 20) if reader else gzip.GzipFile(fileobj=raw)
 
 
 def read_blocks(path: Path, max_lines: int) -> Iterator[Block]:
     """The lines of a JSON-Lines file in blocks; a cut or damaged file gives its lines before the
     damage and then an InputError."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     lines, offsets, rejections, n, start, size = [], [], [], 0, 0, 0
     try:
-        with opener(path, "rb") as fh:
+        with _open(path) as fh:
             # binary lines end at \n only (some Message values hold a bare \r); streamed, not read whole
             for line in lines_bounded(fh, MAX_LINE_BYTES):
                 if line is None:
@@ -255,7 +266,7 @@ def _odd_lines(lines: pl.Series, df: pl.DataFrame) -> pl.Series:
     present = df.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
     twice = keys > present                  # a key more than its values: written twice, or null
     if twice.any():
-        found = lines.filter(twice).str.extract_all(_KEY)
+        found = lines.filter(twice).str.extract_all(_KEY).list.eval(pl.element().str.replace_all(r"\s", ""))
         twice = twice.scatter(np.flatnonzero(twice.to_numpy()), found.list.len() != found.list.unique().list.len())
     return odd | twice
 
