@@ -147,7 +147,7 @@ def _loads(line: bytes):
         return json.loads(line)
 
 
-def line_record(line: bytes) -> dict | Reject:
+def line_record(line: bytes | str) -> dict | Reject:
     """One JSON line -> its flat event (a nested Winlogbeat one flattened), or why not."""
     try:
         obj = _loads(line)
@@ -228,7 +228,7 @@ _INTS = ("event_id", "record_id", "logon_type", "pid_4688", "ppid_4688", "pid", 
 
 def columnar_piece(block: Block, source_file: str, keep_raw: bool) -> Piece | None:
     """A block canonicalised in polars, its odd lines one by one; None when the NDJSON reader
-    refuses or miscounts it."""
+    refuses or miscounts it (the block is then as it was; once read, its lines are released)."""
     if not block.lines:
         return Piece(events_frame([]), np.empty(0, dtype=np.int64), list(block.rejections), block.records)
     try:
@@ -238,9 +238,11 @@ def columnar_piece(block: Block, source_file: str, keep_raw: bool) -> Piece | No
         return None
     if df.height != len(block.lines):
         return None
+    block.lines.clear()         # read: the text holds them now (memory follows one copy of the block, not two)
     odd = _odd_lines(text, df).to_numpy()
     table = _canonical(df, source_file).with_columns(
         text if keep_raw else pl.lit(None, dtype=pl.Utf8).alias("raw"), _at=pl.Series(block.offsets, dtype=pl.Int64))
+    del df
     if odd.any():
         table = table.filter(pl.Series(~odd))
     rejections = []
@@ -248,7 +250,7 @@ def columnar_piece(block: Block, source_file: str, keep_raw: bool) -> Piece | No
         rejections = [(at, R_NO_EVENT_ID, 1) for at in table.filter(pl.col("event_id").is_null()).get_column("_at")]
         table = table.filter(pl.col("event_id").is_not_null())
     if odd.any():
-        slow = python_piece(((block.offsets[i], line_record(block.lines[i])) for i in np.flatnonzero(odd)),
+        slow = python_piece(((block.offsets[i], line_record(text[int(i)])) for i in np.flatnonzero(odd)),
                             source_file, keep_raw, [], 0)
         rejections += slow.rejections
         table = pl.concat([table, slow.table.with_columns(_at=pl.Series(slow.offsets, dtype=pl.Int64))]).sort("_at")
