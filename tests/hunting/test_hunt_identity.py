@@ -53,7 +53,8 @@ def assert_same_hunt(detector, data, tmp_path, **options):
     assert have["findings"] == want["findings"]
     assert have["timeline"] == want["timeline"]
     assert {k: v for k, v in have["summary"].items() if k not in RUN_ONLY} == want["summary"]
-    html = [write_hunt_report(r, tmp_path / f"{name}.html").read_text() for name, r in (("want", expected), ("have", got))]
+    html = [write_hunt_report(r, tmp_path / f"{name}.html").read_text()
+            for name, r in (("want", expected), ("have", got))]
     assert html[0] == html[1]
     return got
 
@@ -98,3 +99,38 @@ def test_same_findings_on_the_shared_recordings(sample_model, shared_data, tmp_p
         pytest.skip(f"{data[0]} is absent")
     got = assert_same_hunt(sample_model, data, tmp_path, by=by)
     assert len(got.findings) == 20 and got.summary["events"] > 100_000
+
+
+def test_files_changed_between_the_reads(sample_model, samples_dir, tmp_path, monkeypatch):
+    """The second read must see the events the first one scored: a recording that lost events
+    in between is a one-line InputError, not findings described from the wrong events."""
+    import gzip
+    import shutil
+
+    import deepids.hunting.commands as commands
+    from deepids.errors import InputError
+
+    source = next((samples_dir / "otrf" / "atomic").rglob("*.json.gz"))
+    copy = tmp_path / source.name
+    shutil.copy(source, copy)
+    first_read = commands.first_read
+
+    def then_truncate(*args, **kwargs):
+        read = first_read(*args, **kwargs)
+        lines = gzip.open(copy, "rt", encoding="utf-8").read().splitlines(keepends=True)
+        with gzip.open(copy, "wt", encoding="utf-8") as f:
+            f.writelines(lines[: len(lines) // 2])
+        return read
+
+    monkeypatch.setattr(commands, "first_read", then_truncate)
+    with pytest.raises(InputError, match="the files changed while being hunted"):
+        run_hunt(sample_model, [copy], by="host")
+
+
+@pytest.mark.parametrize("options", [{"by": "ip"}, {"top": 0}, {"top_k": 0}, {"window": "soon"}])
+def test_options_refused_before_reading(sample_model, tmp_path, options):
+    """A wrong option is refused before the files are read (here: a path that does not exist)."""
+    from deepids.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        run_hunt(sample_model, [tmp_path / "absent"], **options)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Callable
 
 import numpy as np
-import polars as pl
 
 from deepids.errors import InputError
-from deepids.hunting.hunt import HuntResult, hunt
+from deepids.hunting.hunt import HuntResult, describe_findings, hunt_summary, rank_findings, rows_described
 from deepids.hunting.logs import attack_label_names, otrf_event_labels, otrf_root_of, require_log_model
+from deepids.hunting.twopass import check_hunt_options, first_read, second_read
 from deepids.io.logs import log_files, read_events
 from deepids.models import load_model
-from deepids.models.base import BaseDetector, Scores
-from deepids.scoring import ChunkScorer, check_kind, collect_scores, scored_chunks
+from deepids.models.base import BaseDetector
+from deepids.scoring import collect_scores
 
 
 def _read_line(report) -> str:
@@ -26,14 +27,25 @@ def _read_line(report) -> str:
 
 def run_hunt(model, data, *, top: int = 20, by: str = "host", window: str = "5m", top_k: int = 10,
              evidence: int = 10, progress=None, info: Callable[[str], None] = lambda m: None) -> HuntResult:
+    """`hunt` on event log files without holding their events (`deepids.hunting.twopass`): the
+    files are scored and ranked in a first read, and read again for the events the findings show."""
     detector = model if isinstance(model, BaseDetector) else load_model(model)
-    events, scores, report = scored_events(detector, data, progress)
-    info(_read_line(report))
+    check_hunt_options(by, top, top_k, window)
+    resolution = getattr(detector, "score_resolution", 0.0)
     root = otrf_root_of(data)
     labels = attack_label_names(root) if root else None
-    result = hunt(events, scores, by=by, window=window, top=top, top_k=top_k, evidence=evidence,
-                  attack_labels=labels, score_resolution=getattr(detector, "score_resolution", 0.0))
-    result.summary["read"] = {k: v for k, v in report.to_dict().items() if k != "files"}
+    with tempfile.TemporaryFile(prefix="deepids-hunt-") as spool:
+        first = first_read(detector, data, by, spool, progress)
+        info(_read_line(first.report))
+        windows, ranked = rank_findings(first.events, first.score, by=by, window=window, top=top, top_k=top_k,
+                                        score_resolution=resolution)
+        held = second_read(first, data, rows_described(ranked))
+        findings = describe_findings(ranked, held, first.score, first.feature_error, first.feature_names, by=by,
+                                     window=window, top_k=top_k, evidence=evidence, attack_labels=labels)
+        first.feature_error = None                   # the map of the spooled errors, before the file closes
+    summary = hunt_summary(windows, first.score, by=by, window=window, top_k=top_k, score_resolution=resolution)
+    result = HuntResult(findings=findings, windows=windows.drop("rows"), summary=summary)
+    result.summary["read"] = {k: v for k, v in first.report.to_dict().items() if k != "files"}
     if result.summary["events_in_no_window"]:
         info(f"{result.summary['events_in_no_window']:,} events in no {by} window (no {by} or no timestamp); "
              "scored, but not ranked")
@@ -41,30 +53,6 @@ def run_hunt(model, data, *, top: int = 20, by: str = "host", window: str = "5m"
     if labels:
         result.summary["attack_labels"] = "ATT&CK labels from the OTRF INDEX.csv; shown only, never scored"
     return result
-
-
-def scored_events(detector: BaseDetector, data, progress=None) -> tuple[pl.DataFrame, Scores, object]:
-    """(events without their `raw` fields, with `process`/`process_tree` for models with process-tree
-    context; their `Scores`; the read report): read and scored chunk by chunk by the one scorer, each
-    chunk's `raw` dropped once scored, so a hunt holds the events' canonical fields only."""
-    require_log_model(detector)
-    scorer = ChunkScorer(detector, check_kind(detector, data))
-    frames, parts, report = [], [], None
-    for chunk, result, report in scored_chunks(detector, data, progress=progress, scorer=scorer):
-        if result is None:
-            continue
-        kept = chunk.drop("raw", strict=False)
-        processes = getattr(scorer.state, "processes", None)
-        frames.append(kept.with_columns(processes) if processes is not None else kept)
-        parts.append(result)
-    if not frames:
-        raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
-                         + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
-    ferr = [p.feature_error for p in parts]
-    scores = Scores(score=np.concatenate([p.score for p in parts]),
-                    feature_error=None if any(f is None for f in ferr) else np.concatenate(ferr),
-                    feature_names=list(parts[0].feature_names))
-    return pl.concat(frames, how="vertical_relaxed"), scores, report
 
 
 def evaluate_logs(detector: BaseDetector, data, progress=None,

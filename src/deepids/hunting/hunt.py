@@ -63,15 +63,40 @@ class HuntResult:
         write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")   # whole or not at all
 
 
-def evidence_rows(events: pl.DataFrame, rows: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+class HeldEvents:
+    """Canonical fields of events, looked up by their row number in the input: every event (`rows`
+    None: row i is event i), or only some, `rows` giving each one's row number (ascending)."""
+
+    def __init__(self, frame: pl.DataFrame, rows: np.ndarray | None = None):
+        self.frame = frame
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.columns = frame.columns
+
+    def take(self, rows, columns: list[str] | None = None) -> pl.DataFrame:
+        """The events of these row numbers, in the order given (only `columns`, when given)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        frame = self.frame if columns is None else self.frame.select(columns)
+        if self.rows is None:
+            return frame[rows.tolist()]
+        if np.array_equal(rows, self.rows):
+            return frame                       # every event held, in order: no copy
+        pos = np.searchsorted(self.rows, rows)
+        if len(rows) and (pos.max() >= len(self.rows) or not np.array_equal(self.rows[pos], rows)):
+            raise ValueError("rows asked for that were not kept")
+        return frame[pos.tolist()]
+
+
+def evidence_rows(events: pl.DataFrame | HeldEvents, rows: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
     """The `n` events of a finding shown as evidence, in the order shown: by score, the
     highest-scored event of each kind (channel, event id) first, then the rest by score."""
     rows = np.asarray(rows, dtype=np.int64)
     order = rows[np.argsort(-score[rows], kind="stable")]
     if n <= 0 or not len(order):
         return order[:0]
-    head = order[:2000].tolist()          # the kinds among a finding's 2,000 highest-scored events
-    kinds = list(zip(events.get_column("channel")[head].to_list(), events.get_column("event_id")[head].to_list()))
+    head = order[:2000]                   # the kinds among a finding's 2,000 highest-scored events
+    held = events if isinstance(events, HeldEvents) else HeldEvents(events)
+    sub = held.take(head, ["channel", "event_id"])
+    kinds = list(zip(sub.get_column("channel").to_list(), sub.get_column("event_id").to_list()))
     seen: set = set()
     first = []
     for i, kind in enumerate(kinds):
@@ -85,11 +110,11 @@ def evidence_rows(events: pl.DataFrame, rows: np.ndarray, score: np.ndarray, n: 
     return order[np.array(chosen, dtype=np.int64)]
 
 
-def _tree_processes(events: pl.DataFrame, rows: np.ndarray, shown: int = 10) -> list[dict]:
+def _tree_processes(events: HeldEvents, rows: np.ndarray, shown: int = 10) -> list[dict]:
     """The processes of a tree finding, in order of first appearance: name, image, parent, command line."""
     if "process" not in events.columns:
         return []
-    sub = events[np.sort(rows).tolist()].select(["process", "image", "parent_image", "command_line"])
+    sub = events.take(np.sort(rows), ["process", "image", "parent_image", "command_line"])
     out = []
     for name, group in sub.group_by("process", maintain_order=True):
         first = group.row(0, named=True)
@@ -226,79 +251,117 @@ def _continues(placed: dict, longest: dict, host, start, end) -> bool:
     return hit
 
 
-def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timedelta = "5m", top: int = 20,
-         top_k: int = 10, evidence: int = 10, n_features: int = 5,
-         attack_labels: dict[str, str] | None = None, score_resolution: float = 0.0) -> HuntResult:
-    """Ranked findings from events and their `Scores` (as a detector's `score_records` returns).
-
-    `attack_labels` maps an event's `source_file` to a label shown beside the findings (never scored).
-    `score_resolution`: the smallest event-score difference the model resolves (log10(2) for
-    `event-rarity`: `deepids.models.rarity.SCORE_RESOLUTION`); window scores closer than it / `top_k`
-    are tied (`rank_windows`).
-    """
+def rank_findings(events: pl.DataFrame, score: np.ndarray, *, by: str = "host", window: str | timedelta = "5m",
+                  top: int = 20, top_k: int = 10, score_resolution: float = 0.0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(every window, the first `top` of them in ranked order) from the events' ranking columns alone:
+    `by` (or `process_tree`/`process` and `host`) and `timestamp` (`window_scores`, `group_scores`)."""
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
-    score = np.asarray(scores.score, dtype=np.float64)
-    grouped = by in GROUPS
-    windows = (group_scores(events, score, by=by, top_k=top_k, window=window) if grouped
+    windows = (group_scores(events, score, by=by, top_k=top_k, window=window) if by in GROUPS
                else window_scores(events, score, by=by, window=window, top_k=top_k))
     if not score_resolution >= 0:
         raise ConfigError(f"score_resolution must be a number >= 0, got {score_resolution!r}")
-    ranked = rank_windows(windows, tolerance=score_resolution / top_k, limit=top).head(top)
-    ferr = scores.feature_error
-    names = list(scores.feature_names)
-    # behaviour counts of each ranked window (context for the analyst; not part of the score)
-    counts = {}
-    if ranked.height and not grouped:
-        keep = events.with_row_index("_row").filter(
-            pl.col("_row").is_in(ranked.get_column("rows").explode().to_list())).drop("_row")
-        for r in entity_windows(keep, by=by, window=window).iter_rows(named=True):
-            key = (r.pop("entity"), r.pop("window_start"))
-            counts[key] = {k: v for k, v in r.items() if k != "window_end" and v}
+    return windows, rank_windows(windows, tolerance=score_resolution / top_k, limit=top).head(top)
+
+
+def rows_described(ranked: pl.DataFrame) -> np.ndarray:
+    """The row numbers whose canonical fields `describe_findings` reads: every event of each ranked
+    finding (its window's counts, its tree's processes, its labels, its evidence), ascending."""
+    if not ranked.height:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.asarray(ranked.get_column("rows").explode().drop_nulls().to_numpy(), dtype=np.int64))
+
+
+def describe_findings(ranked: pl.DataFrame, events: HeldEvents, score: np.ndarray, feature_error, feature_names,
+                      *, by: str = "host", window: str | timedelta = "5m", top_k: int = 10, evidence: int = 10,
+                      n_features: int = 5, attack_labels: dict[str, str] | None = None) -> list[dict]:
+    """The findings of the ranked windows: top features, window counts, evidence, a tree's processes,
+    labels. `events` holds the canonical fields of at least `rows_described(ranked)`; `feature_error`
+    is indexed by row number (an array or a memory map)."""
+    grouped = by in GROUPS
+    names = list(feature_names)
     findings = []
     for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
         rows = np.asarray(row["rows"], dtype=np.int64)
         order = rows[np.argsort(-score[rows], kind="stable")]
         top_rows = order[:top_k]
         features = []
-        if ferr is not None and len(names):
-            contrib = ferr[top_rows].sum(axis=0)
+        if feature_error is not None and len(names):
+            contrib = np.asarray(feature_error[top_rows]).sum(axis=0)
             total = float(contrib.sum()) or 1.0
             for j in np.argsort(-contrib)[:n_features]:
                 features.append({"feature": names[j], "share": round(float(contrib[j]) / total, 4)})
         shown = evidence_rows(events, rows, score, evidence)
-        ev_rows = events[shown.tolist()]
-        evidence_list = []
-        for r, s in zip(ev_rows.iter_rows(named=True), score[shown]):
-            item = {k: r.get(k) for k in EVIDENCE_FIELDS}
-            item["timestamp"] = _iso(item["timestamp"])
-            if item["command_line"] and len(item["command_line"]) > _CMD_SHOWN:
-                item["command_line"] = item["command_line"][:_CMD_SHOWN] + "…"
-            item["host"] = r.get("host")
-            item["score"] = round(float(s), 6)
-            evidence_list.append(item)
         finding = {"rank": rank, "entity": row["entity"], "entity_type": by,
                    "window_start": _iso(row["window_start"]), "window_end": _iso(row["window_end"]),
                    "score": round(float(row["score"]), 6), "events": int(row["events"]),
-                   "top_features": features, "window_counts": counts.get((row["entity"], row["window_start"]), {}),
-                   "evidence": evidence_list}
+                   "top_features": features,
+                   "window_counts": {} if grouped else _window_counts(events, rows, row, by=by, window=window),
+                   "evidence": _evidence(events.take(shown), score[shown])}
         if grouped:
             finding["host"] = row["host"]
             finding["processes"] = _tree_processes(events, rows)
         if attack_labels and "source_file" in events.columns:
-            files = events[rows.tolist()].get_column("source_file").drop_nulls().unique().sort().to_list()
+            files = events.take(rows, ["source_file"]).get_column("source_file").drop_nulls().unique().sort().to_list()
             finding["attack_labels"] = sorted({attack_labels[f] for f in files if f in attack_labels})
         findings.append(finding)
-    summary = {"entity_type": by, "window": None if window is None else str(parse_window(window)),
-               "windows": windows.height,
-               "events": events.height, "events_scored": int(np.isfinite(score).sum()),
-               # events with no host/user or no timestamp belong to no window: counted, not dropped silently
-               "events_in_no_window": events.height - (int(windows.get_column("events").sum()) if windows.height else 0),
-               "entities": int(windows.get_column("entity").n_unique()) if windows.height else 0,
-               "window_score": f"mean of the top {top_k} event scores",
-               "ties": (f"window scores within {score_resolution / top_k:.4g}: a new host and time before the "
-                        "continuation of a higher finding" if score_resolution else
-                        "equal window scores: a new host and time before the continuation of a higher finding")}
-    if grouped:
-        summary["events_in_no_window"] = events.height - (int(windows.get_column("events").sum()) if windows.height else 0)
+    return findings
+
+
+def _window_counts(events: HeldEvents, rows: np.ndarray, row: dict, *, by: str, window) -> dict:
+    """The behaviour counts of a ranked window (`entity_windows` of its events; context for the
+    analyst, not part of the score), one window at a time."""
+    for r in entity_windows(events.take(np.sort(rows)), by=by, window=window).iter_rows(named=True):
+        if (r.pop("entity"), r.pop("window_start")) == (row["entity"], row["window_start"]):
+            return {k: v for k, v in r.items() if k != "window_end" and v}
+    return {}
+
+
+def _evidence(ev_rows: pl.DataFrame, scores: np.ndarray) -> list[dict]:
+    evidence_list = []
+    for r, s in zip(ev_rows.iter_rows(named=True), scores):
+        item = {k: r.get(k) for k in EVIDENCE_FIELDS}
+        item["timestamp"] = _iso(item["timestamp"])
+        if item["command_line"] and len(item["command_line"]) > _CMD_SHOWN:
+            item["command_line"] = item["command_line"][:_CMD_SHOWN] + "…"
+        item["host"] = r.get("host")
+        item["score"] = round(float(s), 6)
+        evidence_list.append(item)
+    return evidence_list
+
+
+def hunt_summary(windows: pl.DataFrame, score: np.ndarray, *, by: str, window, top_k: int,
+                 score_resolution: float) -> dict:
+    """The summary of a hunt over `len(score)` events and their `windows`."""
+    n = len(score)
+    return {"entity_type": by, "window": None if window is None else str(parse_window(window)),
+            "windows": windows.height,
+            "events": n, "events_scored": int(np.isfinite(score).sum()),
+            # events with no host/user or no timestamp belong to no window: counted, not dropped silently
+            "events_in_no_window": n - (int(windows.get_column("events").sum()) if windows.height else 0),
+            "entities": int(windows.get_column("entity").n_unique()) if windows.height else 0,
+            "window_score": f"mean of the top {top_k} event scores",
+            "ties": (f"window scores within {score_resolution / top_k:.4g}: a new host and time before the "
+                     "continuation of a higher finding" if score_resolution else
+                     "equal window scores: a new host and time before the continuation of a higher finding")}
+
+
+def hunt(events: pl.DataFrame, scores, *, by: str = "host", window: str | timedelta = "5m", top: int = 20,
+         top_k: int = 10, evidence: int = 10, n_features: int = 5,
+         attack_labels: dict[str, str] | None = None, score_resolution: float = 0.0) -> HuntResult:
+    """Ranked findings from events held whole and their `Scores` (as a detector's `score_records` returns).
+
+    `attack_labels` maps an event's `source_file` to a label shown beside the findings (never scored).
+    `score_resolution`: the smallest event-score difference the model resolves (log10(2) for
+    `event-rarity`: `deepids.models.rarity.SCORE_RESOLUTION`); window scores closer than it / `top_k`
+    are tied (`rank_windows`). `deepids hunt` ranks and describes the same way without holding the
+    events (`deepids.hunting.commands.run_hunt`).
+    """
+    score = np.asarray(scores.score, dtype=np.float64)
+    windows, ranked = rank_findings(events, score, by=by, window=window, top=top, top_k=top_k,
+                                    score_resolution=score_resolution)
+    findings = describe_findings(ranked, HeldEvents(events), score, scores.feature_error, scores.feature_names,
+                                 by=by, window=window, top_k=top_k, evidence=evidence, n_features=n_features,
+                                 attack_labels=attack_labels)
+    summary = hunt_summary(windows, score, by=by, window=window, top_k=top_k, score_resolution=score_resolution)
     return HuntResult(findings=findings, windows=windows.drop("rows"), summary=summary)
