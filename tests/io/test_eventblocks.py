@@ -122,6 +122,8 @@ def _corners(good: list[bytes]) -> list[bytes]:
         b'{"EventID": 1, "Image": "first", "Image": "second", "Hostname": "A", "Hostname": null}',
         b'{"EventID": 1, "Image": "first", "Image" : "second"}', b'{"EventID": 1, "ProcessId": "1", "ProcessId":\t"2"}',
         b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+        b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 1010 + b"]" * 1010 + b"}",
+        b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 600 + b"]" * 600 + b"}",
         json.dumps({"@timestamp": base["@timestamp"], "winlog": {"event_id": 4688, "channel": "Security",
                     "event_data": {"NewProcessId": "0x10"}}, "host": {"name": "h.example"}}).encode(),
         b'{"EventID": 1, "Channel": "Security", "winlog": "not an object"}',
