@@ -127,6 +127,10 @@ def _corners(good: list[bytes]) -> list[bytes]:
         json.dumps({"@timestamp": base["@timestamp"], "winlog": {"event_id": 4688, "channel": "Security",
                     "event_data": {"NewProcessId": "0x10"}}, "host": {"name": "h.example"}}).encode(),
         b'{"EventID": 1, "Channel": "Security", "winlog": "not an object"}',
+        b'{"EventID": 1, "Image": "a\\u0000b", "Message": "HostApplication=x\\u0000y", "Big": 1e400}',
+        b'{"EventID": 1, "Huge": 123456789012345678901234567890, "Tiny": 1e-400, "Neg": -0.0}',
+        b'{"EventID": 1, "Image": 123456789012345678901234567890, "ProcessId": -9223372036854775809}',
+        b'{"EventID": 1, "Image": 18446744073709551615, "ProcessId": 9223372036854775807, "x": [{"y": [1.5]}]}',
         b"   ", b'{"EventID": NaN}', b"[1, 2]", b'{"EventID": 3', b"\xff\xfe",
     ]
 

@@ -141,11 +141,26 @@ class Reject(NamedTuple):
 
 def _loads(line: bytes):
     """orjson (several times faster); what it refuses goes to Python's json, which also takes the
-    NaN/Infinity literals that Python's json writes, so both accept the same lines."""
+    NaN/Infinity literals that Python's json writes, so both accept the same lines. orjson reads an
+    integer beyond 64 bits as a float: an event holding a float is read again by Python's json,
+    which keeps such integers whole (as the line says, and as the columnar path reads them)."""
     try:
-        return orjson.loads(line)
+        obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return json.loads(line)
+    return json.loads(line) if _has_float(obj) else obj
+
+
+def _has_float(obj) -> bool:
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        for v in item.values() if type(item) is dict else item if type(item) is list else ():
+            if type(v) is float:
+                return True
+            if type(v) is dict or type(v) is list:
+                stack.append(v)
+    return False
 
 
 def line_record(line: bytes | str) -> dict | Reject:
