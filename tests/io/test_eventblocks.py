@@ -131,6 +131,7 @@ def _corners(good: list[bytes]) -> list[bytes]:
         b'{"EventID": 1, "Huge": 123456789012345678901234567890, "Tiny": 1e-400, "Neg": -0.0}',
         b'{"EventID": 1, "Image": 123456789012345678901234567890, "ProcessId": -9223372036854775809}',
         b'{"EventID": 1, "Image": 18446744073709551615, "ProcessId": 9223372036854775807, "x": [{"y": [1.5]}]}',
+        b'{"EventID": 1, "Image": "a\xe2\x80\xa8b", "Hostname": "h\xc2\xa0"}\r', b'\xef\xbb\xbf{"EventID": 1}',
         b"   ", b'{"EventID": NaN}', b"[1, 2]", b'{"EventID": 3', b"\xff\xfe",
     ]
 
