@@ -117,12 +117,20 @@ def _corners(good: list[bytes]) -> list[bytes]:
         edit(base, IpPort="-", SourcePort="4444", DestPort=None, DestinationPort=" 80"),
         edit(base, Message="caf\u00e9 \ud83d\ude00"),
         b'{"EventID": 1, "Channel": "Security", "Note": "\\ud800x", "@timestamp": "2020-09-21T23:35:27.841Z"}',
+        b'{"EventID": 1, "Channel": "Security", "Image": "\\ud800x", "@timestamp": "2020-09-21T23:35:27.841Z"}',
+        b'{"EventID": 1, "Hostname": "\\udfff", "Message": "Host Application = \\ud800"}',
         b'{"EventID": 1, "Image": "first", "Image": "second", "Hostname": "A", "Hostname": null}',
         b'{"EventID": 1, "Image": "first", "Image" : "second"}', b'{"EventID": 1, "ProcessId": "1", "ProcessId":\t"2"}',
         b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+        b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 1010 + b"]" * 1010 + b"}",
+        b'{"EventID": 4688, "Channel": "Security", "deep": ' + b"[" * 600 + b"]" * 600 + b"}",
         json.dumps({"@timestamp": base["@timestamp"], "winlog": {"event_id": 4688, "channel": "Security",
                     "event_data": {"NewProcessId": "0x10"}}, "host": {"name": "h.example"}}).encode(),
         b'{"EventID": 1, "Channel": "Security", "winlog": "not an object"}',
+        b'{"EventID": 1, "Image": "a\\u0000b", "Message": "HostApplication=x\\u0000y", "Big": 1e400}',
+        b'{"EventID": 1, "Huge": 123456789012345678901234567890, "Tiny": 1e-400, "Neg": -0.0}',
+        b'{"EventID": 1, "Image": 123456789012345678901234567890, "ProcessId": -9223372036854775809}',
+        b'{"EventID": 1, "Image": 18446744073709551615, "ProcessId": 9223372036854775807, "x": [{"y": [1.5]}]}',
         b"   ", b'{"EventID": NaN}', b"[1, 2]", b'{"EventID": 3', b"\xff\xfe",
     ]
 
@@ -149,9 +157,9 @@ def test_crafted_corner_cases_read_alike(samples_dir, tmp_path, monkeypatch, col
     assert columnar_blocks["columnar"] > columnar_blocks["refused"] > 0
 
 
-def test_a_lone_surrogate_in_a_field_read_goes_the_per_event_way(samples_dir):
-    """The NDJSON reader reads `\\ud800` as NUL; such a line is handed to the per-event path (which
-    cannot put a lone surrogate in a table either: see the closing note of the columnar reader)."""
+def test_a_lone_surrogate_in_a_field_read_goes_the_per_event_way(samples_dir, tmp_path):
+    """The NDJSON reader reads `\\ud800` as NUL; such a line is handed to the per-event path, which
+    rejects it as a bad field (a table cannot hold a lone surrogate); one kept elsewhere is kept."""
     import io
 
     import polars as pl
@@ -162,6 +170,14 @@ def test_a_lone_surrogate_in_a_field_read_goes_the_per_event_way(samples_dir):
     assert df.get_column("Image")[0] != "\ud800x"
     text = pl.Series(lines, dtype=pl.Binary).cast(pl.Utf8)
     assert eventblocks._odd_lines(text, df).to_list() == [True, True, False]
+    path = tmp_path / "surrogates.jsonl"
+    path.write_bytes(b"\n".join(lines + [b'{"EventID": 1, "Note": "\\ud800"}']))
+    (events, report), = iter_event_batches(path, keep_raw=True)
+    assert events.get_column("image").to_list() == ["\U0001f600", "plain", None]
+    assert report.rejected == {eventblocks.R_BAD_FIELD: 1}
+    assert raw_fields(events.get_column("raw")[2]) == {"EventID": 1, "Note": "\ud800"}
+    table, _, rejected = events_from_records([{"EventID": 1, "Image": "\ud800"}, {"EventID": 2}])
+    assert table.height == 1 and len(rejected) == 1 and rejected[0].index == 0
 
 
 def test_long_lines_and_blank_lines_read_alike(samples_dir, tmp_path, monkeypatch):

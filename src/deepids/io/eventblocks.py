@@ -14,9 +14,10 @@ miscounts goes through the per-event path (:func:`python_row`, the rules of :mod
 applied to each parsed line) whole, and so does, one line at a time, every line whose parsed text
 alone cannot say what that path would make of it: a nested Winlogbeat event (`winlog`), a field
 read here holding a boolean, an object or a fraction (Python's `str()` of it differs from the
-reader's text), a numeric timestamp (epoch), a CommandLine of 0, a lone surrogate escape, a field
-read here written twice. Both paths keep the whole event as `raw`: here the line as read, there
-the parsed object as JSON (:func:`deepids.io.events.raw_json`); they decode to the same object.
+reader's text), a numeric timestamp (epoch), a CommandLine of 0, a lone surrogate escape, deep
+nesting, a field read here written twice. Both paths keep the whole event as `raw`: here the line
+as read, there the parsed object as JSON (:func:`deepids.io.events.raw_json`); they decode to the
+same object.
 The test module `tests/io/test_eventblocks.py` holds both paths to the same output.
 """
 
@@ -140,11 +141,26 @@ class Reject(NamedTuple):
 
 def _loads(line: bytes):
     """orjson (several times faster); what it refuses goes to Python's json, which also takes the
-    NaN/Infinity literals that Python's json writes, so both accept the same lines."""
+    NaN/Infinity literals that Python's json writes, so both accept the same lines. orjson reads an
+    integer beyond 64 bits as a float: an event holding a float is read again by Python's json,
+    which keeps such integers whole (as the line says, and as the columnar path reads them)."""
     try:
-        return orjson.loads(line)
+        obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return json.loads(line)
+    return json.loads(line) if _has_float(obj) else obj
+
+
+def _has_float(obj) -> bool:
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        for v in item.values() if type(item) is dict else item if type(item) is list else ():
+            if type(v) is float:
+                return True
+            if type(v) is dict or type(v) is list:
+                stack.append(v)
+    return False
 
 
 def line_record(line: bytes | str) -> dict | Reject:
@@ -197,6 +213,7 @@ _KEY = r'"(?:' + "|".join(re.escape(k) for k in (*_TEXT_FIELDS, *_INT_FIELDS)) +
 # ... and a surrogate escape (the reader reads a lone one as NUL)
 _AMBIGUOUS = (_KEY + r"\s*(?:[tf\[{]|-?[0-9]+[.eE])|\"CommandLine\"\s*:\s*-?0\s*[,}]"
               r"|\"(?:@timestamp|EventTime)\"\s*:\s*-?[0-9]|\\u[dD][89a-fA-F]")
+_DEEP = 500                 # more brackets than this in a line: nesting that may be too deep for `raw`
 _PLAIN_INT = re.compile(r"-?[0-9]{1,18}|0[xX][0-9a-fA-F]{1,15}")
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
 _PY_SPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())   # what str.strip() strips
@@ -260,10 +277,12 @@ def columnar_piece(block: Block, source_file: str, keep_raw: bool) -> Piece | No
 
 def _odd_lines(lines: pl.Series, df: pl.DataFrame) -> pl.Series:
     """Lines whose parsed text alone does not say what the per-event path makes of them: a nested
-    Winlogbeat event, an ambiguous value (`_AMBIGUOUS`), a lone surrogate, or a field read here
-    written twice (the reader keeps the first value, Python the last). (Nesting needs no check: the
-    reader and orjson refuse the same depth, 1024, and a block the reader refuses goes whole.)"""
-    odd = df.get_column("winlog").is_not_null() | lines.str.contains(_AMBIGUOUS)
+    Winlogbeat event, an ambiguous value (`_AMBIGUOUS`), a lone surrogate, deep nesting (the
+    reader and orjson refuse the same depth, 1024, but with `keep_raw` the per-event path rejects
+    from about 1000 on, where Python's json cannot write the event back), or a field read here
+    written twice (the reader keeps the first value, Python the last)."""
+    odd = (df.get_column("winlog").is_not_null() | lines.str.contains(_AMBIGUOUS)
+           | (lines.str.count_matches("[", literal=True) + lines.str.count_matches("{", literal=True) > _DEEP))
     keys = lines.str.count_matches(_KEY)
     present = df.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
     twice = keys > present                  # a key more than its values: written twice, or null

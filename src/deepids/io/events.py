@@ -229,6 +229,9 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
     for k in ("src_ip", "dst_ip", "provider", "image", "parent_image", "command_line"):
         if row[k] is not None:
             row[k] = str(row[k])
+    for v in row.values():      # a lone surrogate (JSON "\ud800") cannot go into a table: a ValueError, as a bad field
+        if type(v) is str and not v.isascii():
+            v.encode()
     if keep_raw:
         row["raw"] = raw_json(flat)
     return row
