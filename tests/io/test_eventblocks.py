@@ -9,7 +9,7 @@ import json
 import pytest
 
 from deepids.errors import DeepidsError
-from deepids.io import eventblocks
+from deepids.io import eventblocks, eventlines
 from deepids.io.events import EVENT_COLUMNS, events_from_records, raw_fields
 from deepids.io.logs import is_log_file, iter_event_batches
 
@@ -146,8 +146,8 @@ def test_crafted_corner_cases_read_alike(samples_dir, tmp_path, monkeypatch, col
     # record numbers: the position of each event among the non-blank lines, counted independently
     lines = [ln for ln in path.read_bytes().split(b"\n") if ln.strip()]
     kept = [i for i, ln in enumerate(lines)
-            if not isinstance(r := eventblocks.line_record(ln), eventblocks.Reject)
-            and not isinstance(eventblocks.python_row(r, "x", False), eventblocks.Reject)]
+            if not isinstance(r := eventlines.line_record(ln), eventlines.Reject)
+            and not isinstance(eventlines.python_row(r, "x", False), eventlines.Reject)]
     numbers = [n for _, r in iter_event_batches(path, batch_size=size) for n in r.numbers]
     assert numbers == kept and len(kept) < len(lines)
     # each corner alone, among clean events: a block the columnar reader keeps reading, or hands over whole
@@ -175,7 +175,7 @@ def test_a_lone_surrogate_in_a_field_read_goes_the_per_event_way(samples_dir, tm
     path.write_bytes(b"\n".join(lines + [b'{"EventID": 1, "Note": "\\ud800"}']))
     (events, report), = iter_event_batches(path, keep_raw=True)
     assert events.get_column("image").to_list() == ["\U0001f600", "plain", None]
-    assert report.rejected == {eventblocks.R_BAD_FIELD: 1}
+    assert report.rejected == {eventlines.R_BAD_FIELD: 1}
     assert raw_fields(events.get_column("raw")[2]) == {"EventID": 1, "Note": "\ud800"}
     table, _, rejected = events_from_records([{"EventID": 1, "Image": "\ud800"}, {"EventID": 2}])
     assert table.height == 1 and len(rejected) == 1 and rejected[0].index == 0
@@ -183,7 +183,7 @@ def test_a_lone_surrogate_in_a_field_read_goes_the_per_event_way(samples_dir, tm
 
 def test_long_lines_and_blank_lines_read_alike(samples_dir, tmp_path, monkeypatch):
     good = [ln for ln in gzip.open(samples_dir / EMPIRE, "rb").read().split(b"\n") if ln.strip()][:40]
-    monkeypatch.setattr(eventblocks, "MAX_LINE_BYTES", max(map(len, good[:20])) + 1)
+    monkeypatch.setattr(eventlines, "MAX_LINE_BYTES", max(map(len, good[:20])) + 1)
     path = tmp_path / "long.jsonl.gz"
     with gzip.open(path, "wb") as fh:
         fh.write(b"\n\n".join(good[:20] + [b"x" * 100_000] + good[20:]) + b"\n \n")
@@ -241,7 +241,7 @@ def test_damaged_gzip_gives_the_lines_and_error_gzip_open_gives(samples_dir, tmp
     assert bool(expected) == (damage not in ("not gzip", "empty"))
     got = []
     try:
-        for block in eventblocks.read_blocks(path, 100):
+        for block in eventlines.read_blocks(path, 100):
             got += block.lines
     except DeepidsError as exc:
         assert str(exc) == error

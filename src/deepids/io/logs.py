@@ -33,7 +33,8 @@ import numpy as np
 import polars as pl
 
 from deepids.errors import ConfigError, DeepidsError, InputError
-from deepids.io.eventblocks import (  # noqa: F401 - the JSON-Lines reasons, importable from here as before
+from deepids.io.eventblocks import jsonl_pieces
+from deepids.io.eventlines import (  # noqa: F401 - the JSON-Lines reasons, importable from here as before
     MAX_LINE_BYTES,
     R_BAD_FIELD,
     R_CORRUPT,
@@ -41,7 +42,6 @@ from deepids.io.eventblocks import (  # noqa: F401 - the JSON-Lines reasons, imp
     R_NOT_OBJECT,
     Piece,
     Reject,
-    jsonl_pieces,
     python_piece,
 )
 from deepids.io.events import (  # noqa: F401 - the event rules, importable from here as before
