@@ -133,9 +133,9 @@ def columnar_piece(block: Block, source_file: str, keep_raw: bool) -> Piece | No
 def _odd_lines(lines: pl.Series, df: pl.DataFrame) -> pl.Series:
     """Lines whose parsed text alone does not say what the per-event path makes of them: a nested
     Winlogbeat event, an ambiguous value (`_AMBIGUOUS`), a lone surrogate, deep nesting (the
-    reader and orjson refuse the same depth, 1024, but with `keep_raw` the per-event path rejects
-    from about 1000 on, where Python's json cannot write the event back), or a field read here
-    written twice (the reader keeps the first value, Python the last)."""
+    reader and orjson refuse the same depth, 1024, but from about 1000 on the per-event path has no
+    `raw` for the event: Python's json cannot write it back), or a field read here written twice
+    (the reader keeps the first value, Python the last)."""
     odd = (df.get_column("winlog").is_not_null() | lines.str.contains(_AMBIGUOUS)
            | (lines.str.count_matches("[", literal=True) + lines.str.count_matches("{", literal=True) > _DEEP))
     keys = lines.str.count_matches(_KEY)

@@ -237,13 +237,19 @@ def canonical_event(flat: dict, source_file: str | None = None, keep_raw: bool =
     return row
 
 
-def raw_json(flat: dict) -> str:
+def raw_json(flat: dict) -> str | None:
     """The `raw` of an event: its whole flat object as JSON (orjson; Python's json for what orjson
-    refuses, such as integers beyond 64 bits or lone surrogates)."""
+    refuses, such as integers beyond 64 bits, lone surrogates or nesting beyond 255 levels); None
+    for an object nested too deep for Python's json too (about 1000 levels): the event is kept, so
+    reading with and without `raw` gives the same events."""
     try:
         return orjson.dumps(flat, default=str).decode()
     except (TypeError, ValueError):
+        pass
+    try:
         return json.dumps(flat, default=str)
+    except (ValueError, RecursionError):
+        return None
 
 
 def host_application(flat: dict) -> str | None:
