@@ -94,11 +94,13 @@ def test_same_findings_with_feature_errors(sample_gan, samples_dir, tmp_path, by
 
 @pytest.mark.parametrize("by", ["tree", "host"])
 def test_same_findings_on_the_shared_recordings(sample_model, shared_data, tmp_path, by):
-    data = [shared_data / "logs" / "windows" / "otrf_security_datasets"]
-    if not data[0].is_dir():
-        pytest.skip(f"{data[0]} is absent")
+    atomic = shared_data / "logs" / "windows" / "otrf_security_datasets" / "atomic"
+    if not atomic.is_dir():
+        pytest.skip(f"{atomic} is absent")
+    # nine recordings of three tactics, seven of them Empire ones (all 41 agree too, in about 35 s each)
+    data = [atomic / tactic for tactic in ("discovery", "defense_evasion", "persistence")]
     got = assert_same_hunt(sample_model, data, tmp_path, by=by)
-    assert len(got.findings) == 20 and got.summary["events"] > 100_000
+    assert len(got.findings) == 20 and got.summary["events"] > 10_000
 
 
 def test_files_changed_between_the_reads(sample_model, samples_dir, tmp_path, monkeypatch):
