@@ -34,6 +34,7 @@ import polars as pl
 
 from deepids.errors import ConfigError, DeepidsError, InputError
 from deepids.io.eventblocks import jsonl_pieces
+from deepids.io.report import merge_hashes
 from deepids.io.eventlines import (  # noqa: F401 - the JSON-Lines reasons, importable from here as before
     MAX_LINE_BYTES,
     R_BAD_FIELD,
@@ -124,9 +125,8 @@ class LogReadReport:
         duplicates = self.duplicates + other.duplicates
         hashes = a if b is None else b if a is None else None
         if a is not None and b is not None:
-            common = np.isin(b, a, assume_unique=True)
-            duplicates += int(common.sum())
-            hashes = np.union1d(a, b)
+            hashes, common = merge_hashes(a, b)
+            duplicates += common
         ranges = [r for r in (self.time_range, other.time_range) if r]
         time_range = (min((r[0] for r in ranges), key=datetime.fromisoformat),
                       max((r[1] for r in ranges), key=datetime.fromisoformat)) if ranges else None

@@ -17,6 +17,19 @@ __all__ = ["ReadReport", "frame_report", "ENTITY_COLUMNS"]
 ENTITY_COLUMNS = ("src_ip", "dst_ip", "dst_port")
 
 
+def merge_hashes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """Two sorted arrays of distinct row hashes -> (their sorted union, how many of `b` are in `a`).
+
+    Linear in their sizes (a stable sort of two sorted runs merges them), so a report merged
+    chunk by chunk costs what its last merge copies, not a sort of everything each time."""
+    if not a.size or not b.size:
+        return (a if a.size else b), 0
+    pos = np.searchsorted(a, b)
+    pos[pos == a.size] = 0
+    common = a[pos] == b
+    return np.sort(np.concatenate([a, b[~common]]), kind="stable"), int(common.sum())
+
+
 @dataclass
 class ReadReport:
     """What a read accepted, rejected and found. Reports of batches or files ``merge``.
@@ -99,14 +112,8 @@ class ReadReport:
         hashes: np.ndarray | None = None
         a, b = self._row_hashes, other._row_hashes
         if a is not None and b is not None:
-            if a.size and b.size:
-                pos = np.searchsorted(a, b)
-                pos[pos == a.size] = 0
-                common = a[pos] == b
-                duplicates += int(common.sum())
-                hashes = np.sort(np.concatenate([a, b[~common]]), kind="stable")
-            else:
-                hashes = a if a.size else b
+            hashes, common = merge_hashes(a, b)
+            duplicates += common
         elif a is not None or b is not None:
             hashes = None   # cannot stay exact: drop the hashes
 
