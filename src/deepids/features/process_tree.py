@@ -36,7 +36,7 @@ LOLBINS = frozenset({
     "pcalua.exe", "schtasks.exe", "sc.exe", "wuauclt.exe", "control.exe", "msdt.exe", "esentutl.exe",
     "powershell.exe", "pwsh.exe", "cmd.exe", "net.exe", "net1.exe", "whoami.exe", "psexesvc.exe", "at.exe",
     "reg.exe", "vssadmin.exe", "ntdsutil.exe", "nltest.exe", "dsquery.exe"})
-# fields read from `raw` (the canonical table keeps the rest of an event there)
+# fields read from `raw` (the canonical table keeps the whole event there)
 RAW_FIELDS = {
     "guid": ("ProcessGuid", "SourceProcessGuid", "SourceProcessGUID"),
     "parent_guid": ("ParentProcessGuid",),
