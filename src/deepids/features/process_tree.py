@@ -215,6 +215,7 @@ def process_context(events: pl.DataFrame, table: ProcessTable, raw_fields: pl.Da
         "execution_process_id", "user")}
     x = {c: extra.get_column(c).to_list() for c in ("guid", "parent_guid", "parent_command_line", "integrity")}
     snapshots = []
+    last, snapshot = None, None      # the previous event's `acting` call and what it gave
     for i in range(events.height):
         host, channel, eid = cols["host"][i], cols["channel"][i], cols["event_id"][i]
         guid = (x["guid"][i] or "").lower() or None
@@ -223,12 +224,21 @@ def process_context(events: pl.DataFrame, table: ProcessTable, raw_fields: pl.Da
                                  cols["user"][i], integrity_level(x["integrity"][i]),
                                  (x["parent_guid"][i] or "").lower() or None, cols["parent_process_id"][i],
                                  cols["parent_image"][i], x["parent_command_line"][i])
+            last = None
         else:
             pid = cols["process_id"][i] if channel in (SYSMON, "Security") else (
                 cols["execution_process_id"][i] or None)
-            proc = table.acting(host, guid, pid, cols["image"][i], cols["command_line"][i], cols["user"][i])
-        snapshots.append((proc.parent, proc.grandparent, proc.depth, proc.created, proc.script_ancestor, proc.image,
-                          proc.user, proc.integrity, proc.command_line, proc.uid, proc.tree))
+            call = (host, guid, pid, cols["image"][i], cols["command_line"][i], cols["user"][i])
+            # the same call again (a process's events come in runs) finds the same process and leaves
+            # the table as it was: its snapshot is the last one (not so without a GUID or PID: each
+            # such event is a process of its own)
+            if call == last and (guid or pid is not None):
+                snapshots.append(snapshot)
+                continue
+            proc, last = table.acting(*call), call
+        snapshot = (proc.parent, proc.grandparent, proc.depth, proc.created, proc.script_ancestor, proc.image,
+                    proc.user, proc.integrity, proc.command_line, proc.uid, proc.tree)
+        snapshots.append(snapshot)
     names = ("proc_parent", "proc_grandparent", "depth", "created", "script_ancestor", "proc_image", "proc_user",
              "proc_integrity", "proc_command_line", "process", "process_tree")
     snap = dict(zip(names, map(list, zip(*snapshots)))) if snapshots else {n: [] for n in names}
