@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     command = " ".join(sys.argv[1:] if argv is None else argv)
     results = {"command": f"python -m bench.hunt_speed {command}", "events": events.height,
                "read_seconds": round(read_s, 1), "torch_threads": args.threads, "cpu_count": os.cpu_count(),
-               "host": "shared 2-core development machine, loaded by other work", "loadavg_before": load_before,
+               "host": "shared 2-core development machine (its load: loadavg_*)", "loadavg_before": load_before,
                "epochs": args.epochs or "the model's own", "models": {}}
     for name in [m for m in args.models.split(",") if m]:
         cls = MODELS[name]
