@@ -34,7 +34,6 @@ import polars as pl
 
 from deepids.errors import ConfigError, DeepidsError, InputError
 from deepids.io.eventblocks import jsonl_pieces
-from deepids.io.report import merge_hashes
 from deepids.io.eventlines import (  # noqa: F401 - the JSON-Lines reasons, importable from here as before
     MAX_LINE_BYTES,
     R_BAD_FIELD,
@@ -65,6 +64,7 @@ from deepids.io.events import (  # noqa: F401 - the event rules, importable from
     parse_int,
     raw_fields,
 )
+from deepids.io.report import merge_hashes
 
 LOG_LAYOUT = "windows-events"
 LOG_SUFFIXES = (".evtx", ".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz")
