@@ -34,7 +34,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from deepids.distributed import require_ray

@@ -23,7 +23,7 @@ from deepids.models.base import (BaseDetector, FitOptions, Scores, benign_traini
                                  check_table)
 from deepids.models.params import (COMMON, MAX_SEQUENCE, MAX_WIDTH, SEED, THRESHOLD, TRAINING, Interval, Options,
                                    Widths)
-from deepids.models.training import (TrainingConfig, fit_network, resolve_device, run_batches, seed_everything,
+from deepids.models.training import (fit_network, resolve_device, run_batches, seed_everything,
                                      window_batches)
 
 SCORE_MODES = ("last", "window")
