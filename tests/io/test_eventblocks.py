@@ -281,3 +281,8 @@ def test_raw_is_the_whole_event(samples_dir):
 
     events, _ = read_events(samples_dir / EMPIRE)
     assert raw_fields(events.get_column("raw")[0]) == good[0]
+
+
+def test_the_whitespace_the_host_application_is_stripped_of_is_what_str_strip_strips():
+    """`_PY_SPACE` is written out (computing it walked every code point at import)."""
+    assert eventblocks._PY_SPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())

@@ -154,14 +154,20 @@ class _GatedScorer(LiveScorer):
         return super().score_table(table)
 
 
-def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday_lines, monkeypatch):
+def _gated_app(seq_model, friday_lines, monkeypatch, **options):
+    """(an app whose every request goes through the queue and whose scorer waits at its gate, the
+    scorer, the records): for the tests that fill the queue on purpose."""
     import deepids.serving.service as service
 
     monkeypatch.setattr(service, "_INLINE_RECORDS", 0)    # every request goes through the queue
     scorer = _GatedScorer(seq_model)
     scorer.gate = threading.Event()
-    records = _records(friday_lines)
-    app = create_app(scorer, max_queue_records=30, max_batch_records=10)
+    return create_app(scorer, **options), scorer, _records(friday_lines)
+
+
+def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday_lines, monkeypatch):
+    app, scorer, records = _gated_app(seq_model, friday_lines, monkeypatch, max_queue_records=30,
+                                      max_batch_records=10)
 
     async def run():
         transport = httpx.ASGITransport(app=app)
@@ -194,13 +200,8 @@ def test_full_queue_answers_503_with_retry_after_and_counts_it(seq_model, friday
 
 def test_records_waiting_past_the_queue_timeout_are_refused_unscored_and_counted(seq_model, friday_lines,
                                                                                    monkeypatch):
-    import deepids.serving.service as service
-
-    monkeypatch.setattr(service, "_INLINE_RECORDS", 0)
-    scorer = _GatedScorer(seq_model)
-    scorer.gate = threading.Event()
-    records = _records(friday_lines)
-    app = create_app(scorer, max_batch_records=10, queue_timeout=0.3)
+    app, scorer, records = _gated_app(seq_model, friday_lines, monkeypatch, max_batch_records=10,
+                                      queue_timeout=0.3)
 
     async def run():
         transport = httpx.ASGITransport(app=app)

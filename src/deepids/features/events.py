@@ -141,10 +141,8 @@ class EventContext:
 
     @classmethod
     def fit(cls, events: pl.DataFrame, max_processes: int = 200_000, **table_options) -> "EventContext":
-        ctx = cls(None, max_processes)
-        ctx.fit_keys(ctx.keys(events), **table_options)
-        ctx.reset()                      # training's processes do not carry into scoring
-        return ctx
+        """Fitted on training events held at once (`fit_chunks` of one chunk)."""
+        return cls.fit_chunks([events], max_processes, **table_options)
 
     @classmethod
     def fit_chunks(cls, chunks, max_processes: int = 200_000, **table_options) -> "EventContext":
@@ -155,7 +153,7 @@ class EventContext:
             parts = ctx.keys(events)
             counts.add(parts["keys"], parts["entities"])
         ctx.tables = RarityTables(**table_options).fit_counts(counts)
-        ctx.reset()
+        ctx.reset()                      # training's processes do not carry into scoring
         return ctx
 
     def fit_keys(self, keys: dict, **table_options) -> "EventContext":

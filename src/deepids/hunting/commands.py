@@ -8,9 +8,10 @@ from typing import Callable
 import numpy as np
 
 from deepids.errors import InputError
-from deepids.hunting.hunt import HuntResult, describe_findings, hunt_summary, rank_findings, rows_described
+from deepids.hunting.hunt import (HuntResult, check_hunt_options, describe_findings, hunt_summary, rank_findings,
+                                  rows_described)
 from deepids.hunting.logs import attack_label_names, otrf_event_labels, otrf_root_of, require_log_model
-from deepids.hunting.twopass import check_hunt_options, first_read, second_read
+from deepids.hunting.twopass import first_read, second_read
 from deepids.io.logs import log_files, read_events
 from deepids.models import load_model
 from deepids.models.base import BaseDetector

@@ -251,12 +251,23 @@ def _continues(placed: dict, longest: dict, host, start, end) -> bool:
     return hit
 
 
+def check_hunt_options(by: str, top: int, top_k: int, window) -> None:
+    """The options a hunt refuses (`run_hunt` checks them before it reads anything)."""
+    if by not in ("host", "user", *GROUPS):
+        raise ConfigError(f"hunt by 'host', 'user', 'process' or 'tree', got {by!r}")
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
+    if top_k < 1:
+        raise ConfigError(f"top_k must be at least 1, got {top_k}")
+    if window is not None:
+        parse_window(window)
+
+
 def rank_findings(events: pl.DataFrame, score: np.ndarray, *, by: str = "host", window: str | timedelta = "5m",
                   top: int = 20, top_k: int = 10, score_resolution: float = 0.0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(every window, the first `top` of them in ranked order) from the events' ranking columns alone:
     `by` (or `process_tree`/`process` and `host`) and `timestamp` (`window_scores`, `group_scores`)."""
-    if top < 1:
-        raise ConfigError(f"--top must be at least 1, got {top}")
+    check_hunt_options(by, top, top_k, window)
     windows = (group_scores(events, score, by=by, top_k=top_k, window=window) if by in GROUPS
                else window_scores(events, score, by=by, window=window, top_k=top_k))
     if not score_resolution >= 0:

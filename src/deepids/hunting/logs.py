@@ -29,12 +29,17 @@ def require_log_model(model: BaseDetector, where: str = "model") -> None:
                           "(deepids train --data LOGS)")
 
 
+def no_events(report: LogReadReport) -> InputError:
+    """The error for a read that found no event in its files."""
+    return InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
+                      + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
+
+
 def read_log_events(paths, progress: bool = False) -> tuple[pl.DataFrame, LogReadReport]:
     """(canonical events, the read report); no events at all is an InputError."""
     events, report = read_events(paths, progress=progress)
     if events.height == 0:
-        raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
-                         + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
+        raise no_events(report)
     return events, report
 
 
@@ -78,8 +83,7 @@ def log_context_from_files(paths, *, batch_size: int = EVENT_CHUNK, progress=Non
 
     context = EventContext.fit_chunks(chunks())
     if report.records == 0:
-        raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
-                         + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
+        raise no_events(report)
     return context, report
 
 

@@ -26,27 +26,14 @@ from typing import IO, Any
 import numpy as np
 import polars as pl
 
-from deepids.errors import ConfigError, InputError
-from deepids.features.events import parse_window
+from deepids.errors import InputError
 from deepids.hunting.hunt import GROUPS, HeldEvents
-from deepids.hunting.logs import require_log_model
+from deepids.hunting.logs import no_events, require_log_model
 from deepids.io.logs import iter_event_batches
 from deepids.models.base import BaseDetector
 from deepids.scoring import ChunkScorer, check_kind, scored_chunks
 
 PROCESS_COLUMNS = ("process", "process_tree")
-
-
-def check_hunt_options(by: str, top: int, top_k: int, window) -> None:
-    """The options `hunt` would refuse, refused before any reading."""
-    if by not in ("host", "user", *GROUPS):
-        raise ConfigError(f"hunt by 'host', 'user', 'process' or 'tree', got {by!r}")
-    if top < 1:
-        raise ConfigError(f"--top must be at least 1, got {top}")
-    if top_k < 1:
-        raise ConfigError(f"top_k must be at least 1, got {top_k}")
-    if window is not None:
-        parse_window(window)
 
 
 def ranking_columns(by: str) -> tuple[list[str], list[str]]:
@@ -116,8 +103,7 @@ def first_read(detector: BaseDetector, data, by: str, spool: IO[bytes], progress
         errors.add(result.feature_error)
         names = names if names is not None else list(result.feature_names)
     if not frames:
-        raise InputError(f"no events read from {', '.join(str(p) for p in report.files)}"
-                         + (f" ({report.n_rejected:,} rejected)" if report.n_rejected else ""))
+        raise no_events(report)
     return FirstRead(events=pl.concat(frames, how="vertical_relaxed"), score=np.concatenate(scores),
                      feature_error=errors.array(), feature_names=names, report=report, scorer=scorer)
 
